@@ -1,0 +1,33 @@
+# Set-up is part of every target: a fresh machine with Python >= 3.11 needs nothing else.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint bench fuzz clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+## demo: the main job (an embedded cluster demo for now)
+demo: $(STAMP)
+	$(VENV)/bin/shoal demo
+
+## test: ruff, mypy (strict) and the whole pytest suite
+test: $(STAMP) lint
+	$(PY) -m pytest -q -p no:cacheprovider
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check actors router runtime tests bench examples
+	$(VENV)/bin/ruff format --check actors router runtime tests bench examples
+	$(VENV)/bin/mypy
+
+## bench: every benchmark, each beside its floor
+bench: $(STAMP)
+	for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

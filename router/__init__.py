@@ -1,0 +1,1 @@
+"""Routing: ring, directory, membership."""

@@ -1,0 +1,294 @@
+"""An activation: one live instance of an actor on this node, and its turns.
+
+Turn rules (one place, so every path keeps them):
+
+- A non-reentrant activation runs one turn at a time. Messages that arrive meanwhile wait in
+  FIFO order in a mailbox that exists only while there is a backlog.
+- Call-chain reentrancy: every ask carries the id of the call chain it belongs to. A message
+  whose chain is the chain of the turn in progress runs at once, so A -> B -> A completes instead
+  of deadlocking (as Orleans' call-chain reentrancy). Two *different* chains that wait on each
+  other (A -> B while B -> A) still deadlock and fail with ``ActorTimeout`` at their deadline.
+- ``reentrant=True`` lets any message start while other turns wait at an ``await``.
+
+Execution: a turn starts in the task of whoever delivered it. Its first step runs inline; a
+method that finishes without suspending (the common case) costs no task, no future and no timer.
+A turn that suspends continues in a task of its own, so that the caller giving up (deadline,
+cancellation) never cancels a turn half-way. Each turn runs in its own copy of the context, so
+context-variable changes made by actor code do not leak into the caller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import random
+import traceback
+from collections import deque
+from collections.abc import Callable, Coroutine, Generator
+from contextvars import copy_context
+from typing import TYPE_CHECKING, Any, Final
+
+from actors.errors import ActorError, RemoteError
+from runtime.context import TURN
+from runtime.mailbox import Message, ReplySink
+
+if TYPE_CHECKING:
+    from actors.decorator import ActorType, Method
+    from runtime.node import Node
+
+__all__ = ["Activation", "new_chain", "remote_error"]
+
+log = logging.getLogger("shoal.actor")
+
+_CHAIN_PREFIX: Final = random.getrandbits(31) << 32
+_chain_counter = itertools.count(1)
+
+ACTIVE: Final = 0
+DEACTIVATING: Final = 1
+DEAD: Final = 2
+
+#: Outcomes of starting a turn.
+DONE: Final = 0
+RAISED: Final = 1
+SUSPENDED: Final = 2
+
+
+def new_chain() -> int:
+    """A fresh call-chain id, unique with high probability across processes."""
+    return _CHAIN_PREFIX | (next(_chain_counter) & 0xFFFFFFFF)
+
+
+def remote_error(exc: BaseException) -> RemoteError:
+    """The ``RemoteError`` a caller receives for an exception raised inside a turn."""
+    if isinstance(exc, RemoteError):
+        return exc
+    tb = "".join(traceback.format_exception(exc))
+    return RemoteError(type(exc).__qualname__, str(exc), tb)
+
+
+def _call(turn: tuple[Activation, int, float], fn: Callable[..., Any], inst: Any, a: Any, kw: Any) -> Any:
+    TURN.set(turn)
+    return fn(inst, *a, **kw)
+
+
+class _Resume:
+    """Continues a coroutine whose first step already ran, from the future it yielded."""
+
+    __slots__ = ("coro", "yielded")
+
+    def __init__(self, coro: Coroutine[Any, Any, Any], yielded: Any) -> None:
+        self.coro = coro
+        self.yielded = yielded
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        coro, value = self.coro, self.yielded
+        self.yielded = None
+        while True:
+            try:
+                sent = yield value
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as exc:  # forwarded into the actor's code, cancellation too
+                try:
+                    value = coro.throw(exc)
+                except StopIteration as stop:
+                    return stop.value
+            else:
+                try:
+                    value = coro.send(sent)
+                except StopIteration as stop:
+                    return stop.value
+
+
+class Activation:
+    """One live instance of an actor type on this node."""
+
+    __slots__ = (
+        "epoch",
+        "instance",
+        "key",
+        "lock_chain",
+        "node",
+        "pumping",
+        "queue",
+        "running",
+        "status",
+        "tick",
+        "type",
+    )
+
+    def __init__(self, node: Node, atype: ActorType, key: str, epoch: int) -> None:
+        self.node = node
+        self.type = atype
+        self.key = key
+        self.epoch = epoch
+        self.instance: Any = None
+        self.running = 0
+        self.lock_chain = 0
+        self.queue: deque[Message] | None = None
+        self.pumping = False
+        self.status = ACTIVE
+        self.tick = node._tick
+
+    def __repr__(self) -> str:
+        return f"<Activation {self.type.name}/{self.key} epoch={self.epoch} running={self.running}>"
+
+    # -- admission -------------------------------------------------------------------------------
+
+    def can_run_now(self, chain: int) -> bool:
+        """Whether a message of call chain ``chain`` may start a turn right now."""
+        if self.status != ACTIVE:
+            return False
+        if self.running == 0:
+            return self.queue is None
+        return self.type.reentrant or (chain != 0 and chain == self.lock_chain)
+
+    def enqueue(self, msg: Message) -> None:
+        """Queue a message behind the current turn(s); it runs when its turn comes."""
+        queue = self.queue
+        if queue is None:
+            queue = self.queue = deque()
+        queue.append(msg)
+        if self.running == 0 or self.type.reentrant:
+            self._schedule()
+
+    # -- turns ----------------------------------------------------------------------------------
+
+    def start_turn(
+        self,
+        method: Method | None,
+        fn: Callable[..., Any],
+        args: Any,
+        kwargs: Any,
+        chain: int,
+        deadline: float = 0.0,
+    ) -> tuple[int, Any]:
+        """Begin a turn in the calling task.
+
+        Returns ``(DONE, result)``, ``(RAISED, RemoteError)`` or ``(SUSPENDED, task)`` where the
+        task finishes the turn and yields its result (or raises ``RemoteError``).
+        ``method`` is None for lifecycle hooks, whose ``fn`` is always treated as possibly async.
+        ``deadline`` (loop clock, 0.0 = none) bounds the asks the turn makes in its turn.
+        """
+        self.running += 1
+        if chain == 0:
+            chain = new_chain()
+        if self.running == 1:
+            self.lock_chain = chain
+        self.tick = self.node._tick
+        ctx = copy_context()
+        try:
+            result = ctx.run(_call, (self, chain, deadline), fn, self.instance, args, kwargs)
+            if (method.is_async if method is not None else asyncio.iscoroutine(result)):
+                try:
+                    yielded = ctx.run(result.send, None)
+                except StopIteration as stop:
+                    result = stop.value
+                else:
+                    node = self.node
+                    task = node._loop.create_task(
+                        self._finish(_Resume(result, yielded)), context=ctx
+                    )
+                    node._turn_tasks.add(task)
+                    task.add_done_callback(node._turn_tasks.discard)
+                    return SUSPENDED, task
+        except Exception as exc:
+            self.end_turn()
+            return RAISED, remote_error(exc)
+        self.end_turn()
+        return DONE, result
+
+    async def _finish(self, resume: _Resume) -> Any:
+        try:
+            return await resume
+        except Exception as exc:
+            raise remote_error(exc) from None
+        finally:
+            self.end_turn()
+
+    def end_turn(self) -> None:
+        """Account for a finished turn and let the next queued message in."""
+        self.running -= 1
+        if self.running == 0:
+            self.lock_chain = 0
+            if self.queue:
+                self._schedule()
+
+    def run_message(self, msg: Message) -> asyncio.Task[Any] | None:
+        """Run a queued message's turn; settles ``msg.reply``. Returns the task if it suspended."""
+        reply = msg.reply
+        method = msg.method
+        outcome, value = self.start_turn(
+            method, method.fn, msg.args, msg.kwargs, msg.chain, msg.deadline
+        )
+        if outcome == SUSPENDED:
+            value.add_done_callback(_settler(reply, self))
+            return value  # type: ignore[no-any-return]
+        if reply is None:
+            if outcome == RAISED:
+                _log_tell_failure(self, value)
+        elif not reply.done():
+            if outcome == DONE:
+                self.node._settle_result(reply, value)
+            else:
+                reply.set_exception(value)
+        return None
+
+    # -- the pump: runs queued messages without a task of its own ---------------------------------
+
+    def _schedule(self) -> None:
+        if not self.pumping:
+            self.pumping = True
+            self.node._loop.call_soon(self._pump)
+
+    def _pump(self) -> None:
+        self.pumping = False
+        queue = self.queue
+        reentrant = self.type.reentrant
+        now = self.node._loop.time()
+        while queue and self.status != DEAD:
+            if self.status == DEACTIVATING:
+                return  # the deactivation hands the backlog to a fresh activation
+            if self.running and not reentrant:
+                head = queue[0]
+                if not (head.chain and head.chain == self.lock_chain):
+                    return
+            msg = queue.popleft()
+            reply = msg.reply
+            if reply is not None and (reply.done() or (msg.deadline and msg.deadline < now)):
+                continue  # the caller gave up: a message past its deadline never runs
+            self.run_message(msg)
+        if queue is not None and not queue:
+            self.queue = None
+
+    def take_backlog(self) -> list[Message]:
+        """Remove and return every queued message (for re-dispatch after deactivation)."""
+        queue = self.queue
+        self.queue = None
+        return list(queue) if queue else []
+
+
+def _log_tell_failure(act: Activation, err: BaseException) -> None:
+    detail = err.remote_traceback if isinstance(err, RemoteError) else repr(err)
+    log.error("tell to %s/%s failed: %s\n%s", act.type.name, act.key, err, detail)
+
+
+def _settler(reply: ReplySink | None, act: Activation) -> Callable[[asyncio.Task[Any]], None]:
+    def settle(task: asyncio.Task[Any]) -> None:
+        if task.cancelled():
+            err: BaseException = ActorError("the turn was cancelled (node stopping)")
+        else:
+            exc = task.exception()
+            if exc is None:
+                if reply is not None and not reply.done():
+                    act.node._settle_result(reply, task.result())
+                return
+            err = exc
+        if reply is None:
+            _log_tell_failure(act, err)
+        elif not reply.done():
+            reply.set_exception(err)
+
+    return settle

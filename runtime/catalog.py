@@ -1,0 +1,232 @@
+"""The catalog: this node's table of activations, their creation and their idle collection.
+
+Named after Orleans' Catalog. Activations are kept in a two-level dict (type name, then key) so
+that the hot-path lookup allocates nothing. Idleness is tracked with a coarse clock: the catalog
+advances ``node._tick`` once per collection quantum and every turn stamps its activation with the
+current tick, so no timer, task or queue exists per idle actor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import math
+from typing import TYPE_CHECKING, Any
+
+from actors.errors import RemoteError
+from runtime.activation import (
+    ACTIVE,
+    DEACTIVATING,
+    DEAD,
+    DONE,
+    RAISED,
+    Activation,
+    remote_error,
+)
+
+if TYPE_CHECKING:
+    from actors.decorator import ActorType
+    from runtime.node import Node
+
+__all__ = ["Catalog"]
+
+log = logging.getLogger("shoal.catalog")
+
+#: Bounds of the collection quantum (seconds between idle sweeps).
+MIN_QUANTUM = 0.01
+MAX_QUANTUM = 60.0
+
+
+class Catalog:
+    """Activations of this node, by type name and key (a list per key for stateless workers)."""
+
+    __slots__ = ("_by_type", "_collector", "_epochs", "_node", "_quantum", "_wake", "count")
+
+    def __init__(self, node: Node) -> None:
+        self._node = node
+        self._by_type: dict[str, dict[str, Any]] = {}
+        self._epochs = itertools.count(1)
+        self._quantum = MAX_QUANTUM
+        self._collector: asyncio.Task[None] | None = None
+        self._wake: asyncio.Event | None = None
+        self.count = 0
+
+    # -- lookup and creation --------------------------------------------------------------------
+
+    def get(self, atype: ActorType, key: str) -> Activation | None:
+        """The activation to deliver to, or None if there is none yet."""
+        table = self._by_type.get(atype.name)
+        if table is None:
+            return None
+        found = table.get(key)
+        if found is None or not atype.stateless:
+            return found  # type: ignore[no-any-return]
+        return self._pick_worker(atype, key, found)
+
+    def lookup(self, type_name: str, key: str) -> Activation | list[Activation] | None:
+        """The activation (or stateless worker pool) registered for ``type_name``/``key``."""
+        table = self._by_type.get(type_name)
+        return None if table is None else table.get(key)
+
+    def activate(self, atype: ActorType, key: str, epoch: int | None = None) -> Activation:
+        """Create an activation: set ``key``, run ``__init__``, then ``on_activate`` as the first
+        turn. Raises ``RemoteError`` if construction or a synchronous ``on_activate`` fails; an
+        ``on_activate`` that suspends holds back the queue until it ends."""
+        node = self._node
+        act = Activation(node, atype, key, next(self._epochs) if epoch is None else epoch)
+        cls = atype.cls
+        try:
+            inst = cls.__new__(cls)
+            object.__setattr__(inst, "key", key)
+            inst.__init__()
+        except Exception as exc:
+            raise remote_error(exc) from None
+        act.instance = inst
+        self._insert(act)
+        hook = atype.on_activate
+        if hook is not None:
+            outcome, value = act.start_turn(None, hook, (), {}, 0)
+            if outcome == RAISED:
+                self._remove(act)
+                raise value
+            if outcome != DONE:
+                value.add_done_callback(lambda t: self._activated(act, t))
+        if atype.idle_after < math.inf:
+            self._want_quantum(atype.idle_after / 4)
+        return act
+
+    def _activated(self, act: Activation, task: asyncio.Task[Any]) -> None:
+        if task.cancelled() or task.exception() is None:
+            return
+        err = task.exception()
+        assert err is not None
+        self._remove(act)
+        for msg in act.take_backlog():
+            if msg.reply is not None and not msg.reply.done():
+                msg.reply.set_exception(err)
+
+    def _pick_worker(self, atype: ActorType, key: str, pool: list[Activation]) -> Activation:
+        best = pool[0]
+        for act in pool:
+            if act.status == ACTIVE and act.running == 0 and act.queue is None:
+                return act
+            if len(act.queue or ()) + act.running < len(best.queue or ()) + best.running:
+                best = act
+        if len(pool) < atype.max_workers:
+            return self.activate(atype, key)
+        return best
+
+    def _insert(self, act: Activation) -> None:
+        table = self._by_type.get(act.type.name)
+        if table is None:
+            table = self._by_type[act.type.name] = {}
+        if act.type.stateless:
+            table.setdefault(act.key, []).append(act)
+        else:
+            table[act.key] = act
+        self.count += 1
+
+    def _remove(self, act: Activation) -> None:
+        act.status = DEAD
+        table = self._by_type.get(act.type.name)
+        if table is None:
+            return
+        entry = table.get(act.key)
+        if entry is act:
+            del table[act.key]
+            self.count -= 1
+        elif isinstance(entry, list) and act in entry:
+            entry.remove(act)
+            self.count -= 1
+            if not entry:
+                del table[act.key]
+
+    def __iter__(self) -> Any:
+        for table in list(self._by_type.values()):
+            for entry in list(table.values()):
+                if isinstance(entry, list):
+                    yield from list(entry)
+                else:
+                    yield entry
+
+    # -- deactivation ---------------------------------------------------------------------------
+
+    async def deactivate(self, act: Activation) -> None:
+        """Run ``on_deactivate`` as the activation's last turn, then drop it. Messages that
+        arrived meanwhile are handed to a fresh activation."""
+        if act.status != ACTIVE:
+            return
+        act.status = DEACTIVATING
+        hook = act.type.on_deactivate
+        try:
+            if hook is not None:
+                outcome, value = act.start_turn(None, hook, (), {}, 0)
+                if outcome == RAISED:
+                    raise value
+                if outcome != DONE:
+                    await value
+        except RemoteError as err:
+            log.error("on_deactivate of %s/%s failed: %s", act.type.name, act.key, err)
+        finally:
+            self._remove(act)
+            for msg in act.take_backlog():
+                self._node._redeliver(msg, act.type, act.key)
+
+    def _want_quantum(self, quantum: float) -> None:
+        quantum = min(MAX_QUANTUM, max(MIN_QUANTUM, quantum))
+        if quantum < self._quantum:
+            self._quantum = quantum
+            if self._wake is not None:
+                self._wake.set()
+        if self._collector is None and self._node._running:
+            self._wake = asyncio.Event()
+            self._collector = self._node._loop.create_task(self._collect_forever())
+
+    async def _collect_forever(self) -> None:
+        assert self._wake is not None
+        while True:
+            try:
+                async with asyncio.timeout(self._quantum):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            self._node._tick += 1
+            await self.collect_idle()
+
+    async def collect_idle(self) -> int:
+        """Deactivate every activation idle for its type's ``idle_after``; returns how many."""
+        tick = self._node._tick
+        quantum = self._quantum
+        idle: list[Activation] = []
+        for table in list(self._by_type.values()):
+            for entry in table.values():
+                for act in entry if isinstance(entry, list) else (entry,):
+                    if (
+                        act.running == 0
+                        and act.queue is None
+                        and act.status == ACTIVE
+                        and (tick - act.tick) * quantum >= act.type.idle_after
+                    ):
+                        idle.append(act)
+        for act in idle:
+            if act.running == 0 and act.queue is None:
+                await self.deactivate(act)
+        return len(idle)
+
+    async def close(self) -> None:
+        """Stop collecting and deactivate everything (``on_deactivate`` runs for each)."""
+        if self._collector is not None:
+            self._collector.cancel()
+            try:
+                await self._collector
+            except asyncio.CancelledError:
+                pass
+            self._collector = None
+        for act in list(self):
+            if act.status == ACTIVE:
+                await self.deactivate(act)
+            else:
+                act.status = DEAD
+

@@ -1,0 +1,157 @@
+"""Actor types used by the behaviour tests; importable by node processes (``--import``)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import actors
+from actors import actor
+
+#: Turns in progress in this process per pool, and the most seen at once (stateless workers).
+POOL_STATS: dict[str, int] = {"inflight": 0, "max": 0}
+
+
+@actor
+class Counter:
+    def __init__(self) -> None:
+        self.count = 0
+        self.seen: list[Any] = []
+        self.inflight = 0
+        self.max_inflight = 0
+
+    async def incr(self, n: int = 1) -> int:
+        self.count += n
+        return self.count
+
+    def peek(self) -> int:
+        return self.count
+
+    def whoami(self) -> str:
+        return self.key
+
+    async def record(self, item: Any) -> None:
+        self.seen.append(item)
+
+    def history(self) -> list[Any]:
+        return self.seen
+
+    async def work(self, seconds: float = 0.002) -> int:
+        """Counts overlapping turns: stays 1 for a non-reentrant actor."""
+        self.inflight += 1
+        self.max_inflight = max(self.max_inflight, self.inflight)
+        await asyncio.sleep(seconds)
+        self.inflight -= 1
+        return self.max_inflight
+
+    async def sleep(self, seconds: float) -> str:
+        await asyncio.sleep(seconds)
+        return "slept"
+
+    async def boom(self, message: str = "boom") -> None:
+        raise ValueError(message)
+
+    def sync_boom(self) -> None:
+        raise KeyError("sync")
+
+    def bad_result(self) -> Any:
+        return object()
+
+    def echo(self, *args: Any, **kwargs: Any) -> Any:
+        return [list(args), kwargs]
+
+    async def call_other(self, key: str, method: str, *args: Any) -> Any:
+        return await getattr(actors.ref(Counter, key), method)(*args)
+
+    async def ping_back(self, other: str) -> int:
+        """A -> B -> A: asks ``other`` to call this actor back within the same chain."""
+        return int(await actors.ref(Counter, other).call_other(self.key, "peek"))
+
+    async def tell_other(self, key: str, item: Any) -> None:
+        actors.ref(Counter, key).record.tell(item)
+
+    def _secret(self) -> str:
+        return "never"
+
+
+@actor(reentrant=True)
+class Interleaver:
+    def __init__(self) -> None:
+        self.inflight = 0
+        self.max_inflight = 0
+
+    async def work(self, seconds: float = 0.005) -> int:
+        self.inflight += 1
+        self.max_inflight = max(self.max_inflight, self.inflight)
+        await asyncio.sleep(seconds)
+        self.inflight -= 1
+        return self.max_inflight
+
+
+@actor(stateless=True, max_workers=4)
+class Pool:
+    async def work(self, seconds: float = 0.005) -> int:
+        POOL_STATS["inflight"] += 1
+        POOL_STATS["max"] = max(POOL_STATS["max"], POOL_STATS["inflight"])
+        await asyncio.sleep(seconds)
+        POOL_STATS["inflight"] -= 1
+        return POOL_STATS["max"]
+
+    def reset(self) -> None:
+        POOL_STATS.update(inflight=0, max=0)
+
+
+@actor
+class Journal:
+    """Collects events sent by other actors (works the same across processes)."""
+
+    def __init__(self) -> None:
+        self.events: list[Any] = []
+
+    def add(self, event: Any) -> None:
+        self.events.append(event)
+
+    def read(self) -> list[Any]:
+        return self.events
+
+
+@actor(idle_after=0.2)
+class Ephemeral:
+    def __init__(self) -> None:
+        self.count = 0
+
+    async def on_activate(self) -> None:
+        await actors.ref(Journal, "life").add(["activate", self.key])
+
+    async def on_deactivate(self) -> None:
+        actors.ref(Journal, "life").add.tell(["deactivate", self.key, self.count])
+
+    def incr(self) -> int:
+        self.count += 1
+        return self.count
+
+
+@actor
+class Fragile:
+    def __init__(self) -> None:
+        if self.key.startswith("bad"):
+            raise RuntimeError(f"cannot build {self.key}")
+
+    async def on_activate(self) -> None:
+        if self.key.startswith("hook"):
+            raise RuntimeError("on_activate failed")
+
+    def ok(self) -> bool:
+        return True
+
+
+@actor
+class Deadlocker:
+    """A -> B while B -> A in different call chains: deadlocks until the deadline."""
+
+    async def hold_then_call(self, other: str, seconds: float) -> Any:
+        await asyncio.sleep(seconds)
+        return await actors.ref(Deadlocker, other).quick()
+
+    def quick(self) -> str:
+        return self.key

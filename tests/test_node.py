@@ -1,0 +1,225 @@
+"""Behaviour of asks and tells through a node: the semantics every deployment must keep.
+
+The ``node`` fixture is parametrised: each test runs against an embedded node and, once the
+transport lands, against a second real node process, so remote semantics equal local ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from actors import (
+    ActorError,
+    ActorTimeout,
+    Node,
+    RemoteError,
+    SerializationError,
+    UnknownActorType,
+    UnknownMethod,
+)
+from tests.sample_actors import Counter, Deadlocker, Fragile, Interleaver, Pool
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture(params=["local"])
+async def node(request: pytest.FixtureRequest) -> AsyncIterator[Node]:
+    async with Node(check_serializable=True, default_timeout=10.0) as n:
+        yield n
+
+
+async def test_ask_returns_value_and_state_persists_between_calls(node: Node) -> None:
+    c = node.ref(Counter, "ask")
+    assert await c.incr(5) == 5
+    assert await c.incr() == 6
+    assert await c.peek() == 6
+
+
+async def test_ref_by_name_reaches_same_actor(node: Node) -> None:
+    await node.ref(Counter, "byname").incr(3)
+    assert await node.ref("Counter", "byname").peek() == 3
+
+
+async def test_key_is_set_before_init(node: Node) -> None:
+    assert await node.ref(Counter, "k-1").whoami() == "k-1"
+
+
+async def test_thousand_concurrent_incr_end_at_exactly_thousand(node: Node) -> None:
+    c = node.ref(Counter, "thousand")
+    results = await asyncio.gather(*(c.incr() for _ in range(1000)))
+    assert sorted(results) == list(range(1, 1001))
+    assert await c.peek() == 1000
+
+
+async def test_thousand_concurrent_suspending_calls_keep_one_turn_at_a_time(node: Node) -> None:
+    c = node.ref(Counter, "turns")
+    results = await asyncio.gather(*(c.work(0) for _ in range(200)))
+    assert max(results) == 1
+
+
+async def test_tell_is_fire_and_forget_and_ordered(node: Node) -> None:
+    c = node.ref(Counter, "tells")
+    for i in range(500):
+        c.record.tell(i)
+    assert await c.history() == list(range(500))
+
+
+async def test_tells_and_asks_from_one_sender_keep_order(node: Node) -> None:
+    c = node.ref(Counter, "mixed")
+    c.record.tell("a")
+    await c.record("b")
+    c.record.tell("c")
+    assert await c.history() == ["a", "b", "c"]
+
+
+async def test_tell_returns_awaitable(node: Node) -> None:
+    c = node.ref(Counter, "awaitable-tell")
+    await c.incr.tell(2)
+    assert await c.peek() == 2
+
+
+async def test_tell_from_inside_actor(node: Node) -> None:
+    a = node.ref(Counter, "teller")
+    await a.tell_other("tellee", "hello")
+    assert await node.ref(Counter, "tellee").history() == ["hello"]
+
+
+async def test_exception_becomes_remote_error_and_actor_survives(node: Node) -> None:
+    c = node.ref(Counter, "errors")
+    await c.incr(2)
+    with pytest.raises(RemoteError) as info:
+        await c.boom("kaput")
+    err = info.value
+    assert err.type_name == "ValueError"
+    assert err.message == "kaput"
+    assert "boom" in err.remote_traceback and "ValueError: kaput" in err.remote_traceback
+    with pytest.raises(RemoteError) as sync_info:
+        await c.sync_boom()
+    assert sync_info.value.type_name == "KeyError"
+    assert await c.peek() == 2
+
+
+async def test_unknown_method_and_private_names(node: Node) -> None:
+    c = node.ref(Counter, "unknown")
+    with pytest.raises(UnknownMethod):
+        await c.no_such_method()
+    with pytest.raises(UnknownMethod):
+        await c._secret()
+    with pytest.raises(UnknownMethod):
+        await c.on_activate()
+    with pytest.raises(UnknownMethod):
+        c.no_such_method.tell()
+
+
+async def test_unknown_actor_type(node: Node) -> None:
+    with pytest.raises(UnknownActorType):
+        await node.ref("NoSuchActor", "x").anything()
+
+
+async def test_errors_share_one_base(node: Node) -> None:
+    with pytest.raises(ActorError):
+        await node.ref("NoSuchActor", "x").anything()
+    assert issubclass(ActorTimeout, TimeoutError)
+
+
+async def test_deadline_gives_actor_timeout(node: Node) -> None:
+    c = node.ref(Counter, "slow")
+    with pytest.raises(ActorTimeout):
+        await c.sleep.ask(0.5, timeout=0.1)
+    # the actor is still serving after the timeout (the slow turn ends, then this runs)
+    assert await c.sleep.ask(0.0, timeout=10.0) == "slept"
+
+
+async def test_queued_message_past_its_deadline_never_runs(node: Node) -> None:
+    c = node.ref(Counter, "expired")
+    c.sleep.tell(0.3)  # queued first: the ask below waits behind it
+    with pytest.raises(ActorTimeout):
+        await c.incr.ask(1, timeout=0.05)
+    assert await c.peek() == 0
+
+
+async def test_node_default_timeout_applies() -> None:
+    async with Node(default_timeout=0.1) as n:
+        with pytest.raises(ActorTimeout):
+            await n.ref(Counter, "default-timeout").sleep(0.5)
+
+
+async def test_call_chain_reentrancy_a_b_a_completes(node: Node) -> None:
+    a = node.ref(Counter, "chain-a")
+    await a.incr(7)
+    assert await a.ping_back("chain-b") == 7
+
+
+async def test_cross_chain_deadlock_fails_with_timeout(node: Node) -> None:
+    # the nested asks inherit the outer deadline, so both chains give up at 0.5 s
+    x, y = node.ref(Deadlocker, "x"), node.ref(Deadlocker, "y")
+    results = await asyncio.gather(
+        x.hold_then_call.ask("y", 0.05, timeout=0.5),
+        y.hold_then_call.ask("x", 0.05, timeout=0.5),
+        return_exceptions=True,
+    )
+    assert all(isinstance(r, ActorTimeout | RemoteError) for r in results), results
+    assert any(isinstance(r, ActorTimeout) for r in results)
+
+
+async def test_reentrant_actor_interleaves(node: Node) -> None:
+    r = node.ref(Interleaver, "re")
+    results = await asyncio.gather(*(r.work(0.02) for _ in range(20)))
+    assert max(results) > 1
+
+
+async def test_non_reentrant_actor_does_not_interleave(node: Node) -> None:
+    c = node.ref(Counter, "nonre")
+    results = await asyncio.gather(*(c.work(0.005) for _ in range(20)))
+    assert max(results) == 1
+
+
+async def test_stateless_worker_serves_in_parallel(node: Node) -> None:
+    p = node.ref(Pool, "pool")
+    await p.reset()
+    results = await asyncio.gather(*(p.work(0.02) for _ in range(16)))
+    assert 1 < max(results) <= 4
+
+
+async def test_failing_constructor_gives_remote_error_and_next_call_retries(node: Node) -> None:
+    with pytest.raises(RemoteError) as info:
+        await node.ref(Fragile, "bad-1").ok()
+    assert info.value.type_name == "RuntimeError"
+    with pytest.raises(RemoteError):
+        await node.ref(Fragile, "hook-1").ok()
+    assert await node.ref(Fragile, "good").ok() is True
+
+
+async def test_unserialisable_argument_rejected(node: Node) -> None:
+    c = node.ref(Counter, "ser")
+    with pytest.raises(SerializationError):
+        await c.echo(object())
+    with pytest.raises(SerializationError):
+        c.record.tell({1, 2, 3})
+
+
+async def test_unserialisable_result_rejected(node: Node) -> None:
+    with pytest.raises(SerializationError):
+        await node.ref(Counter, "ser-result").bad_result()
+
+
+async def test_args_and_kwargs_pass_through(node: Node) -> None:
+    c = node.ref(Counter, "echo")
+    assert await c.echo(1, "two", [3.0], key={"a": None}) == [[1, "two", [3.0]], {"key": {"a": None}}]
+
+
+async def test_many_actors_are_independent(node: Node) -> None:
+    refs = [node.ref(Counter, f"many-{i}") for i in range(100)]
+    await asyncio.gather(*(r.incr(i) for i, r in enumerate(refs)))
+    assert await asyncio.gather(*(r.peek() for r in refs)) == list(range(100))
+
+
+async def test_ask_with_kwargs_through_ask_options(node: Node) -> None:
+    c = node.ref(Counter, "kw")
+    assert await c.incr.ask(n=4, timeout=5.0) == 4
+
+
