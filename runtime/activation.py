@@ -47,6 +47,7 @@ _chain_counter = itertools.count(1)
 ACTIVE: Final = 0
 DEACTIVATING: Final = 1
 DEAD: Final = 2
+ACTIVATING: Final = 3  # an on_activate that suspended is still running
 
 #: Outcomes of starting a turn.
 DONE: Final = 0
@@ -67,7 +68,9 @@ def remote_error(exc: BaseException) -> RemoteError:
     return RemoteError(type(exc).__qualname__, str(exc), tb)
 
 
-def _call(turn: tuple[Activation, int, float], fn: Callable[..., Any], inst: Any, a: Any, kw: Any) -> Any:
+def _call(
+    turn: tuple[Activation, int, float], fn: Callable[..., Any], inst: Any, a: Any, kw: Any
+) -> Any:
     TURN.set(turn)
     return fn(inst, *a, **kw)
 
@@ -181,7 +184,7 @@ class Activation:
         ctx = copy_context()
         try:
             result = ctx.run(_call, (self, chain, deadline), fn, self.instance, args, kwargs)
-            if (method.is_async if method is not None else asyncio.iscoroutine(result)):
+            if method.is_async if method is not None else asyncio.iscoroutine(result):
                 try:
                     yielded = ctx.run(result.send, None)
                 except StopIteration as stop:
@@ -238,6 +241,10 @@ class Activation:
 
     # -- the pump: runs queued messages without a task of its own ---------------------------------
 
+    def schedule(self) -> None:
+        """Run queued messages soon (after ``on_activate`` finished, for instance)."""
+        self._schedule()
+
     def _schedule(self) -> None:
         if not self.pumping:
             self.pumping = True
@@ -249,8 +256,8 @@ class Activation:
         reentrant = self.type.reentrant
         now = self.node._loop.time()
         while queue and self.status != DEAD:
-            if self.status == DEACTIVATING:
-                return  # the deactivation hands the backlog to a fresh activation
+            if self.status != ACTIVE:
+                return  # activating: wait for it; deactivating: the backlog moves on
             if self.running and not reentrant:
                 head = queue[0]
                 if not (head.chain and head.chain == self.lock_chain):

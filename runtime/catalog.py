@@ -9,6 +9,7 @@ current tick, so no timer, task or queue exists per idle actor.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import math
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from actors.errors import RemoteError
 from runtime.activation import (
+    ACTIVATING,
     ACTIVE,
     DEACTIVATING,
     DEAD,
@@ -61,7 +63,7 @@ class Catalog:
             return None
         found = table.get(key)
         if found is None or not atype.stateless:
-            return found  # type: ignore[no-any-return]
+            return found
         return self._pick_worker(atype, key, found)
 
     def lookup(self, type_name: str, key: str) -> Activation | list[Activation] | None:
@@ -75,7 +77,7 @@ class Catalog:
         ``on_activate`` that suspends holds back the queue until it ends."""
         node = self._node
         act = Activation(node, atype, key, next(self._epochs) if epoch is None else epoch)
-        cls = atype.cls
+        cls: Any = atype.cls
         try:
             inst = cls.__new__(cls)
             object.__setattr__(inst, "key", key)
@@ -91,15 +93,23 @@ class Catalog:
                 self._remove(act)
                 raise value
             if outcome != DONE:
+                act.status = ACTIVATING
                 value.add_done_callback(lambda t: self._activated(act, t))
         if atype.idle_after < math.inf:
             self._want_quantum(atype.idle_after / 4)
         return act
 
     def _activated(self, act: Activation, task: asyncio.Task[Any]) -> None:
-        if task.cancelled() or task.exception() is None:
+        if not task.cancelled() and task.exception() is None:
+            if act.status == ACTIVATING:
+                act.status = ACTIVE
+                act.schedule()
             return
-        err = task.exception()
+        err = (
+            task.exception()
+            if not task.cancelled()
+            else RemoteError("CancelledError", "on_activate was cancelled")
+        )
         assert err is not None
         self._remove(act)
         for msg in act.take_backlog():
@@ -219,14 +229,11 @@ class Catalog:
         """Stop collecting and deactivate everything (``on_deactivate`` runs for each)."""
         if self._collector is not None:
             self._collector.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._collector
-            except asyncio.CancelledError:
-                pass
             self._collector = None
         for act in list(self):
             if act.status == ACTIVE:
                 await self.deactivate(act)
             else:
                 act.status = DEAD
-

@@ -315,4 +315,3 @@ class Node:
             wire.check_serializable(wire.DEFAULT_CODEC, value)
         except SerializationError as err:
             raise SerializationError(f"{what} cannot cross the wire: {err}") from None
-

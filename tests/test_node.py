@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 
@@ -209,7 +208,10 @@ async def test_unserialisable_result_rejected(node: Node) -> None:
 
 async def test_args_and_kwargs_pass_through(node: Node) -> None:
     c = node.ref(Counter, "echo")
-    assert await c.echo(1, "two", [3.0], key={"a": None}) == [[1, "two", [3.0]], {"key": {"a": None}}]
+    assert await c.echo(1, "two", [3.0], key={"a": None}) == [
+        [1, "two", [3.0]],
+        {"key": {"a": None}},
+    ]
 
 
 async def test_many_actors_are_independent(node: Node) -> None:
@@ -221,5 +223,3 @@ async def test_many_actors_are_independent(node: Node) -> None:
 async def test_ask_with_kwargs_through_ask_options(node: Node) -> None:
     c = node.ref(Counter, "kw")
     assert await c.incr.ask(n=4, timeout=5.0) == 4
-
-

@@ -1,0 +1,90 @@
+"""Turn execution: inline first steps, continuation tasks, isolation and exclusivity."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+
+import pytest
+
+from actors import ActorTimeout, Node, actor
+
+pytestmark = pytest.mark.timeout(30)
+
+LEAK: contextvars.ContextVar[str] = contextvars.ContextVar("leak", default="clean")
+
+
+@actor(name="Probe")
+class Probe:
+    def __init__(self) -> None:
+        self.steps: list[str] = []
+        self.finished = 0
+
+    async def task_id(self) -> int:
+        return id(asyncio.current_task())
+
+    async def task_ids_around_await(self) -> list[int]:
+        before = id(asyncio.current_task())
+        await asyncio.sleep(0)
+        return [before, id(asyncio.current_task())]
+
+    async def set_var(self) -> str:
+        LEAK.set("dirty")
+        return LEAK.get()
+
+    async def long(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+        self.finished += 1
+
+    def done_count(self) -> int:
+        return self.finished
+
+
+async def test_idle_target_runs_inline_in_the_callers_task() -> None:
+    async with Node() as node:
+        p = node.ref(Probe, "inline")
+        await p.task_id()  # activation
+        assert await p.task_id() == id(asyncio.current_task())
+        assert not node._turn_tasks
+
+
+async def test_suspending_turn_continues_in_its_own_task() -> None:
+    async with Node() as node:
+        before, after = await node.ref(Probe, "suspend").task_ids_around_await()
+        assert before == id(asyncio.current_task())
+        assert after != before
+
+
+async def test_context_changes_inside_a_turn_do_not_leak_to_the_caller() -> None:
+    async with Node() as node:
+        assert await node.ref(Probe, "ctx").set_var() == "dirty"
+        assert LEAK.get() == "clean"
+
+
+async def test_caller_timeout_does_not_cancel_the_turn() -> None:
+    async with Node() as node:
+        p = node.ref(Probe, "no-cancel")
+        with pytest.raises(ActorTimeout):
+            await p.long.ask(0.2, timeout=0.02)
+        # the turn still ends: the next call waits behind it and sees it finished
+        assert await p.done_count() == 1
+
+
+async def test_caller_cancellation_does_not_cancel_the_turn() -> None:
+    async with Node() as node:
+        p = node.ref(Probe, "cancel")
+        call = asyncio.ensure_future(p.long(0.05))
+        await asyncio.sleep(0)  # one loop pass: the call starts its turn
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        assert await p.done_count() == 1
+
+
+async def test_stop_lets_running_turns_finish() -> None:
+    node = Node()
+    async with node:
+        p = node.ref(Probe, "grace")
+        call = asyncio.ensure_future(p.long(0.05))
+        await asyncio.sleep(0)  # one loop pass: the call starts its turn
+    assert call.done() and call.exception() is None
