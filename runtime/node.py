@@ -29,6 +29,7 @@ from actors.errors import (
     UnknownMethod,
 )
 from actors.ref import SENT, ActorRef, Sent, type_name_of
+from runtime import wire
 from runtime.activation import DONE, RAISED, Activation, _settler
 from runtime.catalog import Catalog
 from runtime.context import NODE, TURN, node_started, node_stopped
@@ -37,6 +38,22 @@ from runtime.mailbox import Message, ReplySink
 __all__ = ["Node"]
 
 log = logging.getLogger("shoal.node")
+
+def _ref_from_wire(data: Any) -> ActorRef:
+    if not (isinstance(data, list) and len(data) == 2 and all(isinstance(x, str) for x in data)):
+        raise ValueError("an actor reference is [type_name, key]")
+    return ActorRef(data[0], data[1])
+
+
+def _data_ref_from_wire(data: Any) -> DataRef:
+    if not (isinstance(data, list) and len(data) == 2 and all(isinstance(x, str) for x in data)):
+        raise ValueError("a data reference is [key, node]")
+    return DataRef(data[0], data[1])
+
+
+# Ext codes 0..15 are shoal's own; users' registered types take 16..127.
+wire.register(ActorRef, 1, lambda r: [r.type_name, r.key], _ref_from_wire)
+wire.register(DataRef, 2, lambda r: [r.key, r.node], _data_ref_from_wire)
 
 DEFAULT_TIMEOUT: Final = 30.0
 #: Seconds ``stop()`` lets running turns finish before it cancels them.
@@ -309,8 +326,6 @@ class Node:
         reply.set_result(value)
 
     def _check(self, value: Any, what: str) -> None:
-        from runtime import wire
-
         try:
             wire.check_serializable(wire.DEFAULT_CODEC, value)
         except SerializationError as err:

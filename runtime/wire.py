@@ -299,6 +299,10 @@ class Codec:
         def default(obj: Any) -> Any:
             entry = by_type.get(type(obj))
             if entry is None:
+                if type(obj) is int:  # msgpack hands over ints it cannot represent
+                    raise SerializationError(
+                        f"integer {obj} is out of msgpack range [-2**63, 2**64)"
+                    )
                 if self._strict:
                     plain = _downcast(obj)
                     if plain is not _MISSING:
@@ -768,17 +772,18 @@ def _decode_rest(first: Any, rest: bytes, hook: Callable[[int, bytes], Any]) -> 
         strict_map_key=False,
         max_buffer_size=max(size, 1),
     )
+    end = 0  # offset just past the last complete object; tell() also counts partial input
     try:
         unpacker.feed(rest)
         for obj in unpacker:
+            end = unpacker.tell()
             out.append(_to_envelope(obj))
-        consumed: int = unpacker.tell()
     except ProtocolError:
         raise
     except Exception as exc:
         raise ProtocolError(f"malformed frame: {_describe(exc)}") from exc
-    if consumed != size:
-        raise ProtocolError(f"truncated envelope at the end of the frame ({size - consumed} bytes)")
+    if end != size:
+        raise ProtocolError(f"truncated envelope at the end of the frame ({size - end} bytes)")
     return out
 
 

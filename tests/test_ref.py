@@ -63,3 +63,12 @@ async def test_unbound_ref_finds_the_current_node() -> None:
 def test_no_current_node_is_a_clear_error() -> None:
     with pytest.raises(ActorError):
         actors.ref(Counter, "nowhere")
+
+
+async def test_refs_cross_the_wire_and_rebind_to_the_receiving_node() -> None:
+    from runtime import wire
+
+    back = wire.DEFAULT_CODEC.unpackb(wire.DEFAULT_CODEC.packb([ActorRef("Counter", "w")]))
+    assert back == [ActorRef("Counter", "w")]
+    async with Node():
+        assert await back[0].incr(3) == 3

@@ -1,0 +1,86 @@
+"""The ``shoal`` command: ``shoal node`` runs a cluster member, ``shoal demo`` the main job."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+import click
+import uvloop
+
+__all__ = ["main", "parse_resources"]
+
+
+def parse_resources(text: str | None) -> dict[str, float]:
+    """Parse ``gpu=1,mem=16`` into ``{"gpu": 1.0, "mem": 16.0}``."""
+    out: dict[str, float] = {}
+    for part in (text or "").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        name, sep, value = part.partition("=")
+        if not sep or not name.strip():
+            raise click.BadParameter(f"expected NAME=NUMBER, got {part!r}")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            raise click.BadParameter(f"{value!r} is not a number") from None
+    return out
+
+
+@click.group()
+@click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
+def main(verbose: int) -> None:
+    """shoal: floating, named, virtual actors."""
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+
+@main.command()
+@click.option("--listen", required=True, help="Endpoint to serve on, e.g. tcp://127.0.0.1:5700.")
+@click.option("--seed", "seeds", multiple=True, help="A member to join through (repeatable).")
+@click.option(
+    "--import", "modules", multiple=True, help="Module defining @actor classes (repeatable)."
+)
+@click.option("--storage", default=None, help="State storage URL, e.g. sqlite:///state.db.")
+@click.option("--resources", default=None, help="What this node offers, e.g. gpu=1,mem=16.")
+def node(
+    listen: str,
+    seeds: Sequence[str],
+    modules: Sequence[str],
+    storage: str | None,
+    resources: str | None,
+) -> None:
+    """Run a node until SIGTERM or SIGINT, then leave gracefully."""
+    sys.path.insert(0, "")
+    for name in modules:
+        importlib.import_module(name)
+    res = parse_resources(resources)
+    uvloop.run(_serve(listen, list(seeds), storage, res))
+
+
+async def _serve(
+    listen: str, seeds: list[str], storage: str | None, resources: dict[str, float]
+) -> None:
+    from runtime.node import Node
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with Node(listen=listen, seeds=seeds, storage=storage, resources=resources) as n:
+        print(f"listening on {n.address}", flush=True)
+        await stop.wait()
+
+
+@main.command()
+@click.option("--nodes", default=3, show_default=True, help="Node processes to start.")
+def demo(nodes: int) -> None:
+    """Run the main job: a small local cluster and what it shows."""
+    from runtime.demo import run_demo
+
+    sys.exit(uvloop.run(run_demo(nodes)))
