@@ -88,8 +88,13 @@ class ActorType:
                 continue
             if inspect.isfunction(value):
                 self.methods[attr_name] = Method(attr_name, value)
-        self.on_activate: Callable[..., Any] | None = getattr(cls, "on_activate", None)
-        self.on_deactivate: Callable[..., Any] | None = getattr(cls, "on_deactivate", None)
+        hooks = {n: getattr(cls, n, None) for n in HOOKS}
+        self.on_activate = (
+            Method("on_activate", hooks["on_activate"]) if hooks["on_activate"] else None
+        )
+        self.on_deactivate = (
+            Method("on_deactivate", hooks["on_deactivate"]) if hooks["on_deactivate"] else None
+        )
 
     def __repr__(self) -> str:
         return f"<ActorType {self.name} ({self.cls.__module__}.{self.cls.__qualname__})>"

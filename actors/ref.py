@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Coroutine, Generator
 from typing import TYPE_CHECKING, Any, Final
 
+from actors.decorator import actor_type
 from actors.errors import UnknownActorType
 
 if TYPE_CHECKING:
@@ -70,7 +71,9 @@ class MethodRef:
 class ActorRef:
     """A reference to the actor ``type_name``/``key``; equal and hashable by that pair."""
 
-    __slots__ = ("_bound", "_methods", "key", "type_name")
+    # Method handles are cached in __dict__: after the first lookup, `ref.incr` is a plain
+    # attribute hit and __getattr__ (costly on 3.11) no longer runs.
+    __slots__ = ("__dict__", "_bound", "key", "type_name")
 
     def __init__(self, type_name: str, key: str, node: Node | None = None) -> None:
         if not isinstance(key, str):
@@ -78,7 +81,6 @@ class ActorRef:
         self.type_name = type_name
         self.key = key
         self._bound = node
-        self._methods: dict[str, MethodRef] = {}
 
     @property
     def node(self) -> Node:
@@ -96,9 +98,7 @@ class ActorRef:
         # `_private` names give a MethodRef so that the call fails with UnknownMethod.
         if name.startswith("__") and name.endswith("__"):
             raise AttributeError(name)
-        method = self._methods.get(name)
-        if method is None:
-            method = self._methods[name] = MethodRef(self, name)
+        method = self.__dict__[name] = MethodRef(self, name)
         return method
 
     def __eq__(self, other: object) -> bool:
@@ -120,8 +120,6 @@ def type_name_of(target: type | str) -> str:
     """The actor name for a class or a name; classes must be decorated with ``@actor``."""
     if isinstance(target, str):
         return target
-    from actors.decorator import actor_type
-
     atype = actor_type(target)
     if atype is None:
         raise UnknownActorType(f"{target.__qualname__} is not an @actor class")

@@ -25,7 +25,7 @@ import logging
 import random
 import traceback
 from collections import deque
-from collections.abc import Callable, Coroutine, Generator
+from collections.abc import Coroutine, Generator
 from contextvars import copy_context
 from typing import TYPE_CHECKING, Any, Final
 
@@ -42,6 +42,8 @@ __all__ = ["Activation", "new_chain", "remote_error"]
 log = logging.getLogger("shoal.actor")
 
 _CHAIN_PREFIX: Final = random.getrandbits(31) << 32
+#: Passed as ``reply`` for a tell: a suspended turn then logs its failure instead.
+NO_REPLY: Final[Any] = object()
 _chain_counter = itertools.count(1)
 
 ACTIVE: Final = 0
@@ -68,11 +70,17 @@ def remote_error(exc: BaseException) -> RemoteError:
     return RemoteError(type(exc).__qualname__, str(exc), tb)
 
 
-def _call(
-    turn: tuple[Activation, int, float], fn: Callable[..., Any], inst: Any, a: Any, kw: Any
-) -> Any:
+def _first_step(
+    turn: tuple[Activation, int, float], method: Method, inst: Any, args: Any, kwargs: Any
+) -> tuple[Coroutine[Any, Any, Any] | None, Any]:
+    """Inside the turn's context: call the method and, if it is a coroutine, run its first step.
+    Returns ``(None, result)``, or ``(coroutine, what it yielded)`` if it suspended; a coroutine
+    that finished raises StopIteration."""
     TURN.set(turn)
-    return fn(inst, *a, **kw)
+    result = method.fn(inst, *args, **kwargs) if kwargs else method.fn(inst, *args)
+    if method.is_async:
+        return result, result.send(None)
+    return None, result
 
 
 class _Resume:
@@ -145,7 +153,7 @@ class Activation:
         if self.status != ACTIVE:
             return False
         if self.running == 0:
-            return self.queue is None
+            return not self.queue
         return self.type.reentrant or (chain != 0 and chain == self.lock_chain)
 
     def enqueue(self, msg: Message) -> None:
@@ -161,53 +169,67 @@ class Activation:
 
     def start_turn(
         self,
-        method: Method | None,
-        fn: Callable[..., Any],
+        method: Method,
         args: Any,
         kwargs: Any,
         chain: int,
-        deadline: float = 0.0,
+        deadline: float,
+        reply: ReplySink | None,
     ) -> tuple[int, Any]:
         """Begin a turn in the calling task.
 
-        Returns ``(DONE, result)``, ``(RAISED, RemoteError)`` or ``(SUSPENDED, task)`` where the
-        task finishes the turn and yields its result (or raises ``RemoteError``).
-        ``method`` is None for lifecycle hooks, whose ``fn`` is always treated as possibly async.
-        ``deadline`` (loop clock, 0.0 = none) bounds the asks the turn makes in its turn.
+        Returns ``(DONE, result)`` or ``(RAISED, RemoteError)`` when the turn ended without
+        suspending (``reply`` is then left to the caller), or ``(SUSPENDED, reply)`` when it
+        continues in a task that settles ``reply`` at its end. With ``reply`` None a suspended
+        turn gets a fresh future as its reply; pass ``NO_REPLY`` for a tell.
+        ``deadline`` (loop clock, 0.0 = none) bounds the asks the turn makes.
         """
         self.running += 1
         if chain == 0:
-            chain = new_chain()
+            chain = _CHAIN_PREFIX | (next(_chain_counter) & 0xFFFFFFFF)
         if self.running == 1:
             self.lock_chain = chain
         self.tick = self.node._tick
         ctx = copy_context()
         try:
-            result = ctx.run(_call, (self, chain, deadline), fn, self.instance, args, kwargs)
-            if method.is_async if method is not None else asyncio.iscoroutine(result):
-                try:
-                    yielded = ctx.run(result.send, None)
-                except StopIteration as stop:
-                    result = stop.value
-                else:
-                    node = self.node
-                    task = node._loop.create_task(
-                        self._finish(_Resume(result, yielded)), context=ctx
-                    )
-                    node._turn_tasks.add(task)
-                    task.add_done_callback(node._turn_tasks.discard)
-                    return SUSPENDED, task
+            coro, value = ctx.run(
+                _first_step, (self, chain, deadline), method, self.instance, args, kwargs
+            )
+        except StopIteration as stop:
+            self.end_turn()
+            return DONE, stop.value
         except Exception as exc:
             self.end_turn()
             return RAISED, remote_error(exc)
-        self.end_turn()
-        return DONE, result
+        if coro is None:
+            self.end_turn()
+            return DONE, value
+        node = self.node
+        if reply is None:
+            reply = node._loop.create_future()
+        task = node._loop.create_task(
+            self._finish(_Resume(coro, value), None if reply is NO_REPLY else reply), context=ctx
+        )
+        node._turn_tasks.add(task)
+        task.add_done_callback(node._turn_tasks.discard)
+        return SUSPENDED, reply
 
-    async def _finish(self, resume: _Resume) -> Any:
+    async def _finish(self, resume: _Resume, reply: ReplySink | None) -> None:
         try:
-            return await resume
+            result = await resume
+        except asyncio.CancelledError:
+            if reply is not None and not reply.done():
+                reply.set_exception(ActorError("the turn was cancelled (node stopping)"))
+            raise
         except Exception as exc:
-            raise remote_error(exc) from None
+            err = remote_error(exc)
+            if reply is None:
+                _log_tell_failure(self, err)
+            elif not reply.done():
+                reply.set_exception(err)
+        else:
+            if reply is not None and not reply.done():
+                self.node._settle_result(reply, result)
         finally:
             self.end_turn()
 
@@ -218,17 +240,22 @@ class Activation:
             self.lock_chain = 0
             if self.queue:
                 self._schedule()
+            else:
+                self.queue = None
 
-    def run_message(self, msg: Message) -> asyncio.Task[Any] | None:
-        """Run a queued message's turn; settles ``msg.reply``. Returns the task if it suspended."""
+    def run_message(self, msg: Message) -> bool:
+        """Run a queued message's turn, settling ``msg.reply``; True if the turn suspended."""
         reply = msg.reply
-        method = msg.method
         outcome, value = self.start_turn(
-            method, method.fn, msg.args, msg.kwargs, msg.chain, msg.deadline
+            msg.method,
+            msg.args,
+            msg.kwargs,
+            msg.chain,
+            msg.deadline,
+            NO_REPLY if reply is None else reply,
         )
         if outcome == SUSPENDED:
-            value.add_done_callback(_settler(reply, self))
-            return value  # type: ignore[no-any-return]
+            return True
         if reply is None:
             if outcome == RAISED:
                 _log_tell_failure(self, value)
@@ -237,7 +264,7 @@ class Activation:
                 self.node._settle_result(reply, value)
             else:
                 reply.set_exception(value)
-        return None
+        return False
 
     # -- the pump: runs queued messages without a task of its own ---------------------------------
 
@@ -266,7 +293,8 @@ class Activation:
             reply = msg.reply
             if reply is not None and (reply.done() or (msg.deadline and msg.deadline < now)):
                 continue  # the caller gave up: a message past its deadline never runs
-            self.run_message(msg)
+            if self.run_message(msg) and not reentrant:
+                return  # the turn's end schedules the pump again
         if queue is not None and not queue:
             self.queue = None
 
@@ -280,22 +308,3 @@ class Activation:
 def _log_tell_failure(act: Activation, err: BaseException) -> None:
     detail = err.remote_traceback if isinstance(err, RemoteError) else repr(err)
     log.error("tell to %s/%s failed: %s\n%s", act.type.name, act.key, err, detail)
-
-
-def _settler(reply: ReplySink | None, act: Activation) -> Callable[[asyncio.Task[Any]], None]:
-    def settle(task: asyncio.Task[Any]) -> None:
-        if task.cancelled():
-            err: BaseException = ActorError("the turn was cancelled (node stopping)")
-        else:
-            exc = task.exception()
-            if exc is None:
-                if reply is not None and not reply.done():
-                    act.node._settle_result(reply, task.result())
-                return
-            err = exc
-        if reply is None:
-            _log_tell_failure(act, err)
-        elif not reply.done():
-            reply.set_exception(err)
-
-    return settle

@@ -88,26 +88,28 @@ class Catalog:
         self._insert(act)
         hook = atype.on_activate
         if hook is not None:
-            outcome, value = act.start_turn(None, hook, (), {}, 0)
+            outcome, value = act.start_turn(hook, (), None, 0, 0.0, None)
             if outcome == RAISED:
                 self._remove(act)
                 raise value
             if outcome != DONE:
                 act.status = ACTIVATING
-                value.add_done_callback(lambda t: self._activated(act, t))
-        if atype.idle_after < math.inf:
+                value.add_done_callback(lambda f: self._activated(act, f))
+        if atype.idle_after < math.inf and (
+            self._collector is None or atype.idle_after / 4 < self._quantum
+        ):
             self._want_quantum(atype.idle_after / 4)
         return act
 
-    def _activated(self, act: Activation, task: asyncio.Task[Any]) -> None:
-        if not task.cancelled() and task.exception() is None:
+    def _activated(self, act: Activation, done: asyncio.Future[Any]) -> None:
+        if not done.cancelled() and done.exception() is None:
             if act.status == ACTIVATING:
                 act.status = ACTIVE
                 act.schedule()
             return
         err = (
-            task.exception()
-            if not task.cancelled()
+            done.exception()
+            if not done.cancelled()
             else RemoteError("CancelledError", "on_activate was cancelled")
         )
         assert err is not None
@@ -171,7 +173,7 @@ class Catalog:
         hook = act.type.on_deactivate
         try:
             if hook is not None:
-                outcome, value = act.start_turn(None, hook, (), {}, 0)
+                outcome, value = act.start_turn(hook, (), None, 0, 0.0, None)
                 if outcome == RAISED:
                     raise value
                 if outcome != DONE:

@@ -30,7 +30,7 @@ from actors.errors import (
 )
 from actors.ref import SENT, ActorRef, Sent, type_name_of
 from runtime import wire
-from runtime.activation import DONE, RAISED, Activation, _settler
+from runtime.activation import DONE, RAISED, Activation
 from runtime.catalog import Catalog
 from runtime.context import NODE, TURN, node_started, node_stopped
 from runtime.mailbox import Message, ReplySink
@@ -38,6 +38,7 @@ from runtime.mailbox import Message, ReplySink
 __all__ = ["Node"]
 
 log = logging.getLogger("shoal.node")
+
 
 def _ref_from_wire(data: Any) -> ActorRef:
     if not (isinstance(data, list) and len(data) == 2 and all(isinstance(x, str) for x in data)):
@@ -254,15 +255,13 @@ class Node:
             if 0.0 < turn[2] < deadline:
                 deadline = turn[2]
         if act.can_run_now(chain):
-            outcome, value = act.start_turn(method, method.fn, args, kwargs, chain, deadline)
+            outcome, waiter = act.start_turn(method, args, kwargs, chain, deadline, None)
             if outcome == DONE:
                 if self.check_serializable:
-                    self._check(value, "result")
-                return value
+                    self._check(waiter, "result")
+                return waiter
             if outcome == RAISED:
-                raise value
-            waiter: asyncio.Future[Any] = self._loop.create_future()
-            value.add_done_callback(_settler(waiter, act))
+                raise waiter
         else:
             waiter = self._loop.create_future()
             act.enqueue(Message(method, args, kwargs, waiter, deadline, chain))
