@@ -13,7 +13,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import Mapping, Sequence
+import time
+import uuid
+from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from contextvars import Token
 from types import TracebackType
 from typing import Any, Final
@@ -28,12 +30,15 @@ from actors.errors import (
     UnknownActorType,
     UnknownMethod,
 )
-from actors.ref import SENT, ActorRef, Sent, type_name_of
+from actors.ref import SENT, ActorRef, type_name_of
+from router.membership import Member, Membership
 from runtime import wire
-from runtime.activation import DONE, RAISED, Activation
+from runtime.activation import DONE, RAISED, Activation, new_chain
 from runtime.catalog import Catalog
 from runtime.context import NODE, TURN, node_started, node_stopped
 from runtime.mailbox import Message, ReplySink
+from runtime.messaging import Messaging, RemoteReply
+from runtime.transport import Route, Transport
 
 __all__ = ["Node"]
 
@@ -57,9 +62,19 @@ wire.register(ActorRef, 1, lambda r: [r.type_name, r.key], _ref_from_wire)
 wire.register(DataRef, 2, lambda r: [r.key, r.node], _data_ref_from_wire)
 
 DEFAULT_TIMEOUT: Final = 30.0
+#: Seconds a starting node keeps trying its seeds before it gives up.
+DEFAULT_JOIN_TIMEOUT: Final = 10.0
 #: Seconds ``stop()`` lets running turns finish before it cancels them.
 DEFAULT_STOP_GRACE: Final = 5.0
 _node_ids = itertools.count(1)
+#: The in-process network that ``mem://`` nodes share unless given a transport.
+_MEMORY_NETWORK: Any = None
+
+
+def _retrieve(fut: asyncio.Future[Any]) -> None:
+    """Mark a future's exception as seen (nobody may await a tell's backpressure future)."""
+    if not fut.cancelled():
+        fut.exception()
 
 
 def _expire(fut: asyncio.Future[Any], what: str, timeout: float) -> None:
@@ -78,6 +93,16 @@ class Node:
         default_timeout: the deadline of an ask, in seconds, unless the call gives one.
         check_serializable: reject local arguments and results that could not cross the wire
             with ``SerializationError`` (costs an encode per call; the test suite turns it on).
+        serve: the actor types this node hosts (classes or names); default: every ``@actor``
+            class imported in the process (for a cluster member, those imported by ``start``).
+            ``serve=()`` makes a pure client.
+        transport: the transport to use (default: ZeroMQ for ``tcp://``/``ipc://``, the
+            process-wide in-memory network for ``mem://``).
+        max_frame_size: the largest frame sent or accepted, in bytes (default 64 MiB).
+        join_timeout: how long ``start`` keeps trying the seeds.
+
+    A member without ``listen`` but with ``seeds`` is a client: it sends to the cluster and
+    hosts nothing.
     """
 
     def __init__(
@@ -89,9 +114,15 @@ class Node:
         resources: Mapping[str, float] | None = None,
         default_timeout: float = DEFAULT_TIMEOUT,
         check_serializable: bool = False,
+        serve: Iterable[type | str] | None = None,
+        transport: Transport | None = None,
+        max_frame_size: int = wire.DEFAULT_MAX_FRAME,
+        join_timeout: float = DEFAULT_JOIN_TIMEOUT,
     ) -> None:
         if not default_timeout > 0:
             raise ValueError("default_timeout must be positive")
+        if listen is None and not seeds and transport is not None:
+            raise ValueError("a transport needs listen= or seeds=")
         self.listen = listen
         self.seeds = list(seeds)
         self.storage = storage
@@ -110,6 +141,13 @@ class Node:
         self._closed = False
         self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
         self._ctx_token: Token[Node | None] | None = None
+        self._serve = None if serve is None else frozenset(type_name_of(t) for t in serve)
+        self._transport = transport
+        self.max_frame_size = max_frame_size
+        self.join_timeout = join_timeout
+        self._messaging: Messaging | None = None
+        self._membership: Membership | None = None
+        self._hwm = 1 << 20
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -126,6 +164,15 @@ class Node:
             raise ActorError("a stopped node cannot be started again")
         self._loop = asyncio.get_running_loop()
         self._running = True
+        try:
+            if self.listen is not None or self.seeds:
+                await self._start_cluster()
+        except BaseException:
+            self._running = False
+            self._closed = True
+            if self._messaging is not None:
+                await self._messaging.close()
+            raise
         node_started(self)
         return self
 
@@ -143,10 +190,14 @@ class Node:
                         task.cancel()
                     if late:
                         await asyncio.wait(late)
+                if self._membership is not None:
+                    self._announce_leave()
                 await self._catalog.close()
         finally:
             self._running = False
             node_stopped(self)
+            if self._messaging is not None:
+                await self._messaging.close()
 
     async def __aenter__(self) -> Node:
         await self.start()
@@ -185,7 +236,18 @@ class Node:
 
     async def locate(self, ref: ActorRef) -> str | None:
         """The address of the node hosting ``ref``'s activation, or None if it is not active."""
-        return self._address if self._catalog.lookup(ref.type_name, ref.key) else None
+        owner = self._owner(ref.type_name, ref.key)
+        if owner == self._address:
+            return self._address if self._catalog.lookup(ref.type_name, ref.key) else None
+        answer = await self._control_request(owner, "locate", [ref.type_name, ref.key])
+        return answer if isinstance(answer, str) else None
+
+    @property
+    def members(self) -> list[str]:
+        """Addresses of the cluster members this node knows (itself included, if it hosts)."""
+        if self._membership is None:
+            return [self._address]
+        return sorted(a for a, m in self._membership.members.items() if m.types)
 
     async def migrate(self, ref: ActorRef, to: str) -> None:
         """Move ``ref``'s activation to the node at ``to``, state included."""
@@ -203,7 +265,9 @@ class Node:
                 return self._data[ref.key]
             except KeyError:
                 raise ActorError(f"no data {ref.key!r} is kept on {ref.node}") from None
-        raise NodeUnavailable(f"data {ref.key!r} is kept on {ref.node}, which is not reachable")
+        if self._messaging is None:
+            raise NodeUnavailable(f"data {ref.key!r} is kept on {ref.node}, not on this node")
+        return await self._control_request(ref.node, "data", ref.key)
 
     async def deactivate_idle(self) -> int:
         """Deactivate now every activation that has been idle for its ``idle_after``."""
@@ -211,17 +275,32 @@ class Node:
 
     # -- the hot path ---------------------------------------------------------------------------
 
-    def _resolve(self, type_name: str, method_name: str) -> tuple[ActorType, Any]:
+    def _served(self, type_name: str) -> ActorType | None:
+        """The actor type if this node hosts it."""
         atype = self._types.get(type_name)
-        if atype is None:
-            raise UnknownActorType(f"no actor type {type_name!r} is served here")
+        if atype is None or (self._serve is not None and type_name not in self._serve):
+            return None
+        return atype
+
+    def _method(self, atype: ActorType, method_name: str) -> Any:
         method = atype.methods.get(method_name)
         if method is None:
             raise UnknownMethod(
-                f"{type_name} has no public method {method_name!r}"
+                f"{atype.name} has no public method {method_name!r}"
                 + (" (names starting with '_' are private)" if method_name.startswith("_") else "")
             )
-        return atype, method
+        return method
+
+    def _owner(self, type_name: str, key: str) -> str:
+        """The address of the member that hosts ``type_name``/``key`` (this one if embedded)."""
+        ms = self._membership
+        if ms is None:
+            return self._address
+        atype = self._types.get(type_name)
+        try:
+            return ms.owner(type_name, key, atype.resources if atype is not None else None)
+        except LookupError:
+            raise UnknownActorType(f"no member serves actor type {type_name!r}") from None
 
     def _activation(self, atype: ActorType, key: str) -> Activation:
         if not self._running:
@@ -240,7 +319,20 @@ class Node:
         kwargs: dict[str, Any],
         timeout: float | None,
     ) -> Any:
-        atype, method = self._resolve(type_name, method_name)
+        atype = self._types.get(type_name)
+        method = None if atype is None else self._method(atype, method_name)
+        if self._membership is not None:
+            owner = self._owner(type_name, key)
+            if owner != self._address:
+                return await self._remote_ask(
+                    owner, type_name, key, method_name, args, kwargs, timeout
+                )
+        if (
+            atype is None
+            or method is None
+            or (self._serve is not None and type_name not in self._serve)
+        ):
+            raise UnknownActorType(f"no actor type {type_name!r} is served here")
         if self.check_serializable:
             self._check((args, kwargs), "arguments")
         act = self._activation(atype, key)
@@ -266,6 +358,61 @@ class Node:
             waiter = self._loop.create_future()
             act.enqueue(Message(method, args, kwargs, waiter, deadline, chain))
         return await self._wait(waiter, deadline, timeout, type_name, key, method_name)
+
+    async def _remote_ask(
+        self,
+        owner: str,
+        type_name: str,
+        key: str,
+        method_name: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        timeout: float | None,
+    ) -> Any:
+        if not self._running:
+            raise ActorError("the node is not running (use `async with Node()`)")
+        loop = self._loop
+        if timeout is None:
+            timeout = self.default_timeout
+        now = loop.time()
+        deadline = now + timeout
+        turn = TURN.get()
+        if turn is None:
+            chain = new_chain()
+        else:
+            chain = turn[1]
+            if 0.0 < turn[2] < deadline:
+                deadline = turn[2]
+        messaging = self._messaging
+        assert messaging is not None
+        env = wire.Envelope(
+            wire.ASK,
+            0,
+            messaging.address,
+            type_name,
+            key,
+            method_name,
+            args,  # type: ignore[arg-type]  # the codec takes tuples as lists
+            kwargs,
+            time.time() + (deadline - now),
+            0,
+            chain,
+        )
+        if messaging.transport.backlog(owner) >= self._hwm:
+            await self._drained(owner, deadline)
+        corr, fut = messaging.request(owner, env, loop)
+        try:
+            return await self._wait(fut, deadline, timeout, type_name, key, method_name)
+        finally:
+            messaging.forget(corr)
+
+    async def _drained(self, peer: str, deadline: float) -> None:
+        assert self._messaging is not None
+        try:
+            async with asyncio.timeout_at(deadline):
+                await self._messaging.transport.drained(peer)
+        except TimeoutError:
+            raise ActorTimeout(f"the link to {peer} stayed congested until the deadline") from None
 
     async def _wait(
         self,
@@ -293,12 +440,55 @@ class Node:
         method_name: str,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
-    ) -> Sent:
-        atype, method = self._resolve(type_name, method_name)
+    ) -> Awaitable[None]:
+        atype = self._types.get(type_name)
+        method = None if atype is None else self._method(atype, method_name)
+        if self._membership is not None:
+            owner = self._owner(type_name, key)
+            if owner != self._address:
+                return self._remote_tell(owner, type_name, key, method_name, args, kwargs)
+        if (
+            atype is None
+            or method is None
+            or (self._serve is not None and type_name not in self._serve)
+        ):
+            raise UnknownActorType(f"no actor type {type_name!r} is served here")
         if self.check_serializable:
             self._check((args, kwargs), "arguments")
         self._activation(atype, key).enqueue(Message(method, args, kwargs, None, 0.0, 0))
         return SENT
+
+    def _remote_tell(
+        self,
+        owner: str,
+        type_name: str,
+        key: str,
+        method_name: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Awaitable[None]:
+        if not self._running:
+            raise ActorError("the node is not running (use `async with Node()`)")
+        messaging = self._messaging
+        assert messaging is not None
+        messaging.post(
+            owner,
+            wire.Envelope(
+                wire.TELL,
+                0,
+                messaging.address,
+                type_name,
+                key,
+                method_name,
+                args,  # type: ignore[arg-type]  # the codec takes tuples as lists
+                kwargs,
+            ),
+        )
+        if messaging.transport.backlog(owner) < self._hwm:
+            return SENT
+        waiter: asyncio.Future[None] = asyncio.ensure_future(messaging.transport.drained(owner))
+        waiter.add_done_callback(_retrieve)
+        return waiter
 
     def _redeliver(self, msg: Message, atype: ActorType, key: str) -> None:
         """Hand a message left behind by a deactivated activation to a fresh one."""
@@ -329,3 +519,173 @@ class Node:
             wire.check_serializable(wire.DEFAULT_CODEC, value)
         except SerializationError as err:
             raise SerializationError(f"{what} cannot cross the wire: {err}") from None
+
+    # -- cluster --------------------------------------------------------------------------------
+
+    def _make_transport(self) -> Transport:
+        if self._transport is not None:
+            return self._transport
+        endpoints = [self.listen] if self.listen is not None else list(self.seeds)
+        if endpoints and all(e.startswith("mem://") for e in endpoints):
+            from runtime.memory_transport import MemoryNetwork, MemoryTransport
+
+            global _MEMORY_NETWORK
+            if _MEMORY_NETWORK is None:
+                _MEMORY_NETWORK = MemoryNetwork()
+            return MemoryTransport(_MEMORY_NETWORK)
+        from runtime.zmq_transport import ZmqTransport
+
+        return ZmqTransport()
+
+    async def _start_cluster(self) -> None:
+        transport = self._make_transport()
+        self._hwm = getattr(transport, "_backlog_hwm", self._hwm)
+        messaging = self._messaging = Messaging(
+            transport, self._on_request, self._on_control, self.max_frame_size
+        )
+        bound = await messaging.start(self.listen)
+        if bound:
+            self._address = bound
+            types = sorted(self._types) if self._serve is None else sorted(self._serve)
+        else:
+            self._address = f"client://{uuid.uuid4().hex[:16]}"
+            types = []
+        me = Member(self._address, types, self.resources, time.time_ns() // 1000)
+        self._membership = Membership(me)
+        seeds = [s for s in self.seeds if s != self._address]
+        if seeds:
+            await self._join(seeds, hosting=bool(bound))
+
+    async def _join(self, seeds: list[str], hosting: bool) -> None:
+        """Ask the seeds, in turn, for the member list until one answers; then greet everyone."""
+        messaging, membership = self._messaging, self._membership
+        assert messaging is not None and membership is not None
+        loop = self._loop
+        give_up = loop.time() + self.join_timeout
+        body = membership.me.to_wire() if hosting else None
+        last: BaseException | None = None
+        while True:
+            for seed in seeds:
+                env = wire.Envelope(wire.CONTROL, 0, messaging.address, method="join", body=body)
+                corr, fut = messaging.request(seed, env, loop)
+                try:
+                    async with asyncio.timeout(min(1.0, max(0.05, give_up - loop.time()))):
+                        answer = await fut
+                except (TimeoutError, ActorError) as err:
+                    last = err
+                    continue
+                finally:
+                    messaging.forget(corr)
+                membership.merge(Member.from_wire(m) for m in answer)
+                if hosting:
+                    self._broadcast("members", [membership.me.to_wire()], skip={seed})
+                log.info("%s joined through %s: %d members", self._address, seed, len(membership))
+                return
+            if loop.time() >= give_up:
+                raise NodeUnavailable(
+                    f"no seed of {seeds} answered within {self.join_timeout:g} s: {last}"
+                )
+
+    def _broadcast(self, op: str, body: Any, skip: Iterable[str] = ()) -> None:
+        messaging, membership = self._messaging, self._membership
+        assert messaging is not None and membership is not None
+        skipped = set(skip) | {self._address}
+        for address in list(membership.members):
+            if address not in skipped:
+                messaging.post(
+                    address, wire.Envelope(wire.CONTROL, 0, messaging.address, method=op, body=body)
+                )
+
+    def _announce_leave(self) -> None:
+        if self._messaging is not None and self._messaging.address:
+            self._broadcast("leave", self._address)
+
+    def _on_control(self, env: wire.Envelope, route: Route) -> None:
+        """Membership and lookup requests from peers (sans the data plane)."""
+        messaging, membership = self._messaging, self._membership
+        assert messaging is not None and membership is not None
+        op, body = env.method, env.body
+        answer: Any = None
+        if op == "join":
+            if body is not None:
+                member = Member.from_wire(body)
+                if membership.merge([member]):
+                    self._broadcast("members", [body], skip={member.address})
+            answer = membership.to_wire()
+        elif op == "members":
+            if not isinstance(body, list):
+                raise ValueError("members body must be a list")
+            membership.merge(Member.from_wire(m) for m in body)
+        elif op == "leave":
+            if not isinstance(body, str):
+                raise ValueError("leave body must be an address")
+            membership.remove(body)
+        elif op == "locate":
+            if not (isinstance(body, list) and len(body) == 2):
+                raise ValueError("locate body is [type_name, key]")
+            answer = self._address if self._catalog.lookup(str(body[0]), str(body[1])) else None
+        elif op == "data":
+            if not isinstance(body, str):
+                raise ValueError("data body is a key")
+            if body not in self._data:
+                if env.corr:
+                    messaging.transport.reply(
+                        route,
+                        messaging.encode_error(env.corr, ActorError(f"no data {body!r} here")),
+                    )
+                return
+            answer = self._data[body]
+        else:
+            raise ValueError(f"unknown control operation {op!r}")
+        if env.corr:
+            RemoteReply(messaging, route, env.corr).set_result(answer)
+
+    def _on_request(self, env: wire.Envelope, route: Route) -> None:
+        """An ASK or TELL from the wire: deliver it to the local activation."""
+        messaging = self._messaging
+        assert messaging is not None
+        is_ask = env.kind == wire.ASK
+        sink = RemoteReply(messaging, route, env.corr) if is_ask else None
+        try:
+            atype = self._served(env.type_name)
+            if atype is None:
+                raise UnknownActorType(f"{self._address} serves no actor type {env.type_name!r}")
+            method = self._method(atype, env.method)
+            deadline = 0.0
+            if env.deadline:
+                remaining = env.deadline - time.time()
+                if remaining <= 0:
+                    return  # the caller has given up already: never run it
+                deadline = self._loop.time() + remaining
+            act = self._activation(atype, env.key)
+        except ActorError as err:
+            if sink is not None:
+                sink.set_exception(err)
+            else:
+                log.warning("tell to %s/%s.%s dropped: %s", env.type_name, env.key, env.method, err)
+            return
+        if sink is None:
+            act.enqueue(Message(method, env.args, env.kwargs, None, 0.0, 0))
+            return
+        chain = env.trace
+        if act.can_run_now(chain):
+            outcome, value = act.start_turn(method, env.args, env.kwargs, chain, deadline, sink)
+            if outcome == DONE:
+                sink.set_result(value)
+            elif outcome == RAISED:
+                sink.set_exception(value)
+        else:
+            act.enqueue(Message(method, env.args, env.kwargs, sink, deadline, chain))
+
+    async def _control_request(
+        self, peer: str, op: str, body: Any, timeout: float | None = None
+    ) -> Any:
+        messaging = self._messaging
+        assert messaging is not None
+        env = wire.Envelope(wire.CONTROL, 0, messaging.address, method=op, body=body)
+        corr, fut = messaging.request(peer, env, self._loop)
+        t = self.default_timeout if timeout is None else timeout
+        try:
+            return await self._wait(fut, self._loop.time() + t, t, "node", peer, op)
+        finally:
+            messaging.forget(corr)

@@ -7,7 +7,7 @@ transport lands, against a second real node process, so remote semantics equal l
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
@@ -20,14 +20,30 @@ from actors import (
     UnknownActorType,
     UnknownMethod,
 )
+from tests.cluster import NodeProcess, cluster
 from tests.sample_actors import Counter, Deadlocker, Fragile, Interleaver, Pool
 
 pytestmark = pytest.mark.timeout(60)
 
 
-@pytest.fixture(params=["local"])
+@pytest.fixture(scope="module")
+def two_processes() -> Iterator[list[NodeProcess]]:
+    """Two real ``shoal node`` processes on loopback serving the sample actors."""
+    with cluster(2) as nodes:
+        yield nodes
+
+
+@pytest.fixture(params=["local", "remote"])
 async def node(request: pytest.FixtureRequest) -> AsyncIterator[Node]:
-    async with Node(check_serializable=True, default_timeout=10.0) as n:
+    """An embedded node, or a pure client of two real node processes (every call remote)."""
+    if request.param == "local":
+        async with Node(check_serializable=True, default_timeout=10.0) as n:
+            yield n
+        return
+    procs = request.getfixturevalue("two_processes")
+    seeds = [p.address for p in procs]
+    async with Node(seeds=seeds, serve=(), default_timeout=10.0) as n:
+        assert len(n.members) == 2
         yield n
 
 
@@ -84,7 +100,11 @@ async def test_tell_returns_awaitable(node: Node) -> None:
 async def test_tell_from_inside_actor(node: Node) -> None:
     a = node.ref(Counter, "teller")
     await a.tell_other("tellee", "hello")
-    assert await node.ref(Counter, "tellee").history() == ["hello"]
+    # the tell and this ask come from different senders: no order between them, so poll
+    deadline = asyncio.get_running_loop().time() + 5
+    while await node.ref(Counter, "tellee").history() != ["hello"]:
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.01)
 
 
 async def test_exception_becomes_remote_error_and_actor_survives(node: Node) -> None:

@@ -1,0 +1,211 @@
+"""Messaging: envelopes between nodes (as Orleans' Messaging center).
+
+Owns the transport, the table of asks awaiting a reply, and the dispatch of incoming frames:
+asks and tells go to the node's activations, replies and errors to the callers waiting on them,
+control messages to the node. Everything that crosses the wire is encoded here with
+``runtime.wire``; nothing here touches activations directly.
+
+Malformed input never stops the node: a frame that fails to decode is answered (where the
+transport knows a route back) with an ERROR envelope carrying ``ProtocolError``, logged, and
+dropped; the node keeps serving every other caller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Final
+
+from actors.errors import (
+    ActorError,
+    MessageTooLarge,
+    NodeUnavailable,
+    ProtocolError,
+    RemoteError,
+    SerializationError,
+)
+from runtime import wire
+from runtime.transport import Route, Transport
+
+if TYPE_CHECKING:
+    pass
+
+__all__ = ["Messaging", "RemoteReply"]
+
+log = logging.getLogger("shoal.messaging")
+
+#: Most malformed-frame warnings logged per second (the rest are counted).
+_LOG_INTERVAL: Final = 1.0
+
+
+class _Pending:
+    """An ask in flight to ``peer``: the future its caller awaits."""
+
+    __slots__ = ("fut", "peer")
+
+    def __init__(self, fut: asyncio.Future[Any], peer: str) -> None:
+        self.fut = fut
+        self.peer = peer
+
+
+class RemoteReply:
+    """The reply sink of an ask that came over the wire: settling it sends the answer back."""
+
+    __slots__ = ("_corr", "_done", "_messaging", "_route")
+
+    def __init__(self, messaging: Messaging, route: Route, corr: int) -> None:
+        self._messaging = messaging
+        self._route = route
+        self._corr = corr
+        self._done = False
+
+    def done(self) -> bool:
+        return self._done
+
+    def set_result(self, result: Any, /) -> None:
+        if self._done:
+            return
+        self._done = True
+        m = self._messaging
+        env = wire.Envelope(wire.REPLY, self._corr, m.address, body=result)
+        try:
+            chunk = wire.encode_envelope(env, max_size=m.max_frame)
+        except SerializationError as err:
+            chunk = m.encode_error(self._corr, SerializationError(f"result: {err}"))
+        m.transport.reply(self._route, chunk)
+
+    def set_exception(self, exception: BaseException, /) -> None:
+        if self._done:
+            return
+        self._done = True
+        m = self._messaging
+        m.transport.reply(self._route, m.encode_error(self._corr, exception))
+
+
+class Messaging:
+    """Sends envelopes to peers, matches replies to asks and dispatches what arrives."""
+
+    __slots__ = (
+        "_corr",
+        "_last_log",
+        "_on_control",
+        "_on_request",
+        "_pending",
+        "address",
+        "dropped",
+        "max_frame",
+        "transport",
+    )
+
+    def __init__(
+        self,
+        transport: Transport,
+        on_request: Callable[[wire.Envelope, Route], None],
+        on_control: Callable[[wire.Envelope, Route], None],
+        max_frame: int = wire.DEFAULT_MAX_FRAME,
+    ) -> None:
+        self.transport = transport
+        self.address = ""
+        self.max_frame = max_frame
+        self._on_request = on_request
+        self._on_control = on_control
+        self._pending: dict[int, _Pending] = {}
+        self._corr = itertools.count(1)
+        self._last_log = 0.0
+        self.dropped = 0
+        """Frames dropped as malformed."""
+
+    async def start(self, listen: str | None) -> str:
+        """Start the transport; returns the bound address ("" for a client)."""
+        self.address = await self.transport.start(listen, self.on_frame, self.on_peer_down)
+        return self.address
+
+    async def close(self) -> None:
+        """Fail every ask in flight and close the transport."""
+        for p in list(self._pending.values()):
+            if not p.fut.done():
+                p.fut.set_exception(NodeUnavailable("the local node is stopping"))
+        self._pending.clear()
+        await self.transport.close()
+
+    # -- sending --------------------------------------------------------------------------------
+
+    def encode_error(self, corr: int, exc: BaseException) -> bytes:
+        """An ERROR envelope answering ``corr`` with ``exc`` (its traceback if it has one)."""
+        tb = exc.remote_traceback if isinstance(exc, RemoteError) else ""
+        env = wire.Envelope(wire.ERROR, corr, self.address, body=wire.error_to_body(exc, tb))
+        return wire.encode_envelope(env, max_size=self.max_frame)
+
+    def request(
+        self, peer: str, env: wire.Envelope, loop: asyncio.AbstractEventLoop
+    ) -> tuple[int, asyncio.Future[Any]]:
+        """Send an ASK; the future gets the reply (or the typed error). The caller must
+        :meth:`forget` the correlation id when done. Encoding errors (``SerializationError``,
+        ``MessageTooLarge``) raise here, before anything is sent."""
+        corr = next(self._corr)
+        env.corr = corr
+        chunk = wire.encode_envelope(env, max_size=self.max_frame)
+        fut: asyncio.Future[Any] = loop.create_future()
+        self._pending[corr] = _Pending(fut, peer)
+        self.transport.send(peer, chunk)
+        return corr, fut
+
+    def forget(self, corr: int) -> None:
+        """Stop waiting for the reply to ``corr`` (answered, timed out or cancelled)."""
+        self._pending.pop(corr, None)
+
+    def post(self, peer: str, env: wire.Envelope) -> None:
+        """Send a TELL or CONTROL envelope (no reply expected)."""
+        self.transport.send(peer, wire.encode_envelope(env, max_size=self.max_frame))
+
+    def answer(self, route: Route, env: wire.Envelope) -> None:
+        """Send an envelope back along ``route``."""
+        self.transport.reply(route, wire.encode_envelope(env, max_size=self.max_frame))
+
+    # -- receiving ------------------------------------------------------------------------------
+
+    def on_frame(self, frame: bytes, route: Route) -> None:
+        """Transport callback: decode a frame and dispatch each envelope in it."""
+        try:
+            envs = wire.decode_frame(frame, max_size=self.max_frame)
+        except ProtocolError as err:
+            self._malformed(err, route)
+            return
+        for env in envs:
+            kind = env.kind
+            if kind == wire.REPLY or kind == wire.ERROR:
+                pending = self._pending.get(env.corr)
+                if pending is None or pending.fut.done():
+                    if kind == wire.ERROR and env.corr == 0:
+                        log.warning("peer reported: %s", wire.body_to_error(env.body))
+                    continue  # the caller gave up already
+                if kind == wire.REPLY:
+                    pending.fut.set_result(env.body)
+                else:
+                    pending.fut.set_exception(wire.body_to_error(env.body))
+            elif kind == wire.CONTROL:
+                try:
+                    self._on_control(env, route)
+                except (ActorError, ValueError, TypeError, KeyError) as err:
+                    log.warning("bad control message from %s: %s", env.sender or route, err)
+            else:
+                self._on_request(env, route)
+
+    def _malformed(self, err: ProtocolError, route: Route) -> None:
+        self.dropped += 1
+        now = time.monotonic()
+        if now - self._last_log >= _LOG_INTERVAL:
+            self._last_log = now
+            log.warning("dropped a malformed frame (%d so far): %s", self.dropped, err)
+        with contextlib.suppress(SerializationError, MessageTooLarge):
+            self.transport.reply(route, self.encode_error(0, err))
+
+    def on_peer_down(self, peer: str) -> None:
+        """Transport callback: fail every ask in flight to ``peer`` with NodeUnavailable."""
+        for p in [p for p in self._pending.values() if p.peer == peer]:
+            if not p.fut.done():
+                p.fut.set_exception(NodeUnavailable(f"{peer} is unreachable"))

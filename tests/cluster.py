@@ -1,0 +1,109 @@
+"""Real node processes for multi-node tests: started on loopback, always cleaned up."""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class NodeProcess:
+    """A ``shoal node`` child process; ``address`` is what it printed once serving."""
+
+    def __init__(
+        self,
+        seeds: Sequence[str] = (),
+        imports: Sequence[str] = ("tests.sample_actors",),
+        listen: str = "tcp://127.0.0.1:0",
+        timeout: float = 20.0,
+        extra: Sequence[str] = (),
+    ) -> None:
+        cmd = [sys.executable, "-m", "runtime", "node", "--listen", listen]
+        for seed in seeds:
+            cmd += ["--seed", seed]
+        for module in imports:
+            cmd += ["--import", module]
+        cmd += list(extra)
+        env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+        self.proc = subprocess.Popen(
+            cmd,
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
+        )
+        self.output: list[str] = []
+        self.address = self._wait_for_address(timeout)
+
+    def _wait_for_address(self, timeout: float) -> str:
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([self.proc.stdout], [], [], 0.2)
+            if ready:
+                line = self.proc.stdout.readline()
+                if not line and self.proc.poll() is not None:
+                    break
+                self.output.append(line)
+                if line.startswith("listening on "):
+                    return line.split()[-1]
+            elif self.proc.poll() is not None:
+                break
+        self.kill()
+        raise RuntimeError(f"node did not start: {''.join(self.output)}")
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def signal(self, sig: int) -> None:
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, sig)
+
+    def kill(self) -> None:
+        """SIGKILL and reap (idempotent)."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # pragma: no cover
+            pass
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+    def terminate(self, timeout: float = 15.0) -> int:
+        """SIGTERM, wait for a graceful exit (SIGKILL past ``timeout``); returns the exit code."""
+        self.signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            code = -9
+        if self.proc.stdout is not None:
+            self.output.extend(self.proc.stdout.readlines())
+            self.proc.stdout.close()
+        return code
+
+
+@contextmanager
+def cluster(size: int, **kwargs: object) -> Iterator[list[NodeProcess]]:
+    """``size`` node processes, each seeded with the first; all killed on exit."""
+    nodes: list[NodeProcess] = []
+    try:
+        nodes.append(NodeProcess(**kwargs))  # type: ignore[arg-type]
+        for _ in range(size - 1):
+            nodes.append(NodeProcess(seeds=[nodes[0].address], **kwargs))  # type: ignore[arg-type]
+        yield nodes
+    finally:
+        for n in nodes:
+            n.kill()
