@@ -1,0 +1,178 @@
+"""Bad input against a running node process: it answers typed errors and keeps serving."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import socket
+import time
+from collections.abc import Iterator
+
+import pytest
+import zmq
+
+from actors import (
+    MessageTooLarge,
+    Node,
+    ProtocolError,
+    SerializationError,
+    UnknownActorType,
+    UnknownMethod,
+)
+from runtime import wire
+from tests.cluster import NodeProcess
+from tests.sample_actors import Counter
+
+pytestmark = pytest.mark.timeout(90)
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[NodeProcess]:
+    node = NodeProcess()
+    try:
+        yield node
+    finally:
+        node.kill()
+
+
+def _dealer(address: str) -> zmq.Socket:  # type: ignore[type-arg]
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.RCVTIMEO, 5000)
+    sock.setsockopt(zmq.SNDTIMEO, 5000)
+    sock.connect(address)
+    return sock
+
+
+def _ask(sock: zmq.Socket, env: wire.Envelope) -> list[wire.Envelope]:  # type: ignore[type-arg]
+    sock.send(wire.encode_envelope(env))
+    return wire.decode_frame(sock.recv())
+
+
+def _env(**fields: object) -> wire.Envelope:
+    base: dict[str, object] = dict(
+        kind=wire.ASK,
+        corr=7,
+        type_name="Counter",
+        key="raw",
+        method="incr",
+        args=[1],
+        deadline=time.time() + 10,
+    )
+    base.update(fields)
+    return wire.Envelope(**base)  # type: ignore[arg-type]
+
+
+def test_raw_dealer_gets_typed_errors_and_answers(server: NodeProcess) -> None:
+    sock = _dealer(server.address)
+    try:
+        [reply] = _ask(sock, _env())
+        assert reply.kind == wire.REPLY and reply.corr == 7 and isinstance(reply.body, int)
+        [err] = _ask(sock, _env(type_name="NoSuchType"))
+        assert err.kind == wire.ERROR and isinstance(wire.body_to_error(err.body), UnknownActorType)
+        [err] = _ask(sock, _env(method="nope"))
+        assert isinstance(wire.body_to_error(err.body), UnknownMethod)
+        [err] = _ask(sock, _env(method="_secret"))
+        assert isinstance(wire.body_to_error(err.body), UnknownMethod)
+        sock.send(b"\x9e\x02garbage")
+        [err] = wire.decode_frame(sock.recv())
+        assert err.kind == wire.ERROR and err.corr == 0
+        assert isinstance(wire.body_to_error(err.body), ProtocolError)
+        sock.send_multipart([b"a", b"b", b"c"])  # multipart: dropped, the node keeps going
+        [reply] = _ask(sock, _env(corr=8))
+        assert reply.kind == wire.REPLY and reply.corr == 8
+    finally:
+        sock.close(linger=0)
+
+
+def test_random_frames_and_raw_tcp_garbage_do_not_stop_the_node(server: NodeProcess) -> None:
+    rng = random.Random(1234)
+    sock = _dealer(server.address)
+    try:
+        valid = wire.encode_envelope(_env(corr=9))
+        for i in range(2000):
+            if i % 2:
+                frame = bytes(rng.getrandbits(8) for _ in range(rng.randint(1, 64)))
+            else:
+                mutated = bytearray(valid)
+                for _ in range(rng.randint(1, 4)):
+                    mutated[rng.randrange(len(mutated))] = rng.getrandbits(8)
+                frame = bytes(mutated)
+            sock.send(frame)
+        host, port = server.address.removeprefix("tcp://").rsplit(":", 1)
+        for _ in range(20):
+            with socket.create_connection((host, int(port)), timeout=5) as raw:
+                raw.sendall(os.urandom(rng.randint(1, 4096)))
+        with socket.create_connection((host, int(port)), timeout=5) as raw:
+            raw.sendall(b"\xff\x00\x00\x00\x00\x00\x00\x00\x01\x7f" + os.urandom(100))
+        # drain what the node answered to the random frames, then a real call must work
+        sock.setsockopt(zmq.RCVTIMEO, 200)
+        while True:
+            try:
+                sock.recv()
+            except zmq.Again:
+                break
+        sock.setsockopt(zmq.RCVTIMEO, 5000)
+        [reply] = _ask(sock, _env(corr=10))
+        assert reply.kind == wire.REPLY and reply.corr == 10
+    finally:
+        sock.close(linger=0)
+
+
+async def test_node_serves_other_callers_while_one_sends_garbage(server: NodeProcess) -> None:
+    async with Node(seeds=[server.address], serve=(), default_timeout=10) as client:
+        c = client.ref(Counter, "during-garbage")
+        sock = _dealer(server.address)
+        try:
+            for i in range(200):
+                sock.send(os.urandom(32))
+                assert await c.incr() == i + 1
+        finally:
+            sock.close(linger=0)
+
+
+async def test_oversized_and_unserialisable_arguments_fail_at_the_caller(
+    server: NodeProcess,
+) -> None:
+    async with Node(seeds=[server.address], serve=(), max_frame_size=1 << 20) as client:
+        c = client.ref(Counter, "big")
+        with pytest.raises(MessageTooLarge):
+            await c.echo(b"x" * (2 << 20))
+        with pytest.raises(SerializationError):
+            await c.echo(object())
+        assert await c.incr() == 1
+
+
+async def test_oversized_frame_is_rejected_by_the_receiver() -> None:
+    async with Node(listen="tcp://127.0.0.1:0", max_frame_size=1 << 16) as small:
+        sock = _dealer(small.address)
+        try:
+            sock.send(wire.encode_envelope(_env(args=[b"x" * (1 << 17)], type_name="Counter")))
+            loop = asyncio.get_running_loop()
+            frame = await loop.run_in_executor(None, sock.recv)
+            [err] = wire.decode_frame(frame)
+            assert isinstance(wire.body_to_error(err.body), ProtocolError)
+        finally:
+            sock.close(linger=0)
+        assert await small.ref(Counter, "still-up").incr() == 1
+
+
+async def test_asks_to_a_dead_peer_fail_with_node_unavailable() -> None:
+    from actors import ActorTimeout, NodeUnavailable
+
+    proc = NodeProcess()
+    try:
+        async with Node(seeds=[proc.address], serve=(), default_timeout=10) as client:
+            c = client.ref(Counter, "doomed")
+            assert await c.incr() == 1
+            pending = asyncio.ensure_future(c.sleep(30))
+            await asyncio.sleep(0.1)
+            proc.kill()
+            t0 = time.monotonic()
+            with pytest.raises((NodeUnavailable, ActorTimeout)) as info:
+                await asyncio.wait_for(pending, 15)
+            assert isinstance(info.value, NodeUnavailable), info.value
+            assert time.monotonic() - t0 < 9
+    finally:
+        proc.kill()
