@@ -1,0 +1,42 @@
+"""The directory partition and the epoch clock (sans-io)."""
+
+from __future__ import annotations
+
+from router.directory import Directory, Entry, EpochClock
+
+
+def test_first_registration_wins_and_is_returned() -> None:
+    d = Directory()
+    assert d.register("A", "k", "n1", 5) == Entry("n1", 5)
+    assert d.register("A", "k", "n2", 9) == Entry("n1", 5)  # the duplicate loses
+    assert d.register("A", "k", "n1", 7) == Entry("n1", 7)  # newer epoch, same host
+    assert d.register("A", "k", "n1", 6) == Entry("n1", 7)  # an older one does not go back
+    assert d.lookup("A", "k") == Entry("n1", 7) and d.lookup("A", "x") is None
+
+
+def test_unregister_only_matching_host_and_epoch() -> None:
+    d = Directory()
+    d.register("A", "k", "n1", 5)
+    assert not d.unregister("A", "k", "n2")
+    assert not d.unregister("A", "k", "n1", epoch=4)
+    assert d.unregister("A", "k", "n1", epoch=5) and len(d) == 0
+
+
+def test_purge_host_and_take_unowned() -> None:
+    d = Directory()
+    for i in range(10):
+        d.register("A", f"k{i}", "dead" if i % 2 else "alive", i)
+    assert sorted(d.purge_host("dead")) == [("A", f"k{i}") for i in (1, 3, 5, 7, 9)]
+    moved = d.take_unowned(lambda t, k: k in {"k0", "k2"})
+    assert sorted(aid for aid, _ in moved) == [("A", "k4"), ("A", "k6"), ("A", "k8")]
+    assert sorted(aid for aid, _ in d) == [("A", "k0"), ("A", "k2")]
+
+
+def test_epochs_increase_and_pass_observed_ones() -> None:
+    clock = EpochClock()
+    a = clock.issue(100.0)
+    b = clock.issue(100.0)  # same clock reading: still greater
+    assert b > a
+    clock.observe(b + 10_000_000)
+    assert clock.issue(100.0) > b + 10_000_000
+    assert EpochClock().issue(200.0) > EpochClock().issue(150.0)  # later clock, later epoch
