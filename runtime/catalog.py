@@ -26,6 +26,7 @@ from runtime.activation import (
     Activation,
     remote_error,
 )
+from runtime.state import set_state
 
 if TYPE_CHECKING:
     from actors.decorator import ActorType
@@ -71,10 +72,13 @@ class Catalog:
         table = self._by_type.get(type_name)
         return None if table is None else table.get(key)
 
-    def activate(self, atype: ActorType, key: str, epoch: int | None = None) -> Activation:
-        """Create an activation: set ``key``, run ``__init__``, then ``on_activate`` as the first
-        turn. Raises ``RemoteError`` if construction or a synchronous ``on_activate`` fails; an
-        ``on_activate`` that suspends holds back the queue until it ends."""
+    def activate(
+        self, atype: ActorType, key: str, epoch: int | None = None, state: Any = None
+    ) -> Activation:
+        """Create an activation: set ``key``, run ``__init__``, apply ``state`` (handed over or
+        loaded), then run ``on_activate`` as the first turn. Raises ``RemoteError`` if
+        construction or a synchronous ``on_activate`` fails; an ``on_activate`` that suspends
+        holds back the queue until it ends."""
         node = self._node
         act = Activation(node, atype, key, next(self._epochs) if epoch is None else epoch)
         cls: Any = atype.cls
@@ -82,6 +86,8 @@ class Catalog:
             inst = cls.__new__(cls)
             object.__setattr__(inst, "key", key)
             inst.__init__()
+            if state is not None:
+                set_state(inst, state)
         except Exception as exc:
             raise remote_error(exc) from None
         act.instance = inst
@@ -139,7 +145,9 @@ class Catalog:
             table[act.key] = act
         self.count += 1
 
-    def _remove(self, act: Activation) -> None:
+    def _remove(self, act: Activation, notify: bool = True) -> None:
+        if notify and act.status != DEAD and self._node._cluster is not None:
+            self._node._cluster.deactivated(act)
         act.status = DEAD
         table = self._by_type.get(act.type.name)
         if table is None:

@@ -31,10 +31,11 @@ from actors.errors import (
     UnknownMethod,
 )
 from actors.ref import SENT, ActorRef, type_name_of
-from router.membership import Member, Membership
+from router.swim import SwimConfig
 from runtime import wire
-from runtime.activation import DONE, RAISED, Activation, new_chain
+from runtime.activation import DEAD, DONE, RAISED, Activation, new_chain
 from runtime.catalog import Catalog
+from runtime.cluster import MAX_HOPS, Cluster
 from runtime.context import NODE, TURN, node_started, node_stopped
 from runtime.mailbox import Message, ReplySink
 from runtime.messaging import Messaging, RemoteReply
@@ -146,7 +147,8 @@ class Node:
         self.max_frame_size = max_frame_size
         self.join_timeout = join_timeout
         self._messaging: Messaging | None = None
-        self._membership: Membership | None = None
+        self._cluster: Cluster | None = None
+        self.swim_config: SwimConfig | None = None
         self._hwm = 1 << 20
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -157,7 +159,7 @@ class Node:
         return self._address
 
     async def start(self) -> Node:
-        """Start serving. Called by ``async with``; returns the node."""
+        """Start serving (and join the cluster through ``seeds``). ``async with`` calls it."""
         if self._running:
             return self
         if self._closed:
@@ -177,8 +179,9 @@ class Node:
         return self
 
     async def stop(self) -> None:
-        """Let running turns finish (up to ``stop_grace`` seconds, then cancel them),
-        deactivate every activation (``on_deactivate`` runs) and stop."""
+        """Leave: let running turns finish (up to ``stop_grace`` seconds, then cancel them);
+        on a cluster hand every activation, state included, to its new owner and announce
+        the leave; otherwise deactivate every activation (``on_deactivate`` runs)."""
         if self._closed:
             return
         self._closed = True
@@ -190,8 +193,9 @@ class Node:
                         task.cancel()
                     if late:
                         await asyncio.wait(late)
-                if self._membership is not None:
-                    self._announce_leave()
+                if self._cluster is not None:
+                    await self._cluster.leave(self.stop_grace)
+                    await self._cluster.close()
                 await self._catalog.close()
         finally:
             self._running = False
@@ -223,7 +227,7 @@ class Node:
     def __repr__(self) -> str:
         return f"<Node {self._address} activations={self._catalog.count}>"
 
-    # -- references -----------------------------------------------------------------------------
+    # -- references and inspection --------------------------------------------------------------
 
     def ref(self, target: type | str, key: str) -> ActorRef:
         """A reference to actor ``target`` (an ``@actor`` class or its name) with ``key``."""
@@ -236,22 +240,28 @@ class Node:
 
     async def locate(self, ref: ActorRef) -> str | None:
         """The address of the node hosting ``ref``'s activation, or None if it is not active."""
-        owner = self._owner(ref.type_name, ref.key)
-        if owner == self._address:
-            return self._address if self._catalog.lookup(ref.type_name, ref.key) else None
-        answer = await self._control_request(owner, "locate", [ref.type_name, ref.key])
+        if self._catalog.lookup(ref.type_name, ref.key) is not None:
+            return self._address
+        cluster = self._cluster
+        if cluster is None:
+            return None
+        host = cluster.route(ref.type_name, ref.key)
+        if host == self._address:
+            entry = cluster.directory.lookup(ref.type_name, ref.key)
+            return entry.host if entry is not None else None
+        answer = await self._control_request(host, "locate", [ref.type_name, ref.key])
         return answer if isinstance(answer, str) else None
 
     @property
     def members(self) -> list[str]:
-        """Addresses of the cluster members this node knows (itself included, if it hosts)."""
-        if self._membership is None:
+        """Addresses of the hosting cluster members this node knows (itself included)."""
+        if self._cluster is None:
             return [self._address]
-        return sorted(a for a, m in self._membership.members.items() if m.types)
+        return sorted(a for a, m in self._cluster.membership.members.items() if m.types)
 
     async def migrate(self, ref: ActorRef, to: str) -> None:
         """Move ``ref``'s activation to the node at ``to``, state included."""
-        if to == self._address:
+        if to == self._address or (self._cluster is None and to == self._address):
             return
         raise NodeUnavailable(f"{to} is not a member of this (embedded) node's cluster")
 
@@ -291,23 +301,17 @@ class Node:
             )
         return method
 
-    def _owner(self, type_name: str, key: str) -> str:
-        """The address of the member that hosts ``type_name``/``key`` (this one if embedded)."""
-        ms = self._membership
-        if ms is None:
-            return self._address
-        atype = self._types.get(type_name)
-        try:
-            return ms.owner(type_name, key, atype.resources if atype is not None else None)
-        except LookupError:
-            raise UnknownActorType(f"no member serves actor type {type_name!r}") from None
-
     def _activation(self, atype: ActorType, key: str) -> Activation:
         if not self._running:
             raise ActorError("the node is not running (use `async with Node()`)")
         act = self._catalog.get(atype, key)
         if act is None:
-            act = self._catalog.activate(atype, key)
+            cluster = self._cluster
+            if cluster is None:
+                act = self._catalog.activate(atype, key)
+            else:
+                act = self._catalog.activate(atype, key, cluster.new_epoch())
+                cluster.activated(act)
         return act
 
     async def _ask(
@@ -321,21 +325,25 @@ class Node:
     ) -> Any:
         atype = self._types.get(type_name)
         method = None if atype is None else self._method(atype, method_name)
-        if self._membership is not None:
-            owner = self._owner(type_name, key)
-            if owner != self._address:
-                return await self._remote_ask(
-                    owner, type_name, key, method_name, args, kwargs, timeout
-                )
-        if (
-            atype is None
-            or method is None
-            or (self._serve is not None and type_name not in self._serve)
+        cluster = self._cluster
+        if cluster is not None and (
+            atype is None or self._catalog.get(atype, key) is None or not cluster.serving()
         ):
+            host = cluster.route(type_name, key)
+            if host == self._address and atype is not None and cluster.serving():
+                host = cluster.place_now(atype, key) or await cluster.place(atype, key)
+            if host != self._address:
+                return await self._remote_ask(
+                    host, type_name, key, method_name, args, kwargs, timeout
+                )
+            if not cluster.serving():
+                raise NodeUnavailable(f"{self._address} has no quorum: it serves no actors")
+        if method is None or self._served(type_name) is None:
             raise UnknownActorType(f"no actor type {type_name!r} is served here")
         if self.check_serializable:
             self._check((args, kwargs), "arguments")
-        act = self._activation(atype, key)
+        act = self._activation(method_type := atype, key)  # type: ignore[arg-type]
+        del method_type
         if timeout is None:
             timeout = self.default_timeout
         deadline = self._loop.time() + timeout
@@ -361,13 +369,15 @@ class Node:
 
     async def _remote_ask(
         self,
-        owner: str,
+        host: str,
         type_name: str,
         key: str,
         method_name: str,
-        args: tuple[Any, ...],
+        args: tuple[Any, ...] | list[Any],
         kwargs: dict[str, Any],
         timeout: float | None,
+        chain: int = 0,
+        deadline: float = 0.0,
     ) -> Any:
         if not self._running:
             raise ActorError("the node is not running (use `async with Node()`)")
@@ -375,36 +385,46 @@ class Node:
         if timeout is None:
             timeout = self.default_timeout
         now = loop.time()
-        deadline = now + timeout
-        turn = TURN.get()
-        if turn is None:
+        if not deadline:
+            deadline = now + timeout
+            turn = TURN.get()
+            if turn is not None:
+                chain = turn[1]
+                if 0.0 < turn[2] < deadline:
+                    deadline = turn[2]
+        if not chain:
             chain = new_chain()
-        else:
-            chain = turn[1]
-            if 0.0 < turn[2] < deadline:
-                deadline = turn[2]
-        messaging = self._messaging
-        assert messaging is not None
-        env = wire.Envelope(
-            wire.ASK,
-            0,
-            messaging.address,
-            type_name,
-            key,
-            method_name,
-            args,  # type: ignore[arg-type]  # the codec takes tuples as lists
-            kwargs,
-            time.time() + (deadline - now),
-            0,
-            chain,
-        )
-        if messaging.transport.backlog(owner) >= self._hwm:
-            await self._drained(owner, deadline)
-        corr, fut = messaging.request(owner, env, loop)
-        try:
-            return await self._wait(fut, deadline, timeout, type_name, key, method_name)
-        finally:
-            messaging.forget(corr)
+        messaging, cluster = self._messaging, self._cluster
+        assert messaging is not None and cluster is not None
+        for hops in range(MAX_HOPS + 1):
+            env = wire.Envelope(
+                wire.ASK,
+                0,
+                messaging.address,
+                type_name,
+                key,
+                method_name,
+                args,  # type: ignore[arg-type]  # the codec takes tuples as lists
+                kwargs,
+                time.time() + (deadline - loop.time()),
+                hops,
+                chain,
+            )
+            if messaging.transport.backlog(host) >= self._hwm:
+                await self._drained(host, deadline)
+            corr, fut = messaging.request(host, env, loop)
+            try:
+                return await self._wait(fut, deadline, timeout, type_name, key, method_name)
+            except wire.Redirect as redirect:
+                host = str(redirect)
+                cluster.learned(type_name, key, host)
+                if host == self._address:
+                    return await self._ask(
+                        type_name, key, method_name, tuple(args), kwargs, timeout
+                    )
+            finally:
+                messaging.forget(corr)
+        raise NodeUnavailable(f"{type_name}/{key} could not be located in {MAX_HOPS} hops")
 
     async def _drained(self, peer: str, deadline: float) -> None:
         assert self._messaging is not None
@@ -443,15 +463,16 @@ class Node:
     ) -> Awaitable[None]:
         atype = self._types.get(type_name)
         method = None if atype is None else self._method(atype, method_name)
-        if self._membership is not None:
-            owner = self._owner(type_name, key)
-            if owner != self._address:
-                return self._remote_tell(owner, type_name, key, method_name, args, kwargs)
-        if (
-            atype is None
-            or method is None
-            or (self._serve is not None and type_name not in self._serve)
+        cluster = self._cluster
+        if cluster is not None and (
+            atype is None or self._catalog.get(atype, key) is None or not cluster.serving()
         ):
+            host = cluster.route(type_name, key)
+            if host == self._address and atype is not None and cluster.serving():
+                host = cluster.place_now(atype, key) or host
+            if host != self._address or not cluster.serving():
+                return self._remote_tell(host, type_name, key, method_name, args, kwargs)
+        if method is None or atype is None or self._served(type_name) is None:
             raise UnknownActorType(f"no actor type {type_name!r} is served here")
         if self.check_serializable:
             self._check((args, kwargs), "arguments")
@@ -460,19 +481,20 @@ class Node:
 
     def _remote_tell(
         self,
-        owner: str,
+        host: str,
         type_name: str,
         key: str,
         method_name: str,
-        args: tuple[Any, ...],
+        args: tuple[Any, ...] | list[Any],
         kwargs: dict[str, Any],
+        hops: int = 0,
     ) -> Awaitable[None]:
         if not self._running:
             raise ActorError("the node is not running (use `async with Node()`)")
         messaging = self._messaging
         assert messaging is not None
         messaging.post(
-            owner,
+            host,
             wire.Envelope(
                 wire.TELL,
                 0,
@@ -482,18 +504,25 @@ class Node:
                 method_name,
                 args,  # type: ignore[arg-type]  # the codec takes tuples as lists
                 kwargs,
+                0.0,
+                hops,
             ),
         )
-        if messaging.transport.backlog(owner) < self._hwm:
+        if messaging.transport.backlog(host) < self._hwm:
             return SENT
-        waiter: asyncio.Future[None] = asyncio.ensure_future(messaging.transport.drained(owner))
+        waiter: asyncio.Future[None] = asyncio.ensure_future(messaging.transport.drained(host))
         waiter.add_done_callback(_retrieve)
         return waiter
 
     def _redeliver(self, msg: Message, atype: ActorType, key: str) -> None:
-        """Hand a message left behind by a deactivated activation to a fresh one."""
+        """Hand a message left behind by a deactivated activation to its next activation: a
+        fresh one here, or (leaving, no quorum, moved) wherever the actor now lives."""
         reply = msg.reply
         if reply is not None and reply.done():
+            return
+        cluster = self._cluster
+        if cluster is not None and self._running and not cluster.serving():
+            self._reroute(msg, atype, key)
             return
         try:
             act = self._activation(atype, key)
@@ -504,6 +533,44 @@ class Node:
                 log.error("tell to %s/%s lost its activation: %s", atype.name, key, err)
             return
         act.enqueue(msg)
+
+    def _reroute(self, msg: Message, atype: ActorType, key: str) -> None:
+        cluster = self._cluster
+        assert cluster is not None
+        reply = msg.reply
+        try:
+            ring = cluster.membership.ring.copy()
+            ring.discard(self._address)
+            members = cluster.membership.members
+            host = ring.owner_of(
+                atype.name,
+                key,
+                lambda a: a in members and members[a].can_host(atype.name, atype.resources),
+            )
+        except LookupError:
+            err = NodeUnavailable(f"no other member can host {atype.name}/{key}")
+            if reply is not None:
+                reply.set_exception(err)
+            return
+        if reply is None:
+            self._remote_tell(host, atype.name, key, msg.method.name, msg.args, msg.kwargs, 1)
+        elif isinstance(reply, RemoteReply):
+            reply.set_exception(wire.Redirect(host))
+        else:
+            task = self._loop.create_task(
+                self._remote_ask(
+                    host,
+                    atype.name,
+                    key,
+                    msg.method.name,
+                    msg.args,
+                    msg.kwargs,
+                    None,
+                    msg.chain,
+                    msg.deadline or self._loop.time() + self.default_timeout,
+                )
+            )
+            task.add_done_callback(lambda t: _chain_future(t, reply))
 
     def _settle_result(self, reply: ReplySink, value: Any) -> None:
         if self.check_serializable:
@@ -550,100 +617,50 @@ class Node:
         else:
             self._address = f"client://{uuid.uuid4().hex[:16]}"
             types = []
-        me = Member(self._address, types, self.resources, time.time_ns() // 1000)
-        self._membership = Membership(me)
-        seeds = [s for s in self.seeds if s != self._address]
-        if seeds:
-            await self._join(seeds, hosting=bool(bound))
-
-    async def _join(self, seeds: list[str], hosting: bool) -> None:
-        """Ask the seeds, in turn, for the member list until one answers; then greet everyone."""
-        messaging, membership = self._messaging, self._membership
-        assert messaging is not None and membership is not None
-        loop = self._loop
-        give_up = loop.time() + self.join_timeout
-        body = membership.me.to_wire() if hosting else None
-        last: BaseException | None = None
-        while True:
-            for seed in seeds:
-                env = wire.Envelope(wire.CONTROL, 0, messaging.address, method="join", body=body)
-                corr, fut = messaging.request(seed, env, loop)
-                try:
-                    async with asyncio.timeout(min(1.0, max(0.05, give_up - loop.time()))):
-                        answer = await fut
-                except (TimeoutError, ActorError) as err:
-                    last = err
-                    continue
-                finally:
-                    messaging.forget(corr)
-                membership.merge(Member.from_wire(m) for m in answer)
-                if hosting:
-                    self._broadcast("members", [membership.me.to_wire()], skip={seed})
-                log.info("%s joined through %s: %d members", self._address, seed, len(membership))
-                return
-            if loop.time() >= give_up:
-                raise NodeUnavailable(
-                    f"no seed of {seeds} answered within {self.join_timeout:g} s: {last}"
-                )
-
-    def _broadcast(self, op: str, body: Any, skip: Iterable[str] = ()) -> None:
-        messaging, membership = self._messaging, self._membership
-        assert messaging is not None and membership is not None
-        skipped = set(skip) | {self._address}
-        for address in list(membership.members):
-            if address not in skipped:
-                messaging.post(
-                    address, wire.Envelope(wire.CONTROL, 0, messaging.address, method=op, body=body)
-                )
-
-    def _announce_leave(self) -> None:
-        if self._messaging is not None and self._messaging.address:
-            self._broadcast("leave", self._address)
+        self._cluster = Cluster(
+            self,
+            messaging,
+            self._address,
+            types,
+            self.resources,
+            hosting=bool(bound),
+            swim_config=self.swim_config,
+        )
+        await self._cluster.start(list(self.seeds), self.join_timeout)
 
     def _on_control(self, env: wire.Envelope, route: Route) -> None:
-        """Membership and lookup requests from peers (sans the data plane)."""
-        messaging, membership = self._messaging, self._membership
-        assert messaging is not None and membership is not None
-        op, body = env.method, env.body
-        answer: Any = None
-        if op == "join":
-            if body is not None:
-                member = Member.from_wire(body)
-                if membership.merge([member]):
-                    self._broadcast("members", [body], skip={member.address})
-            answer = membership.to_wire()
-        elif op == "members":
-            if not isinstance(body, list):
-                raise ValueError("members body must be a list")
-            membership.merge(Member.from_wire(m) for m in body)
-        elif op == "leave":
-            if not isinstance(body, str):
-                raise ValueError("leave body must be an address")
-            membership.remove(body)
-        elif op == "locate":
-            if not (isinstance(body, list) and len(body) == 2):
-                raise ValueError("locate body is [type_name, key]")
-            answer = self._address if self._catalog.lookup(str(body[0]), str(body[1])) else None
-        elif op == "data":
-            if not isinstance(body, str):
-                raise ValueError("data body is a key")
-            if body not in self._data:
-                if env.corr:
-                    messaging.transport.reply(
-                        route,
-                        messaging.encode_error(env.corr, ActorError(f"no data {body!r} here")),
-                    )
-                return
-            answer = self._data[body]
-        else:
-            raise ValueError(f"unknown control operation {op!r}")
-        if env.corr:
-            RemoteReply(messaging, route, env.corr).set_result(answer)
+        assert self._cluster is not None
+        self._cluster.on_control(env, route)
+
+    def _drop_all_activations(self, reason: str) -> None:
+        """Forget every activation at once (the cluster declared this node dead): no
+        ``on_deactivate``, queued asks fail with ``NodeUnavailable``."""
+        err = NodeUnavailable(reason)
+        for act in list(self._catalog):
+            backlog = act.take_backlog()
+            self._catalog._remove(act, notify=False)
+            act.status = DEAD
+            for msg in backlog:
+                if msg.reply is not None and not msg.reply.done():
+                    msg.reply.set_exception(err)
+
+    def _receive_handoff(self, type_name: str, key: str, state: Any) -> None:
+        atype = self._served(type_name)
+        if atype is None:
+            raise UnknownActorType(f"{self._address} serves no actor type {type_name!r}")
+        if self._catalog.lookup(type_name, key) is not None:
+            log.warning(
+                "handoff of %s/%s: already active here, kept the running one", type_name, key
+            )
+            return
+        assert self._cluster is not None
+        act = self._catalog.activate(atype, key, self._cluster.new_epoch(), state=state)
+        self._cluster.activated(act)
 
     def _on_request(self, env: wire.Envelope, route: Route) -> None:
-        """An ASK or TELL from the wire: deliver it to the local activation."""
-        messaging = self._messaging
-        assert messaging is not None
+        """An ASK or TELL from the wire: deliver it here, or say where the actor lives."""
+        messaging, cluster = self._messaging, self._cluster
+        assert messaging is not None and cluster is not None
         is_ask = env.kind == wire.ASK
         sink = RemoteReply(messaging, route, env.corr) if is_ask else None
         try:
@@ -657,13 +674,36 @@ class Node:
                 if remaining <= 0:
                     return  # the caller has given up already: never run it
                 deadline = self._loop.time() + remaining
-            act = self._activation(atype, env.key)
+            act = self._catalog.get(atype, env.key)
+            if act is None:
+                if not cluster.serving():
+                    raise NodeUnavailable(f"{self._address} has no quorum: it serves no actors")
+                host = cluster.owner(atype.name, env.key)
+                if host == self._address:
+                    placed = cluster.place_now(atype, env.key)
+                    if placed is None:
+                        self._loop.create_task(
+                            self._place_then_deliver(env, sink, atype, method, deadline)
+                        )
+                        return
+                    host = placed
+                if host != self._address:
+                    self._send_elsewhere(env, sink, host)
+                    return
+                act = self._activation(atype, env.key)
         except ActorError as err:
-            if sink is not None:
-                sink.set_exception(err)
-            else:
-                log.warning("tell to %s/%s.%s dropped: %s", env.type_name, env.key, env.method, err)
+            _fail(env, sink, err)
             return
+        self._deliver(env, sink, method, act, deadline)
+
+    def _deliver(
+        self,
+        env: wire.Envelope,
+        sink: RemoteReply | None,
+        method: Any,
+        act: Activation,
+        deadline: float,
+    ) -> None:
         if sink is None:
             act.enqueue(Message(method, env.args, env.kwargs, None, 0.0, 0))
             return
@@ -677,6 +717,42 @@ class Node:
         else:
             act.enqueue(Message(method, env.args, env.kwargs, sink, deadline, chain))
 
+    def _send_elsewhere(self, env: wire.Envelope, sink: RemoteReply | None, host: str) -> None:
+        """Redirect an ask (the caller re-sends it) or forward a tell to ``host``."""
+        if env.hops >= MAX_HOPS:
+            err = NodeUnavailable(f"{env.type_name}/{env.key} not located in {MAX_HOPS} hops")
+            if sink is not None:
+                sink.set_exception(err)
+            else:
+                log.warning("tell to %s/%s dropped: %s", env.type_name, env.key, err)
+            return
+        if sink is not None:
+            sink.set_exception(wire.Redirect(host))
+        else:
+            self._remote_tell(
+                host, env.type_name, env.key, env.method, env.args, env.kwargs, env.hops + 1
+            )
+
+    async def _place_then_deliver(
+        self,
+        env: wire.Envelope,
+        sink: RemoteReply | None,
+        atype: ActorType,
+        method: Any,
+        deadline: float,
+    ) -> None:
+        assert self._cluster is not None
+        try:
+            host = await self._cluster.place(atype, env.key)
+            if host != self._address:
+                self._send_elsewhere(env, sink, host)
+                return
+            act = self._activation(atype, env.key)
+        except ActorError as err:
+            _fail(env, sink, err)
+            return
+        self._deliver(env, sink, method, act, deadline)
+
     async def _control_request(
         self, peer: str, op: str, body: Any, timeout: float | None = None
     ) -> Any:
@@ -689,3 +765,23 @@ class Node:
             return await self._wait(fut, self._loop.time() + t, t, "node", peer, op)
         finally:
             messaging.forget(corr)
+
+
+def _fail(env: wire.Envelope, sink: RemoteReply | None, err: ActorError) -> None:
+    if sink is not None:
+        sink.set_exception(err)
+    else:
+        log.warning("tell to %s/%s.%s dropped: %s", env.type_name, env.key, env.method, err)
+
+
+def _chain_future(task: asyncio.Task[Any], reply: ReplySink) -> None:
+    if reply.done():
+        if not task.cancelled():
+            task.exception()
+        return
+    if task.cancelled():
+        reply.set_exception(ActorError("the rerouted call was cancelled"))
+    elif task.exception() is not None:
+        reply.set_exception(task.exception())  # type: ignore[arg-type]
+    else:
+        reply.set_result(task.result())

@@ -86,6 +86,7 @@ __all__ = [
     "ERR_ACTOR",
     "ERR_NODE_UNAVAILABLE",
     "ERR_PROTOCOL",
+    "ERR_REDIRECT",
     "ERR_REMOTE",
     "ERR_SERIALIZATION",
     "ERR_TIMEOUT",
@@ -99,6 +100,7 @@ __all__ = [
     "Codec",
     "Envelope",
     "Kind",
+    "Redirect",
     "body_to_error",
     "check_serializable",
     "decode_frame",
@@ -800,6 +802,16 @@ ERR_SERIALIZATION: Final = 6
 ERR_TOO_LARGE: Final = 7
 ERR_NODE_UNAVAILABLE: Final = 8
 ERR_PROTOCOL: Final = 9
+ERR_REDIRECT: Final = 10
+
+
+class Redirect(ActorError):
+    """Internal answer to an ask: the actor lives on the node whose address is the message.
+
+    Never reaches user code: the caller's node re-sends the ask there (one extra hop) and
+    corrects its location cache.
+    """
+
 
 _ERR_CLASSES: Final[dict[int, type[ActorError]]] = {
     ERR_REMOTE: RemoteError,
@@ -811,6 +823,7 @@ _ERR_CLASSES: Final[dict[int, type[ActorError]]] = {
     ERR_TOO_LARGE: MessageTooLarge,
     ERR_NODE_UNAVAILABLE: NodeUnavailable,
     ERR_PROTOCOL: ProtocolError,
+    ERR_REDIRECT: Redirect,
 }
 _ERR_CODES: Final[dict[type, int]] = {cls: code for code, cls in _ERR_CLASSES.items()}
 

@@ -60,6 +60,13 @@ def test_wire_round_trip_and_validation() -> None:
         {"gpu": 2},
         4,
     )
-    for bad in (None, [], ["", [], {}, 0], ["a", "A", {}, 0], ["a", [], {"x": "1"}, 0], ["a", [], {}, -1]):
+    for bad in (
+        None,
+        [],
+        ["", [], {}, 0],
+        ["a", "A", {}, 0],
+        ["a", [], {"x": "1"}, 0],
+        ["a", [], {}, -1],
+    ):
         with pytest.raises(ValueError):
             Member.from_wire(bad)

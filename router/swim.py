@@ -1,0 +1,948 @@
+"""SWIM failure detection and gossip dissemination, as a sans-io state machine.
+
+A :class:`Swim` holds one node's view of the cluster: every member's address, incarnation,
+status (:class:`Status`) and opaque ``meta`` (the node stores there what the member serves).
+It does no I/O and reads no clock: the caller passes ``now`` (monotonic seconds) and a
+``random.Random``, feeds it what arrives (:meth:`Swim.receive`), calls :meth:`Swim.tick` at
+least every ``period / 4`` and sends the ``(address, message)`` pairs every call returns.
+Messages are plain msgpack-able lists; the node wraps them in its own control envelopes.
+
+Protocol (Das, Gupta & Motivala, *SWIM*, 2002, with suspicion and infection-style
+dissemination, plus the cheap parts of Lifeguard, Dadgar et al. 2018):
+
+* **Probing.** Every ``period`` a node pings the next member of a shuffled round-robin
+  list (reshuffled after each pass; newcomers are inserted at a random later position).
+  Without an ack after ``ping_timeout`` it re-pings directly and asks ``indirect_probes``
+  random ALIVE members to ping the target for it (``ping-req``; they relay the ack). If the
+  period ends without any ack the target becomes SUSPECT.
+* **Suspicion.** A SUSPECT member that does not refute within ``suspicion_timeout`` (timed
+  from when *this* node first heard the suspicion) is declared DEAD -- subject to the
+  quorum rule below. A member refutes a suspicion about itself by bumping its incarnation
+  and gossiping ALIVE. Lifeguard's *buddy system* is used: every message sent to a member
+  we hold SUSPECT carries that suspicion, so the member hears it and refutes at once.
+* **Dissemination.** Every change is queued and piggybacked on pings, acks and gossip
+  messages (at most ``max_piggyback`` per message, fewest-sent first); each ``gossip_interval``
+  a node with queued updates also sends them to ``gossip_fanout`` random members. An update
+  is sent ``ceil(retransmit_mult * ln(n + 1))`` times and then dropped (n = live members).
+  A newer update about a member replaces the queued one.
+* **Join / anti-entropy.** :meth:`Swim.join` sends ``join`` to the seeds (retried every
+  ``join_retry`` until a ``sync`` arrives); a seed adds the newcomer, gossips it, and
+  answers with its full member list (tombstones included). Every ``sync_interval`` a node
+  also pushes its list to a random member, which merges it and answers with its own.
+  What a ``sync`` teaches us is re-gossiped like any other change (as memberlist does):
+  during a burst of joins the early joiners know few members, so only the late joiners,
+  who got the full list, can spread the early ones' news to everyone.
+* **Leave.** :meth:`Swim.leave` sends LEFT for ourselves to every member: they drop us at
+  once instead of after failure detection.
+* **Stalls.** If ``tick`` finds more than ``2 * period`` since the previous tick, this node
+  itself was stalled (GC, SIGSTOP, overload): the probe in flight is abandoned and the
+  suspicion timers are pushed back by the gap, so our own pause never makes *us* declare
+  anyone dead (the others may well have declared *us* dead meanwhile -- see ``self_dead``).
+
+Update precedence (for a member other than ourselves; ``i`` = the incarnation we hold):
+
+* ALIVE ``j`` applies if ``j > i`` (whatever the status: over DEAD/LEFT it is a new member).
+* SUSPECT ``j`` applies if ``j > i``, or ``j == i`` while we hold it ALIVE.
+* DEAD / LEFT ``j`` applies if ``j >= i`` while we hold it ALIVE/SUSPECT; over a tombstone
+  only if ``j > i``. DEAD and LEFT are final for that incarnation: a dead member comes back
+  only with a higher incarnation, and is then treated as a new member.
+
+About ourselves: SUSPECT (or ALIVE) at an incarnation ``>=`` ours makes us bump ours past it
+and gossip ALIVE (refutation); stale hearsay makes us re-assert our current record to the
+sender. DEAD or LEFT at an incarnation ``>=`` the one we last (re)joined with means the
+cluster gave up on this node and may already have reactivated its actors elsewhere: we emit
+``("self_dead", me, None)`` (the node must drop every activation), bump our incarnation,
+forget our own suspicions (our view was evidently unreliable) and rejoin through the member
+that told us. A member that hears from a sender it holds DEAD/LEFT answers with that
+tombstone (first thing in its answer), so a revived node learns its fate on first contact.
+
+Quorum / partition rule (the project's rule; the node uses :meth:`Swim.has_quorum` to decide
+whether it may activate and serve actors):
+
+* ``view_size`` is the last agreed size of the view: the number of live members (ALIVE and
+  SUSPECT, ourselves included). Joins grow it; it shrinks only through removals, and a
+  removal is either a graceful LEFT, a DEAD learned from another member, or our own
+  SUSPECT -> DEAD decision -- which is allowed only with quorum.
+* We have quorum iff ``alive_count > view_size // 2``, where ``alive_count`` counts the ALIVE
+  members (SUSPECT ones are unreachable) plus ourselves.
+* A suspicion that times out without quorum is *not* turned into DEAD: the member stays
+  SUSPECT ("unreachable"), nobody is removed, ``view_size`` stays, ``has_quorum()`` stays
+  False. When quorum comes back, pending suspicions are re-armed for a full
+  ``suspicion_timeout`` and re-gossiped, so members that were merely cut off can refute.
+* Example, 5 nodes split 3/2: the 3-side holds 3 > 5 // 2 alive, removes the 2 (view 3) and
+  keeps serving; the 2-side holds 2, never reaches quorum, removes nobody and must refuse to
+  serve. After the heal the 2-side nodes contact the 3-side, are told they were DEAD, get
+  ``self_dead`` and rejoin as new incarnations; the view converges to 5 everywhere.
+* Consequences: a 2-node cluster cannot survive losing one node (1 > 1 is false); a node
+  that loses quorum should consider its activations suspect. Tombstones are kept for
+  ``dead_retention`` seconds; a node cut off for longer is forgotten rather than told it was
+  dead, so the node should also drop activations it held while it had no quorum.
+
+Detection time of a crashed member (defaults: period 0.5 s, suspicion 2.0 s): the first
+member to probe it starts within about one period (each survivor probes one member per
+period; with 4 survivors over 4 targets the first probe comes within 1-2 periods), the probe
+fails at the end of its period (0.5 s), the suspicion reaches the others through the next
+gossip rounds (0.2-0.5 s) and each of them declares DEAD ``suspicion_timeout`` after
+hearing it, the first DEAD being gossiped too. Expected ~3.3 s from crash to every survivor
+agreeing, worst case about ``2 * period + period + suspicion_timeout + 2 * gossip_interval``
+~ 4.0-4.5 s for a 5-node cluster (the simulator in ``tests/test_swim.py`` measures it).
+
+Wire formats (``record`` = ``[address, incarnation, status, meta]``, ``status`` an int from
+:class:`Status`, ``meta`` None for DEAD/LEFT; ``updates`` = a list of records):
+
+* ``["ping", seq, updates]`` -- answer ``["ack", seq, updates]`` to the sender.
+* ``["ack", seq, updates]``
+* ``["ping-req", seq, target, updates]`` -- ping ``target``, relay its ack to the sender as
+  ``["ack", seq, updates]``.
+* ``["gossip", updates]``
+* ``["join", record]`` -- answer ``["sync", records, False]``.
+* ``["sync", records, want_reply]`` -- merge; answer with our own if ``want_reply``.
+* ``["leave", address, incarnation]``
+
+:meth:`Swim.receive` validates the whole message before applying any of it and raises
+``ValueError`` (only) on a malformed one. Performance: a tick costs O(suspects + fanout +
+queued updates), a message O(its updates + queued updates); nothing is O(n^2).
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import random
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any, TypeAlias
+
+__all__ = ["Event", "Message", "Outgoing", "Status", "Swim", "SwimConfig"]
+
+Message: TypeAlias = list[Any]
+"""A protocol message: a msgpack-able list whose first item names its kind."""
+
+Outgoing: TypeAlias = list[tuple[str, Message]]
+"""Messages to send, as ``(address, message)`` pairs."""
+
+Event: TypeAlias = tuple[str, str, Any]
+"""``(kind, address, meta-or-None)``; kinds: alive, suspect, dead, left, self_dead."""
+
+_Record: TypeAlias = tuple[str, int, "Status", Any]
+
+_INT_LIMIT = 2**63
+"""Exclusive upper bound of incarnations and sequence numbers."""
+
+_MAX_ADDRESS = 1024
+"""Longest address accepted from the wire."""
+
+_EPS = 1e-9
+"""Tolerance on deadlines, so ticks at exact multiples of the period are not missed."""
+
+
+class Status(IntEnum):
+    """A member's status; the int value is what goes on the wire."""
+
+    ALIVE = 0
+    SUSPECT = 1
+    DEAD = 2
+    LEFT = 3
+
+
+@dataclass(frozen=True, slots=True)
+class SwimConfig:
+    """Protocol timings and sizes (seconds, counts). See the module docstring."""
+
+    period: float = 0.5
+    """Protocol period: one probe per member per period."""
+    ping_timeout: float = 0.2
+    """Wait for a direct ack before asking others (ping-req); must be below ``period``."""
+    indirect_probes: int = 3
+    """k: members asked to ping an unresponsive target for us."""
+    suspicion_timeout: float = 2.0
+    """SUSPECT -> DEAD after this long without refutation (with quorum)."""
+    gossip_interval: float = 0.2
+    """How often queued updates are pushed to ``gossip_fanout`` random members."""
+    gossip_fanout: int = 3
+    """Members each gossip round is sent to."""
+    max_piggyback: int = 16
+    """Most updates carried by one message."""
+    retransmit_mult: float = 3.0
+    """lambda: each update is sent ``ceil(lambda * ln(n + 1))`` times."""
+    sync_interval: float = 30.0
+    """Full-state push-pull with a random member this often; 0 disables it."""
+    join_retry: float = 1.0
+    """Resend ``join`` to the seeds this often until a ``sync`` answers."""
+    dead_retention: float = 3600.0
+    """Keep DEAD/LEFT tombstones this long (they reject stale ALIVE hearsay)."""
+
+    def __post_init__(self) -> None:
+        for name in (
+            "period",
+            "ping_timeout",
+            "suspicion_timeout",
+            "gossip_interval",
+            "join_retry",
+            "dead_retention",
+            "retransmit_mult",
+        ):
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+                raise ValueError(f"SwimConfig.{name} must be a positive number, got {value!r}")
+        if not self.ping_timeout < self.period:
+            raise ValueError("SwimConfig.ping_timeout must be shorter than period")
+        if not (math.isfinite(self.sync_interval) and self.sync_interval >= 0):
+            raise ValueError("SwimConfig.sync_interval must be >= 0 (0 disables it)")
+        for name in ("indirect_probes", "gossip_fanout", "max_piggyback"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"SwimConfig.{name} must be a non-negative int, got {value!r}")
+        if self.max_piggyback < 1:
+            raise ValueError("SwimConfig.max_piggyback must be at least 1")
+
+
+class _Member:
+    """What we know of another member (live or a tombstone)."""
+
+    __slots__ = ("address", "incarnation", "meta", "since", "status")
+
+    def __init__(
+        self, address: str, incarnation: int, status: Status, meta: Any, since: float
+    ) -> None:
+        self.address = address
+        self.incarnation = incarnation
+        self.status = status
+        self.meta = meta
+        self.since = since
+        """When the current status began (suspicion start, death time)."""
+
+    def record(self) -> list[Any]:
+        """The wire record ``[address, incarnation, status, meta]``."""
+        return [self.address, self.incarnation, int(self.status), self.meta]
+
+
+class _Broadcast:
+    """A queued update and how many times it has been sent."""
+
+    __slots__ = ("address", "record", "transmits")
+
+    def __init__(self, address: str, record: list[Any]) -> None:
+        self.address = address
+        self.record = record
+        self.transmits = 0
+
+
+class _Probe:
+    """The probe of the current protocol period."""
+
+    __slots__ = ("acked", "indirect", "seq", "started", "target")
+
+    def __init__(self, target: str, seq: int, started: float) -> None:
+        self.target = target
+        self.seq = seq
+        self.started = started
+        self.indirect = False
+        self.acked = False
+
+
+def _transmits(broadcast: _Broadcast) -> int:
+    return broadcast.transmits
+
+
+class Swim:
+    """One node's SWIM state machine.
+
+    Args:
+        me: our address (how the other members reach us).
+        meta: what we advertise (msgpack-able); see :meth:`update_meta`.
+        incarnation: our starting incarnation; a restarted node should start above its
+            previous life (if it does not, the cluster tells it and it bumps past it).
+        rng: the source of every random choice (probe order, ping-req helpers, gossip
+            targets), for deterministic tests.
+        config: timings and sizes; defaults to :class:`SwimConfig()`.
+    """
+
+    __slots__ = (
+        "_cfg",
+        "_events",
+        "_had_quorum",
+        "_inc",
+        "_join_inc",
+        "_join_targets",
+        "_joined",
+        "_last_tick",
+        "_left",
+        "_live",
+        "_live_pos",
+        "_me",
+        "_members",
+        "_meta",
+        "_next_gossip_at",
+        "_next_join_at",
+        "_next_probe_at",
+        "_next_sync_at",
+        "_probe",
+        "_probe_order",
+        "_probe_pos",
+        "_queue",
+        "_relays",
+        "_rng",
+        "_seq",
+        "_suspects",
+        "_tombstones",
+        "_view_size",
+    )
+
+    def __init__(
+        self,
+        me: str,
+        meta: Any,
+        incarnation: int,
+        rng: random.Random,
+        config: SwimConfig | None = None,
+    ) -> None:
+        if not isinstance(me, str) or not me:
+            raise ValueError("me must be a non-empty str")
+        if (
+            isinstance(incarnation, bool)
+            or not isinstance(incarnation, int)
+            or not 0 <= incarnation < _INT_LIMIT
+        ):
+            raise ValueError(f"incarnation must be a non-negative int, got {incarnation!r}")
+        self._me = me
+        self._meta = meta
+        self._inc = incarnation
+        self._join_inc = incarnation
+        self._left = False
+        self._rng = rng
+        self._cfg = config if config is not None else SwimConfig()
+        self._members: dict[str, _Member] = {}
+        self._live: list[str] = []
+        self._live_pos: dict[str, int] = {}
+        self._suspects: dict[str, _Member] = {}
+        self._view_size = 1
+        self._had_quorum = True
+        self._queue: dict[str, _Broadcast] = {}
+        self._events: list[Event] = []
+        self._seq = 0
+        self._probe: _Probe | None = None
+        self._probe_order: list[str] = []
+        self._probe_pos = 0
+        self._next_probe_at: float | None = None
+        self._next_gossip_at = -math.inf
+        self._next_sync_at: float | None = None
+        self._last_tick: float | None = None
+        self._relays: dict[int, tuple[str, int, float]] = {}
+        self._tombstones: deque[tuple[float, str, int]] = deque()
+        self._join_targets: list[str] = []
+        self._joined = True
+        self._next_join_at = math.inf
+
+    # -- read-only view -------------------------------------------------------
+
+    @property
+    def me(self) -> str:
+        """Our address."""
+        return self._me
+
+    @property
+    def incarnation(self) -> int:
+        """Our current incarnation."""
+        return self._inc
+
+    @property
+    def meta(self) -> Any:
+        """What we advertise."""
+        return self._meta
+
+    @property
+    def view_size(self) -> int:
+        """The last agreed view size (live members, ourselves included); see the module doc."""
+        return self._view_size
+
+    @property
+    def alive_count(self) -> int:
+        """ALIVE members plus ourselves (SUSPECT ones count as unreachable)."""
+        return len(self._live) - len(self._suspects) + 1
+
+    @property
+    def left(self) -> bool:
+        """Whether :meth:`leave` was called (the instance is then inert)."""
+        return self._left
+
+    def has_quorum(self) -> bool:
+        """Whether we reach a majority of the last agreed view: ``alive > view_size // 2``.
+
+        The node must not activate or serve actors without it. Always False after leave.
+        """
+        return not self._left and self.alive_count > self._view_size // 2
+
+    def members(self) -> dict[str, tuple[int, Status, Any]]:
+        """The live view (ALIVE and SUSPECT, ourselves included): address -> (inc, status, meta)."""
+        view: dict[str, tuple[int, Status, Any]] = {}
+        if not self._left:
+            view[self._me] = (self._inc, Status.ALIVE, self._meta)
+        members = self._members
+        for address in self._live:
+            m = members[address]
+            view[address] = (m.incarnation, m.status, m.meta)
+        return view
+
+    def record(self, address: str) -> tuple[int, Status, Any] | None:
+        """What we hold about ``address`` (tombstones included), or None if unknown."""
+        if address == self._me:
+            status = Status.LEFT if self._left else Status.ALIVE
+            return (self._inc, status, self._meta)
+        m = self._members.get(address)
+        return None if m is None else (m.incarnation, m.status, m.meta)
+
+    def drain_events(self) -> list[Event]:
+        """The events since the last drain, in order of occurrence.
+
+        ``("alive", address, meta)`` -- a member is new, came back, refuted a suspicion or
+        changed its meta (treat it as an upsert); ``("suspect", address, None)``;
+        ``("dead", address, None)``; ``("left", address, None)``; ``("self_dead", me, None)``
+        -- the cluster declared *us* dead: drop every activation (we rejoin by ourselves).
+        """
+        events = self._events
+        self._events = []
+        return events
+
+    # -- commands ---------------------------------------------------------------
+
+    def join(self, seeds: Iterable[str], now: float) -> Outgoing:
+        """Ask the seeds to add us; retried by :meth:`tick` until one answers with a sync.
+
+        With no seed other than ourselves we are the first member and nothing is sent.
+        """
+        targets: list[str] = []
+        for seed in seeds:
+            if not isinstance(seed, str) or not seed:
+                raise ValueError(f"a seed must be a non-empty str, got {seed!r}")
+            if seed != self._me and seed not in targets:
+                targets.append(seed)
+        if self._left:
+            return []
+        self._join_targets = targets
+        self._joined = not targets
+        self._next_join_at = now + self._cfg.join_retry
+        return self._join_messages()
+
+    def leave(self, now: float) -> Outgoing:
+        """Leave gracefully: tell every member we are LEFT. The instance is inert afterwards."""
+        if self._left:
+            return []
+        self._left = True
+        message: Message = ["leave", self._me, self._inc]
+        return [(address, message) for address in self._live]
+
+    def update_meta(self, meta: Any) -> None:
+        """Advertise new ``meta``: bumps our incarnation and gossips it."""
+        self._meta = meta
+        self._inc += 1
+        self._enqueue(self._me, self._self_record())
+
+    def tick(self, now: float) -> Outgoing:
+        """Advance timers: probes, ping-req, suspicion timeouts, gossip, sync, join retry.
+
+        Call at least every ``period / 4``.
+        """
+        if self._left:
+            return []
+        cfg = self._cfg
+        out: Outgoing = []
+        self._check_stall(now, out)
+        self._last_tick = now
+
+        quorum = self.has_quorum()
+        if quorum and not self._had_quorum:
+            # Quorum is back: give every pending suspicion a full timeout and re-announce it,
+            # so members that were only cut off from us hear it and refute.
+            for m in self._suspects.values():
+                m.since = now
+                self._enqueue(m.address, m.record())
+        self._had_quorum = quorum
+
+        if not self._joined and now + _EPS >= self._next_join_at:
+            self._next_join_at = now + cfg.join_retry
+            out.extend(self._join_messages())
+
+        # Probing.
+        if self._next_probe_at is None:
+            self._next_probe_at = now
+        probe = self._probe
+        if now + _EPS >= self._next_probe_at:
+            self._end_probe(now)
+            self._start_probe(now, out)
+            self._next_probe_at += cfg.period
+            if self._next_probe_at <= now:
+                self._next_probe_at = now + cfg.period
+        elif (
+            probe is not None
+            and not probe.acked
+            and not probe.indirect
+            and now + _EPS >= probe.started + cfg.ping_timeout
+        ):
+            probe.indirect = True
+            target = probe.target
+            out.append((target, ["ping", probe.seq, self._piggyback(target)]))
+            for helper in self._random_members(cfg.indirect_probes, target, alive_only=True):
+                out.append((helper, ["ping-req", probe.seq, target, self._piggyback(helper)]))
+
+        # Suspicion timeouts: only with quorum (the partition rule).
+        if self._suspects and quorum:
+            deadline = now + _EPS - cfg.suspicion_timeout
+            expired = [m for m in self._suspects.values() if m.since <= deadline]
+            for m in expired:
+                self._remove(m, Status.DEAD, m.incarnation, now)
+                self._enqueue(m.address, m.record())
+
+        # Housekeeping.
+        if self._relays:
+            for seq in [s for s, (_, _, expiry) in self._relays.items() if expiry <= now]:
+                del self._relays[seq]
+        tombstones = self._tombstones
+        while tombstones and tombstones[0][0] + cfg.dead_retention <= now:
+            _, address, incarnation = tombstones.popleft()
+            tomb = self._members.get(address)
+            if tomb is not None and tomb.status >= Status.DEAD and tomb.incarnation == incarnation:
+                del self._members[address]
+                self._queue.pop(address, None)
+
+        # Gossip rounds.
+        if self._queue and now + _EPS >= self._next_gossip_at:
+            self._next_gossip_at = now + cfg.gossip_interval
+            for dest in self._random_members(cfg.gossip_fanout, None, alive_only=False):
+                updates = self._piggyback(dest)
+                if updates:
+                    out.append((dest, ["gossip", updates]))
+                if not self._queue:
+                    break
+
+        # Anti-entropy push-pull.
+        if cfg.sync_interval > 0 and self._live:
+            if self._next_sync_at is None:
+                self._next_sync_at = now + cfg.sync_interval * (0.5 + self._rng.random())
+            elif now >= self._next_sync_at:
+                self._next_sync_at = now + cfg.sync_interval
+                for dest in self._random_members(1, None, alive_only=True):
+                    out.append((dest, ["sync", self._all_records(), True]))
+        return out
+
+    def receive(self, sender: str, message: Any, now: float) -> Outgoing:
+        """Handle a message from ``sender``; returns the answers to send.
+
+        Raises:
+            ValueError: if ``sender`` or ``message`` is malformed (nothing is applied then).
+        """
+        if not isinstance(sender, str) or not sender:
+            raise ValueError("sender must be a non-empty str")
+        if not isinstance(message, list | tuple) or not message:
+            raise ValueError("a SWIM message is a non-empty list")
+        kind = message[0]
+        out: Outgoing = []
+        if kind == "ping":
+            _expect_len(message, 3)
+            seq = _check_int(message[1], "seq")
+            updates = _check_records(message[2])
+            if self._ignoring(sender, now, out):
+                return out
+            self._apply_all(updates, sender, now, out, gossip=True)
+            out.append((sender, ["ack", seq, self._piggyback(sender)]))
+        elif kind == "ack":
+            _expect_len(message, 3)
+            seq = _check_int(message[1], "seq")
+            updates = _check_records(message[2])
+            if self._ignoring(sender, now, out):
+                return out
+            self._apply_all(updates, sender, now, out, gossip=True)
+            probe = self._probe
+            if probe is not None and probe.seq == seq:
+                probe.acked = True
+            else:
+                relay = self._relays.pop(seq, None)
+                if relay is not None:
+                    origin, origin_seq, _ = relay
+                    out.append((origin, ["ack", origin_seq, self._piggyback(origin)]))
+        elif kind == "ping-req":
+            _expect_len(message, 4)
+            seq = _check_int(message[1], "seq")
+            target = _check_address(message[2])
+            updates = _check_records(message[3])
+            if self._ignoring(sender, now, out):
+                return out
+            self._apply_all(updates, sender, now, out, gossip=True)
+            if target == self._me:
+                out.append((sender, ["ack", seq, self._piggyback(sender)]))
+            else:
+                self._seq += 1
+                self._relays[self._seq] = (sender, seq, now + self._cfg.period)
+                out.append((target, ["ping", self._seq, self._piggyback(target)]))
+        elif kind == "gossip":
+            _expect_len(message, 2)
+            updates = _check_records(message[1])
+            if self._ignoring(sender, now, out):
+                return out
+            self._apply_all(updates, sender, now, out, gossip=True)
+        elif kind == "join":
+            _expect_len(message, 2)
+            record = _check_record(message[1])
+            if record[2] is not Status.ALIVE:
+                raise ValueError("a join record must be ALIVE")
+            if self._ignoring(sender, now, out):
+                return out
+            self._apply(record, sender, now, out, gossip=True, joining=True)
+            out.append((sender, ["sync", self._all_records(), False]))
+            return out
+        elif kind == "sync":
+            _expect_len(message, 3)
+            records = _check_records(message[1])
+            want_reply = message[2]
+            if not isinstance(want_reply, bool):
+                raise ValueError("sync want_reply must be a bool")
+            if self._ignoring(sender, now, out):
+                return out
+            self._joined = True
+            self._apply_all(records, sender, now, out, gossip=True)
+            if want_reply:
+                out.append((sender, ["sync", self._all_records(), False]))
+        elif kind == "leave":
+            _expect_len(message, 3)
+            address = _check_address(message[1])
+            incarnation = _check_int(message[2], "incarnation")
+            if self._ignoring(sender, now, out):
+                return out
+            self._apply((address, incarnation, Status.LEFT, None), sender, now, out, gossip=True)
+            return out
+        else:
+            raise ValueError(f"unknown SWIM message kind {kind!r}")
+        # A sender we hold DEAD/LEFT must learn it: our answer to it carries the tombstone
+        # first (see _piggyback); without an answer it gets the tombstone on its own.
+        known = self._members.get(sender)
+        if (
+            known is not None
+            and known.status >= Status.DEAD
+            and not any(dst == sender and msg[0] in ("ack", "sync") for dst, msg in out)
+        ):
+            out.append((sender, ["gossip", [known.record()]]))
+        return out
+
+    # -- internals --------------------------------------------------------------
+
+    def _ignoring(self, sender: str, now: float, out: Outgoing) -> bool:
+        """Whether to drop a (valid) message; first notices if we were stalled."""
+        if self._left or sender == self._me:
+            return True
+        self._check_stall(now, out)
+        return False
+
+    def _check_stall(self, now: float, out: Outgoing) -> None:
+        """Notice that we were stalled (no tick for over ``2 * period``: GC, SIGSTOP,
+        overload). What we failed to hear meanwhile is nobody else's fault: abandon the probe
+        in flight and push the suspicion timers back by the gap. A stall of
+        ``suspicion_timeout`` or more is long enough for the others to have declared us dead:
+        act as if they told us (``self_dead``, rejoin) without waiting to hear it."""
+        last = self._last_tick
+        if last is None or now - last <= 2 * self._cfg.period:
+            return
+        gap = now - last
+        self._last_tick = now
+        for m in self._suspects.values():
+            m.since += gap
+        self._probe = None
+        self._next_probe_at = now
+        if gap >= self._cfg.suspicion_timeout:
+            self._declared_dead(self._inc, None, now, out)
+
+    def _self_record(self) -> list[Any]:
+        return [self._me, self._inc, int(Status.ALIVE), self._meta]
+
+    def _all_records(self) -> list[list[Any]]:
+        records = [self._self_record()]
+        records.extend(m.record() for m in self._members.values())
+        return records
+
+    def _join_messages(self) -> Outgoing:
+        record = self._self_record()
+        return [(address, ["join", record]) for address in self._join_targets]
+
+    def _enqueue(self, address: str, record: list[Any]) -> None:
+        queue = self._queue
+        queue.pop(address, None)  # re-insert: the newest goes last among equals
+        queue[address] = _Broadcast(address, record)
+
+    def _retransmit_limit(self) -> int:
+        n = len(self._live) + 1
+        return max(1, math.ceil(self._cfg.retransmit_mult * math.log(n + 1)))
+
+    def _piggyback(self, dest: str) -> list[list[Any]]:
+        """Updates for a message to ``dest``: what we hold against it first (its suspicion:
+        Lifeguard's buddy system; its tombstone: it must rejoin), then the least-sent queued
+        updates, each counting as one transmission."""
+        updates: list[list[Any]] = []
+        m = self._members.get(dest)
+        pinned = False
+        if m is not None and m.status is not Status.ALIVE:
+            updates.append(m.record())
+            pinned = True
+        budget = self._cfg.max_piggyback - len(updates)
+        queue = self._queue
+        if queue and budget > 0:
+            limit = self._retransmit_limit()
+            for broadcast in heapq.nsmallest(budget, queue.values(), key=_transmits):
+                if pinned and broadcast.address == dest:
+                    continue  # already first
+                broadcast.transmits += 1
+                if broadcast.transmits >= limit:
+                    del queue[broadcast.address]
+                updates.append(broadcast.record)
+        return updates
+
+    def _random_members(self, k: int, exclude: str | None, *, alive_only: bool) -> list[str]:
+        """Up to ``k`` distinct random live members, not ``exclude``, optionally ALIVE only."""
+        live = self._live
+        n = len(live)
+        if k <= 0 or n == 0:
+            return []
+        suspects = self._suspects
+
+        def ok(address: str) -> bool:
+            return address != exclude and not (alive_only and address in suspects)
+
+        if n <= 4 * k + 8:
+            candidates = [a for a in live if ok(a)]
+            return self._rng.sample(candidates, min(k, len(candidates)))
+        chosen: list[str] = []
+        for _ in range(8 * k):
+            address = live[self._rng.randrange(n)]
+            if ok(address) and address not in chosen:
+                chosen.append(address)
+                if len(chosen) == k:
+                    break
+        return chosen
+
+    def _next_target(self) -> str | None:
+        order = self._probe_order
+        live_pos = self._live_pos
+        while True:
+            if self._probe_pos >= len(order):
+                if not self._live:
+                    return None
+                order = self._probe_order = list(self._live)
+                self._rng.shuffle(order)
+                self._probe_pos = 0
+            address = order[self._probe_pos]
+            self._probe_pos += 1
+            if address in live_pos:
+                return address
+
+    def _start_probe(self, now: float, out: Outgoing) -> None:
+        target = self._next_target()
+        if target is None:
+            return
+        self._seq += 1
+        self._probe = _Probe(target, self._seq, now)
+        out.append((target, ["ping", self._seq, self._piggyback(target)]))
+
+    def _end_probe(self, now: float) -> None:
+        probe = self._probe
+        self._probe = None
+        if probe is None or probe.acked:
+            return
+        m = self._members.get(probe.target)
+        if m is None or m.status is not Status.ALIVE:
+            return
+        m.status = Status.SUSPECT
+        m.since = now
+        self._suspects[m.address] = m
+        self._events.append(("suspect", m.address, None))
+        self._enqueue(m.address, m.record())
+
+    def _add_live(self, m: _Member) -> None:
+        self._live_pos[m.address] = len(self._live)
+        self._live.append(m.address)
+        order = self._probe_order
+        order.insert(self._rng.randint(min(self._probe_pos, len(order)), len(order)), m.address)
+        self._view_size = len(self._live) + 1
+
+    def _remove(self, m: _Member, status: Status, incarnation: int, now: float) -> None:
+        """Turn live member ``m`` into a DEAD/LEFT tombstone."""
+        address = m.address
+        i = self._live_pos.pop(address)
+        last = self._live.pop()
+        if last != address:
+            self._live[i] = last
+            self._live_pos[last] = i
+        self._suspects.pop(address, None)
+        m.status = status
+        m.incarnation = incarnation
+        m.meta = None
+        m.since = now
+        self._tombstones.append((now, address, incarnation))
+        self._view_size = len(self._live) + 1
+        self._events.append(("dead" if status is Status.DEAD else "left", address, None))
+
+    def _apply_all(
+        self, records: list[_Record], sender: str, now: float, out: Outgoing, *, gossip: bool
+    ) -> None:
+        for record in records:
+            self._apply(record, sender, now, out, gossip=gossip)
+
+    def _apply(
+        self,
+        record: _Record,
+        sender: str,
+        now: float,
+        out: Outgoing,
+        *,
+        gossip: bool,
+        joining: bool = False,
+    ) -> None:
+        """Merge one record by the SWIM precedence rules; queue it for gossip if it changed
+        our view (and ``gossip``). ``joining``: the record comes in the member's own join."""
+        address, incarnation, status, meta = record
+        if address == self._me:
+            self._apply_self(incarnation, status, sender, now, out)
+            return
+        m = self._members.get(address)
+        events = self._events
+        if m is None or m.status >= Status.DEAD:
+            if m is not None and incarnation <= m.incarnation:
+                return
+            if status >= Status.DEAD:  # a tombstone for a member we do not hold live
+                if m is None:
+                    m = self._members[address] = _Member(address, incarnation, status, None, now)
+                else:
+                    m.incarnation = incarnation
+                    m.status = status
+                    m.since = now
+                self._tombstones.append((now, address, incarnation))
+            else:  # a new member (or a dead one back with a higher incarnation)
+                if m is None:
+                    m = self._members[address] = _Member(address, incarnation, status, meta, now)
+                else:
+                    if not joining:
+                        # Back by a mere refutation (it was paused or cut off, and never
+                        # heard it was declared dead)? Tell it; if it already rejoined, the
+                        # tombstone is stale to it and changes nothing.
+                        out.append((address, ["gossip", [m.record()]]))
+                    m.incarnation = incarnation
+                    m.status = status
+                    m.meta = meta
+                    m.since = now
+                self._add_live(m)
+                events.append(("alive", address, meta))
+                if status is Status.SUSPECT:
+                    self._suspects[address] = m
+                    events.append(("suspect", address, None))
+        elif status is Status.ALIVE:
+            if incarnation <= m.incarnation:
+                return
+            was_suspect = m.status is Status.SUSPECT
+            changed = meta != m.meta
+            m.incarnation = incarnation
+            m.status = Status.ALIVE
+            m.meta = meta
+            if was_suspect:
+                del self._suspects[address]
+            if was_suspect or changed:
+                events.append(("alive", address, meta))
+        elif status is Status.SUSPECT:
+            if incarnation < m.incarnation or (
+                incarnation == m.incarnation and m.status is Status.SUSPECT
+            ):
+                return
+            if incarnation > m.incarnation and meta != m.meta:
+                m.meta = meta
+                events.append(("alive", address, meta))
+            was_alive = m.status is Status.ALIVE
+            m.incarnation = incarnation
+            m.status = Status.SUSPECT
+            m.since = now
+            self._suspects[address] = m
+            if was_alive:
+                events.append(("suspect", address, None))
+        else:  # DEAD or LEFT about a live member
+            if incarnation < m.incarnation:
+                return
+            self._remove(m, status, incarnation, now)
+        if gossip:
+            self._enqueue(address, m.record())
+
+    def _apply_self(
+        self, incarnation: int, status: Status, sender: str, now: float, out: Outgoing
+    ) -> None:
+        """Hearsay about ourselves: refute, re-assert, or accept that we were declared dead."""
+        if status is Status.ALIVE:
+            if incarnation > self._inc:  # a former life of ours got further: move past it
+                self._inc = incarnation + 1
+                self._enqueue(self._me, self._self_record())
+            return
+        if status is Status.SUSPECT and incarnation >= self._inc:
+            self._inc = incarnation + 1  # refutation
+            self._enqueue(self._me, self._self_record())
+            return
+        if status >= Status.DEAD and incarnation >= self._join_inc:
+            self._declared_dead(incarnation, sender, now, out)
+            return
+        # Stale hearsay (an older incarnation): set the sender straight, and the others.
+        record = self._self_record()
+        self._enqueue(self._me, record)
+        if sender != self._me:
+            out.append((sender, ["gossip", [record]]))
+
+    def _declared_dead(
+        self, incarnation: int, informer: str | None, now: float, out: Outgoing
+    ) -> None:
+        """The cluster gave up on this life of ours: say so, move to a new incarnation,
+        and rejoin through ``informer`` (and two random members)."""
+        self._events.append(("self_dead", self._me, None))
+        self._inc = max(self._inc, incarnation) + 1
+        self._join_inc = self._inc
+        # Our suspicions were formed while the cluster could not hear us: drop them.
+        for m in self._suspects.values():
+            m.status = Status.ALIVE
+            self._events.append(("alive", m.address, m.meta))
+        self._suspects.clear()
+        self._probe = None
+        self._enqueue(self._me, self._self_record())
+        targets = [informer] if informer is not None and informer != self._me else []
+        targets.extend(self._random_members(3 - len(targets), informer, alive_only=True))
+        if targets:
+            self._join_targets = targets
+            self._joined = False
+            self._next_join_at = now + self._cfg.join_retry
+            out.extend(self._join_messages())
+
+
+# -- validation -------------------------------------------------------------------------
+
+
+def _expect_len(message: list[Any] | tuple[Any, ...], n: int) -> None:
+    if len(message) != n:
+        raise ValueError(f"a {message[0]!r} message has {n} items, got {len(message)}")
+
+
+def _check_int(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < _INT_LIMIT:
+        raise ValueError(f"{what} must be an int in [0, 2**63), got {value!r}")
+    return int(value)
+
+
+def _check_address(value: Any) -> str:
+    if not isinstance(value, str) or not value or len(value) > _MAX_ADDRESS:
+        raise ValueError(f"an address must be a non-empty str, got {value!r}")
+    return value
+
+
+def _check_record(value: Any) -> _Record:
+    if not isinstance(value, list | tuple) or len(value) != 4:
+        raise ValueError("a member record is [address, incarnation, status, meta]")
+    address, incarnation, status, meta = value
+    if isinstance(status, bool) or not isinstance(status, int) or not 0 <= status <= 3:
+        raise ValueError(f"a member status is an int in 0..3, got {status!r}")
+    return (_check_address(address), _check_int(incarnation, "incarnation"), Status(status), meta)
+
+
+def _check_records(value: Any) -> list[_Record]:
+    if not isinstance(value, list | tuple):
+        raise ValueError("updates must be a list of member records")
+    return [_check_record(item) for item in value]

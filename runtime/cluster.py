@@ -1,0 +1,509 @@
+"""The node's cluster agent: membership, ring, directory partition and location cache.
+
+It runs the SWIM state machine (``router.swim``) over the node's messaging, keeps the ring of
+hosting members (``router.membership``) in step with what SWIM reports, owns this node's
+partition of the actor directory (``router.directory``), and answers where an actor lives.
+
+Placement and single activation (see also the README's "Cluster" section):
+
+* The ring owner of an actor's key is the authority on where its activation lives. By default
+  the owner hosts it: a call takes one hop and needs no lookup.
+* The directory records only exceptions: activations that stayed on a node when a join moved
+  ownership of their key elsewhere (the host registers them with the new owner). Callers that
+  reach an owner for such an actor get a redirect and cache the host: one extra hop, once.
+* After a membership change, an owner that has no entry and no activation for a key it did not
+  own before asks the previous owner first, for ``HANDOFF_WINDOW`` seconds, so that a
+  registration still in flight cannot lead to a second activation.
+* Partition rule (from SWIM): a member that cannot reach a majority of the last agreed view
+  refuses to serve (``NodeUnavailable``) and drops its activations; the majority side removes
+  the unreachable members and reactivates their actors. Healed members learn they were declared
+  dead, drop everything and rejoin as new incarnations.
+* A graceful leave hands every activation, state included, to its new owner before the node
+  announces that it leaves.
+
+A pure client (no ``listen``) takes no part in SWIM: it asks a member for the member list
+when it starts and every ``CLIENT_REFRESH`` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Final
+
+from actors.errors import ActorError, NodeUnavailable, UnknownActorType
+from router.directory import Directory, EpochClock
+from router.membership import Member, Membership
+from router.ring import Ring
+from router.swim import Status, Swim, SwimConfig
+from runtime import wire
+from runtime.messaging import Messaging, RemoteReply
+from runtime.state import get_state
+from runtime.transport import Route
+
+if TYPE_CHECKING:
+    from actors.decorator import ActorType
+    from runtime.activation import Activation
+    from runtime.node import Node
+
+__all__ = ["Cluster"]
+
+log = logging.getLogger("shoal.cluster")
+
+#: Seconds after a membership change during which a new owner consults the previous one.
+HANDOFF_WINDOW: Final = 3.0
+#: Seconds between a client's member-list refreshes.
+CLIENT_REFRESH: Final = 1.0
+#: Most hops (redirects and forwards) one message may take.
+MAX_HOPS: Final = 3
+
+
+class Cluster:
+    """Membership, placement and directory for one node."""
+
+    def __init__(
+        self,
+        node: Node,
+        messaging: Messaging,
+        address: str,
+        types: Iterable[str],
+        resources: dict[str, float],
+        hosting: bool,
+        swim_config: SwimConfig | None = None,
+    ) -> None:
+        self.node = node
+        self.messaging = messaging
+        self.address = address
+        self.hosting = hosting
+        self._types = sorted(types)
+        self._resources = resources
+        incarnation = time.time_ns() // 1000
+        self.membership = Membership(Member(address, self._types, resources, incarnation))
+        self.directory = Directory()
+        self.epochs = EpochClock()
+        self.swim: Swim | None = None
+        self._swim_config = swim_config or SwimConfig()
+        if hosting:
+            self.swim = Swim(
+                address,
+                self._meta(),
+                incarnation,
+                random.Random(),
+                self._swim_config,
+            )
+        self._locations: dict[str, dict[str, str]] = {}
+        self._prev_ring: Ring | None = None
+        self._changed_at = -HANDOFF_WINDOW
+        self._placing: dict[tuple[str, str], asyncio.Future[str]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._seeds: list[str] = []
+        self._synced = asyncio.Event()
+        self.leaving = False
+
+    def _meta(self) -> list[Any]:
+        return [self._types, self._resources]
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self, seeds: list[str], join_timeout: float) -> None:
+        """Join through ``seeds`` (if any) and start the protocol loop."""
+        self._seeds = [s for s in seeds if s != self.address]
+        loop = asyncio.get_running_loop()
+        if self.swim is not None:
+            if self._seeds:
+                self._send(self.swim.join(self._seeds, loop.time()))
+            else:
+                self._synced.set()
+            self._task = loop.create_task(self._run_swim())
+        else:
+            self._task = loop.create_task(self._run_client())
+        if self._seeds:
+            try:
+                async with asyncio.timeout(join_timeout):
+                    await self._synced.wait()
+            except TimeoutError:
+                await self.close()
+                raise NodeUnavailable(
+                    f"no seed of {self._seeds} answered within {join_timeout:g} s"
+                ) from None
+
+    async def close(self) -> None:
+        """Stop the protocol loop (without leaving: see :meth:`leave`)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def leave(self, grace: float) -> None:
+        """Hand every activation to its new owner, then tell everyone this node leaves."""
+        self.leaving = True
+        if self.swim is None:
+            return
+        others = [a for a in self.membership.ring.members if a != self.address]
+        if others:
+            await self._hand_off_all(grace)
+        self._send(self.swim.leave(asyncio.get_running_loop().time()))
+
+    async def _run_swim(self) -> None:
+        assert self.swim is not None
+        loop = asyncio.get_running_loop()
+        step = self._swim_config.period / 4
+        while True:
+            try:
+                self._send(self.swim.tick(loop.time()))
+                self._apply_events()
+            except Exception:  # a bug here must not stop failure detection
+                log.exception("membership tick failed")
+            await asyncio.sleep(step)
+
+    async def _run_client(self) -> None:
+        loop = asyncio.get_running_loop()
+        candidates = list(self._seeds)
+        while True:
+            members = [a for a in self.membership.members if a != self.address] or candidates
+            for peer in random.sample(members, len(members)):
+                env = wire.Envelope(wire.CONTROL, 0, "", method="members")
+                corr, fut = self.messaging.request(peer, env, loop)
+                try:
+                    async with asyncio.timeout(CLIENT_REFRESH):
+                        answer = await fut
+                except (TimeoutError, ActorError):
+                    continue
+                finally:
+                    self.messaging.forget(corr)
+                self._replace_members(answer)
+                self._synced.set()
+                break
+            await asyncio.sleep(CLIENT_REFRESH)
+
+    def _replace_members(self, answer: Any) -> None:
+        if not isinstance(answer, list):
+            raise ValueError("members answer must be a list")
+        fresh = {m.address: m for m in (Member.from_wire(w) for w in answer)}
+        old_ring = self.membership.ring.copy()
+        for address in list(self.membership.members):
+            if address != self.address and address not in fresh:
+                self._member_gone(address)
+        self.membership.merge(fresh.values())
+        self._ring_changed(old_ring)
+
+    def _send(self, out: list[tuple[str, Any]]) -> None:
+        for address, message in out:
+            env = wire.Envelope(wire.CONTROL, 0, self.address, method="swim", body=message)
+            self.messaging.post(address, env)
+
+    # -- membership events ----------------------------------------------------------------------
+
+    def _apply_events(self) -> None:
+        assert self.swim is not None
+        events = self.swim.drain_events()
+        if not events:
+            return
+        old_ring = self.membership.ring.copy()
+        for kind, address, meta in events:
+            if kind == "alive":
+                record = self.swim.record(address)
+                incarnation = record[0] if record is not None else 0
+                try:
+                    types, resources = meta
+                    member = Member(address, types, resources, incarnation)
+                except (TypeError, ValueError):
+                    log.warning("member %s sent bad metadata %r", address, meta)
+                    continue
+                self.membership.merge([member])
+            elif kind in ("dead", "left"):
+                self._member_gone(address)
+            elif kind == "self_dead":
+                log.warning("%s was declared dead by the cluster: dropping activations", address)
+                self.node._drop_all_activations("this node was declared dead by the cluster")
+                self.directory = Directory()
+                self._locations.clear()
+        self._synced.set()
+        self._ring_changed(old_ring)
+
+    def _member_gone(self, address: str) -> None:
+        self.membership.remove(address)
+        self.directory.purge_host(address)
+        for table in self._locations.values():
+            for key in [k for k, host in table.items() if host == address]:
+                del table[key]
+        self.messaging.on_peer_down(address)
+
+    def _ring_changed(self, old_ring: Ring) -> None:
+        ring = self.membership.ring
+        if ring.members == old_ring.members:
+            return
+        self._prev_ring = old_ring
+        self._changed_at = asyncio.get_running_loop().time()
+        log.info("%s: ring is now %s", self.address, list(ring.members))
+        if self.hosting:
+            self._register_moved()
+
+    def _register_moved(self) -> None:
+        """Activations that stay here though their key moved: register them with the owner;
+        directory entries this node no longer owns: pass them to their owners."""
+        for act in self.node._catalog:
+            if act.type.stateless:
+                continue
+            owner = self._owner_or_none(act.type.name, act.key)
+            if owner is not None and owner != self.address:
+                self._post(owner, "register", [act.type.name, act.key, self.address, act.epoch])
+        for (type_name, key), entry in self.directory.take_unowned(self.owns):
+            owner = self._owner_or_none(type_name, key)
+            if owner is not None:
+                self._post(owner, "register", [type_name, key, entry.host, entry.epoch])
+
+    # -- placement ------------------------------------------------------------------------------
+
+    def serving(self) -> bool:
+        """Whether this node may host actors now (it is a member with quorum)."""
+        return self.hosting and not self.leaving and (self.swim is None or self.swim.has_quorum())
+
+    def owner(self, type_name: str, key: str) -> str:
+        """The ring owner of an actor; ``UnknownActorType`` if no member serves its type."""
+        atype = self.node._types.get(type_name)
+        try:
+            return self.membership.owner(
+                type_name, key, atype.resources if atype is not None else None
+            )
+        except LookupError:
+            raise UnknownActorType(f"no member serves actor type {type_name!r}") from None
+
+    def _owner_or_none(self, type_name: str, key: str) -> str | None:
+        try:
+            return self.owner(type_name, key)
+        except UnknownActorType:
+            return None
+
+    def owns(self, type_name: str, key: str) -> bool:
+        """Whether this node is the ring owner of the actor."""
+        return self._owner_or_none(type_name, key) == self.address
+
+    def route(self, type_name: str, key: str) -> str:
+        """Where to send a message for the actor: a cached location or its owner."""
+        table = self._locations.get(type_name)
+        if table is not None:
+            host = table.get(key)
+            if host is not None:
+                return host
+        return self.owner(type_name, key)
+
+    def learned(self, type_name: str, key: str, host: str) -> None:
+        """A redirect said the actor lives on ``host``: cache it (unless that is the owner)."""
+        table = self._locations.setdefault(type_name, {})
+        if host == self.owner(type_name, key) or host not in self.membership:
+            table.pop(key, None)
+        else:
+            table[key] = host
+
+    async def place(self, atype: ActorType, key: str) -> str:
+        """Where an actor this node owns and does not host should live: another host known to
+        the directory (or to the previous owner, just after a change), or here."""
+        actor_id = (atype.name, key)
+        pending = self._placing.get(actor_id)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        fut: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._placing[actor_id] = fut
+        try:
+            host = await self._place(atype, key)
+            fut.set_result(host)
+            return host
+        except BaseException as err:
+            fut.set_exception(err)
+            fut.exception()  # retrieved: waiters re-raise it
+            raise
+        finally:
+            del self._placing[actor_id]
+
+    def place_now(self, atype: ActorType, key: str) -> str | None:
+        """The placement decision if it needs no network round trip, else None."""
+        entry = self.directory.lookup(atype.name, key)
+        if entry is not None:
+            if entry.host != self.address and entry.host in self.membership:
+                return entry.host
+            self.directory.unregister(atype.name, key, entry.host)
+        if (atype.name, key) in self._placing or self._previous_owner(atype, key) is not None:
+            return None
+        return self.address
+
+    def _previous_owner(self, atype: ActorType, key: str) -> str | None:
+        prev = self._prev_ring
+        if prev is None or asyncio.get_running_loop().time() - self._changed_at > HANDOFF_WINDOW:
+            return None
+        members = self.membership.members
+
+        def eligible(address: str) -> bool:
+            m = members.get(address)
+            return m is not None and m.can_host(atype.name, atype.resources)
+
+        try:
+            before = prev.owner_of(atype.name, key, eligible)
+        except LookupError:
+            return None
+        return None if before == self.address else before
+
+    async def _place(self, atype: ActorType, key: str) -> str:
+        decided = self.place_now(atype, key)
+        if decided is not None:
+            return decided
+        before = self._previous_owner(atype, key)
+        if before is None:
+            return self.address
+        try:
+            host = await self.node._control_request(before, "lookup", [atype.name, key], 2.0)
+        except ActorError as err:
+            log.info("previous owner %s of %s/%s did not answer: %s", before, atype.name, key, err)
+            return self.address
+        if isinstance(host, str) and host != self.address and host in self.membership:
+            self.directory.register(atype.name, key, host, 0)
+            return host
+        return self.address
+
+    def activated(self, act: Activation) -> None:
+        """A new activation here: if this node is not its owner, register it there."""
+        if not self.hosting or act.type.stateless:
+            return
+        owner = self._owner_or_none(act.type.name, act.key)
+        if owner is not None and owner != self.address:
+            self._post(owner, "register", [act.type.name, act.key, self.address, act.epoch])
+
+    def deactivated(self, act: Activation) -> None:
+        """An activation here ended: if another node owns it, drop its directory entry."""
+        if not self.hosting or act.type.stateless:
+            return
+        owner = self._owner_or_none(act.type.name, act.key)
+        if owner is not None and owner != self.address:
+            self._post(owner, "unregister", [act.type.name, act.key, self.address, act.epoch])
+
+    def new_epoch(self) -> int:
+        """A fencing token for a new activation on this node."""
+        return self.epochs.issue(time.time())
+
+    # -- handoff --------------------------------------------------------------------------------
+
+    async def _hand_off_all(self, grace: float) -> None:
+        ring = self.membership.ring.copy()
+        ring.discard(self.address)
+        members = self.membership.members
+        sends = []
+        for act in list(self.node._catalog):
+            if act.type.stateless:
+                continue
+            atype = act.type
+
+            def eligible(address: str, atype: ActorType = atype) -> bool:
+                m = members.get(address)
+                return m is not None and m.can_host(atype.name, atype.resources)
+
+            try:
+                target = ring.owner_of(atype.name, act.key, eligible)
+            except LookupError:
+                continue
+            sends.append(self._hand_off(act, target, grace))
+        if sends:
+            await asyncio.gather(*sends)
+
+    async def _hand_off(self, act: Activation, target: str, grace: float) -> None:
+        node = self.node
+        await node._catalog.deactivate(act)
+        try:
+            state = get_state(act.instance)
+            await node._control_request(
+                target, "handoff", [act.type.name, act.key, state, act.epoch], grace
+            )
+        except ActorError as err:
+            log.warning("handoff of %s/%s to %s failed: %s", act.type.name, act.key, target, err)
+
+    # -- control messages -----------------------------------------------------------------------
+
+    def _post(self, peer: str, op: str, body: Any) -> None:
+        self.messaging.post(
+            peer, wire.Envelope(wire.CONTROL, 0, self.address, method=op, body=body)
+        )
+
+    def on_control(self, env: wire.Envelope, route: Route) -> None:
+        """A control message from a peer (membership, directory, handoff, lookups)."""
+        op, body = env.method, env.body
+        node = self.node
+        answer: Any = None
+        if op == "swim":
+            if self.swim is None:
+                raise ValueError("a client takes no part in membership")
+            now = asyncio.get_running_loop().time()
+            self._send(self.swim.receive(env.sender, body, now))
+            self._apply_events()
+            return
+        if op == "members":
+            answer = self._members_wire()
+        elif op in ("register", "unregister"):
+            type_name, key, host, epoch = _actor_body(body, 4)
+            if not isinstance(host, str) or not isinstance(epoch, int):
+                raise ValueError("register body is [type_name, key, host, epoch]")
+            self.epochs.observe(epoch)
+            if op == "register":
+                winner = self.directory.register(type_name, key, host, epoch)
+                answer = winner.host
+            else:
+                self.directory.unregister(type_name, key, host, epoch)
+        elif op == "lookup":
+            type_name, key = _actor_body(body, 2)
+            if node._catalog.lookup(type_name, key) is not None:
+                answer = self.address
+            else:
+                entry = self.directory.lookup(type_name, key)
+                answer = entry.host if entry is not None else None
+        elif op == "locate":
+            type_name, key = _actor_body(body, 2)
+            answer = self.address if node._catalog.lookup(type_name, key) else None
+            if answer is None:
+                entry = self.directory.lookup(type_name, key)
+                answer = entry.host if entry is not None else None
+        elif op == "handoff":
+            type_name, key, state, epoch = _actor_body(body, 4)
+            if not isinstance(epoch, int):
+                raise ValueError("handoff epoch must be an int")
+            self.epochs.observe(epoch)
+            node._receive_handoff(type_name, key, state)
+            answer = True
+        elif op == "data":
+            if not isinstance(body, str):
+                raise ValueError("data body is a key")
+            if body not in node._data:
+                if env.corr:
+                    err = ActorError(f"no data {body!r} on {self.address}")
+                    self.messaging.transport.reply(
+                        route, self.messaging.encode_error(env.corr, err)
+                    )
+                return
+            answer = node._data[body]
+        else:
+            raise ValueError(f"unknown control operation {op!r}")
+        if env.corr:
+            RemoteReply(self.messaging, route, env.corr).set_result(answer)
+
+    def _members_wire(self) -> list[Any]:
+        if self.swim is None:
+            return self.membership.to_wire()
+        out = []
+        for address, (incarnation, status, meta) in self.swim.members().items():
+            if status == Status.ALIVE or status == Status.SUSPECT:
+                try:
+                    types, resources = meta
+                except (TypeError, ValueError):
+                    continue
+                out.append(Member(address, types, resources, incarnation).to_wire())
+        return out
+
+
+def _actor_body(body: Any, n: int) -> list[Any]:
+    if not (isinstance(body, list) and len(body) == n):
+        raise ValueError(f"expected a list of {n} items")
+    if not isinstance(body[0], str) or not isinstance(body[1], str):
+        raise ValueError("type_name and key must be str")
+    return body

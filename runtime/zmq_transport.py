@@ -1,0 +1,704 @@
+"""The ZeroMQ transport: one ROUTER we listen on, one DEALER per peer we talk to.
+
+Why plain (synchronous) pyzmq sockets and not ``zmq.asyncio``: ``zmq.asyncio`` wraps every
+``recv`` in a future and every wake-up in extra callbacks; the node only needs "tell me when
+frames arrive" and "send this now if you can", so we drive non-blocking sockets directly from
+the event loop with ``loop.add_reader(sock.FD)``. There is no task and no future per message.
+
+The ZMQ_FD pitfall. A zmq socket's FD is *edge triggered*: it becomes readable when commands
+reach the socket's mailbox, and ANY zmq call on the socket (``recv``, ``send``,
+``getsockopt(EVENTS)``) may consume those commands and clear it. Readable FD therefore does
+not mean "a message is waiting", and a waiting message does not keep the FD readable. So:
+
+* every wake-up asks ``getsockopt(EVENTS)`` what is really ready and reads until ``EAGAIN``
+  (or until a per-wake-up budget runs out, in which case it re-schedules itself, because no
+  new edge will come for messages that are already queued);
+* after every batch of sends we ask ``EVENTS`` again and, if input (or, for a blocked DEALER,
+  output) became ready, schedule the wake-up handler ourselves -- the send may have eaten the
+  edge that would have woken us;
+* as a last line of defence, while any outbox is blocked a 50 ms timer retries it.
+
+Sending. ``send``/``reply`` append to the connection's :class:`~runtime.transport.Outbox` and
+schedule one ``call_soon`` flush for the whole transport per loop iteration; the flush joins
+each outbox's chunks into one frame and tries ``send(NOBLOCK)`` right away. ``EAGAIN`` means
+the connection is at its high-water mark (or, thanks to ``IMMEDIATE``, not connected yet):
+the frames stay queued, ``backlog()`` grows, and the outbox is retried when the socket turns
+writable. Nothing bounds the outboxes except callers awaiting ``drained()``.
+
+Dead peers. Each DEALER has a socket monitor (an inproc PAIR read the same way). A
+disconnect, a failed handshake, a refused or timed-out connect, or a ZMTP heartbeat timeout
+(which is how a SIGSTOPped or cut-off peer is noticed) reports ``peer_down(address)`` once per
+outage; a successful handshake ends the outage. The DEALER is kept -- zmq reconnects by itself
+-- and so are its unsent frames: they go out if the peer comes back, and it is the node's job
+to fail the callers waiting on that peer. Frames already handed to zmq when the connection
+dropped are lost (at most once delivery).
+
+Why ``IMMEDIATE`` on DEALERs: without it zmq would accept frames for a peer that is not
+connected into an invisible pipe (and silently lose or replay them across reconnects).
+With it, such frames wait in our outbox where ``backlog()`` shows them and ``drained()``
+can push back.
+
+Why ``ROUTER_MANDATORY`` on the ROUTER: without it a ROUTER silently DROPS replies when a
+caller's pipe is full or the caller is gone. With it we get ``EAGAIN`` (keep the reply queued
+and retry: backpressure) or ``EHOSTUNREACH`` (the caller is gone: drop, nothing to retry).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+from typing import Any, Final
+
+import zmq
+import zmq.backend
+from zmq.utils.monitor import parse_monitor_message
+
+from actors.errors import NodeUnavailable
+from runtime.transport import (
+    DEFAULT_BACKLOG_HWM,
+    DEFAULT_MAX_FRAME_BYTES,
+    Deliver,
+    Outbox,
+    PeerDown,
+    Route,
+    Transport,
+    coalesce,
+    logger,
+)
+
+__all__ = ["ZmqTransport"]
+
+_NOBLOCK: Final = zmq.NOBLOCK
+_SNDMORE: Final = zmq.SNDMORE
+_EVENTS: Final = zmq.EVENTS
+_RCVMORE: Final = zmq.RCVMORE
+_POLLIN: Final = zmq.POLLIN
+_POLLOUT: Final = zmq.POLLOUT
+_Again: Final = zmq.Again
+# The backend's send skips the sugar layer's routing_id/group handling (DRAFT sockets only),
+# which is over half the cost of a small send.
+_send: Final = zmq.backend.Socket.send
+_ZMQError: Final = zmq.ZMQError
+
+_DOWN_EVENTS: Final = (
+    zmq.EVENT_DISCONNECTED
+    | zmq.EVENT_CONNECT_RETRIED
+    | zmq.EVENT_CLOSED
+    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+)
+_UP_EVENTS: Final = zmq.EVENT_HANDSHAKE_SUCCEEDED
+
+_RETRY_INTERVAL: Final = 0.05
+"""Safety-net retry period for blocked outboxes (normally the socket FD wakes us first)."""
+
+_MALFORMED_LOG_INTERVAL: Final = 10.0
+
+
+def _ignore_frame(frame: bytes, route: Route) -> None:
+    """Placeholder ``deliver`` until :meth:`ZmqTransport.start`."""
+
+
+def _ignore_peer(peer: str) -> None:
+    """Placeholder ``peer_down`` until :meth:`ZmqTransport.start`."""
+
+
+def _ms(seconds: float) -> int:
+    return max(0, round(seconds * 1000))
+
+
+class _Dealer(Outbox):
+    """The outbox of one peer together with the DEALER (and its monitor) that carries it."""
+
+    __slots__ = ("fd", "mon", "mon_fd", "peer", "sock")
+
+    def __init__(self, peer: str, sock: Any, mon: Any) -> None:
+        super().__init__(peer)
+        self.peer = peer
+        self.sock: Any = sock
+        self.mon: Any = mon
+        self.fd: int = sock.FD
+        self.mon_fd: int = mon.FD
+
+
+class ZmqTransport(Transport):
+    """:class:`~runtime.transport.Transport` over ZeroMQ (``tcp://`` and ``ipc://``).
+
+    Works on the default asyncio loop and on uvloop (anything with ``add_reader``; not on the
+    Windows proactor loop). All methods must be called from the loop thread.
+
+    Keyword arguments (times in seconds):
+
+    ``context``
+        A zmq context to share; by default the transport owns one and terminates it on close.
+    ``sndhwm``/``rcvhwm``
+        zmq high-water marks in *messages* (frames) per connection. A frame holds up to
+        ``max_frame_bytes``, so a connection pins at most about ``sndhwm * max_frame_bytes``.
+    ``max_frame_bytes``
+        Coalescing cap; see :data:`~runtime.transport.DEFAULT_MAX_FRAME_BYTES`.
+    ``backlog_hwm``
+        ``drained(peer)`` waits while ``backlog(peer)`` is at least this many bytes.
+    ``heartbeat_ivl``/``heartbeat_timeout``
+        ZMTP heartbeats (0 disables): a peer that does not answer within the timeout is
+        disconnected, hence reported down. This catches frozen peers and silent network cuts.
+    ``connect_timeout``
+        A TCP connect that hangs this long counts as failed (reported down), then is retried.
+    ``reconnect_ivl``/``reconnect_ivl_max``
+        zmq's reconnect backoff towards an unreachable peer.
+    ``max_message_size``
+        Inbound frames larger than this make zmq drop the connection (-1: no limit).
+    ``recv_batch``
+        Most frames read from one socket per wake-up before yielding to the loop.
+    """
+
+    __slots__ = (
+        "_backlog_hwm",
+        "_closed",
+        "_ctx",
+        "_dealers",
+        "_deliver",
+        "_dirty",
+        "_flush_scheduled",
+        "_last_malformed_log",
+        "_loop",
+        "_max_frame",
+        "_opts",
+        "_own_ctx",
+        "_peer_down",
+        "_recv_batch",
+        "_retry_handle",
+        "_router",
+        "_router_blocked",
+        "_router_fd",
+        "_routes",
+        "address",
+        "malformed",
+    )
+
+    def __init__(
+        self,
+        *,
+        context: Any = None,
+        sndhwm: int = 10_000,
+        rcvhwm: int = 10_000,
+        max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+        backlog_hwm: int = DEFAULT_BACKLOG_HWM,
+        heartbeat_ivl: float = 1.0,
+        heartbeat_timeout: float = 3.0,
+        connect_timeout: float = 3.0,
+        reconnect_ivl: float = 0.1,
+        reconnect_ivl_max: float = 2.0,
+        max_message_size: int = -1,
+        recv_batch: int = 1024,
+    ) -> None:
+        if max_frame_bytes < 1 or backlog_hwm < 1 or recv_batch < 1:
+            raise ValueError("max_frame_bytes, backlog_hwm and recv_batch must be positive")
+        self._own_ctx = context is None
+        self._ctx: Any = context  # our own one is created by start(), so nothing leaks before
+        common = {
+            zmq.LINGER: 0,
+            zmq.SNDHWM: sndhwm,
+            zmq.RCVHWM: rcvhwm,
+            zmq.MAXMSGSIZE: max_message_size,
+        }
+        if heartbeat_ivl > 0:
+            common[zmq.HEARTBEAT_IVL] = _ms(heartbeat_ivl)
+            common[zmq.HEARTBEAT_TIMEOUT] = _ms(heartbeat_timeout)
+            # Tell the remote end to drop us if WE stop answering (frozen process).
+            common[zmq.HEARTBEAT_TTL] = _ms(heartbeat_timeout)
+        dealer = dict(common)
+        dealer[zmq.IMMEDIATE] = 1
+        dealer[zmq.CONNECT_TIMEOUT] = _ms(connect_timeout)
+        dealer[zmq.RECONNECT_IVL] = _ms(reconnect_ivl)
+        dealer[zmq.RECONNECT_IVL_MAX] = _ms(reconnect_ivl_max)
+        router = dict(common)
+        router[zmq.ROUTER_MANDATORY] = 1
+        self._opts: dict[str, dict[Any, int]] = {"dealer": dealer, "router": router}
+        self._max_frame = max_frame_bytes
+        self._backlog_hwm = backlog_hwm
+        self._recv_batch = recv_batch
+        self.address = ""
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._deliver: Deliver = _ignore_frame
+        self._peer_down: PeerDown = _ignore_peer
+        self._router: Any = None
+        self._router_fd = -1
+        self._dealers: dict[str, _Dealer] = {}
+        self._routes: dict[bytes, Outbox] = {}
+        self._router_blocked: dict[bytes, Outbox] = {}
+        self._dirty: list[Outbox] = []
+        self._flush_scheduled = False
+        self._retry_handle: asyncio.TimerHandle | None = None
+        self._closed = False
+        self._last_malformed_log = -_MALFORMED_LOG_INTERVAL
+        self.malformed = 0
+        """Count of inbound messages dropped as malformed (multipart or empty)."""
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self, listen: str | None, deliver: Deliver, peer_down: PeerDown) -> str:
+        if self._loop is not None or self._closed:
+            raise RuntimeError("a transport can be started only once")
+        self._loop = asyncio.get_running_loop()
+        self._deliver = deliver
+        self._peer_down = peer_down
+        if self._own_ctx:
+            self._ctx = zmq.Context()
+            # 3 zmq sockets per peer (DEALER, monitor PAIR and libzmq's own end of it): the
+            # default limit of 1023 would cap a node at ~340 peers.
+            self._ctx.set(zmq.MAX_SOCKETS, 16384)
+        if listen is None:
+            return ""
+        sock = self._socket(zmq.ROUTER, "router")
+        try:
+            sock.bind(listen)
+        except zmq.ZMQError as exc:
+            sock.close(linger=0)
+            raise _endpoint_error(exc, listen) from exc
+        self._router = sock
+        self._router_fd = sock.FD
+        self.address = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        self._loop.add_reader(self._router_fd, self._on_router)
+        # The bind may already have left commands in the mailbox; look once.
+        self._loop.call_soon(self._on_router)
+        return self.address
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        loop = self._loop
+        if self._retry_handle is not None:
+            self._retry_handle.cancel()
+            self._retry_handle = None
+        gone = NodeUnavailable("transport closed")
+        for d in self._dealers.values():
+            self._close_dealer(d)
+            d.fail(gone)
+            d.clear()
+        self._dealers.clear()
+        if self._router is not None:
+            if loop is not None:
+                loop.remove_reader(self._router_fd)
+            self._router.close(linger=0)
+            self._router = None
+        for box in self._routes.values():
+            box.fail(gone)
+            box.clear()
+        self._routes.clear()
+        self._router_blocked.clear()
+        self._dirty.clear()
+        if self._own_ctx and self._ctx is not None:
+            # Every socket is closed with linger 0, so this does not block; destroy() also
+            # closes anything that slipped through rather than hanging in term().
+            self._ctx.destroy(linger=0)
+
+    def forget(self, peer: str) -> None:
+        d = self._dealers.pop(peer, None)
+        if d is None:
+            return
+        self._close_dealer(d)
+        d.fail(NodeUnavailable(f"peer {peer} was forgotten"))
+        d.clear()
+
+    def _close_dealer(self, d: _Dealer) -> None:
+        if self._loop is not None:
+            self._loop.remove_reader(d.fd)
+            self._loop.remove_reader(d.mon_fd)
+        with contextlib.suppress(zmq.ZMQError):
+            d.sock.disable_monitor()
+        d.mon.close(linger=0)
+        d.sock.close(linger=0)
+        d.blocked = False  # so the retry timer and queued flushes leave it alone
+
+    # ------------------------------------------------------------------ sending (hot path)
+
+    def send(self, peer: str, chunk: bytes) -> None:
+        box = self._dealers.get(peer)
+        if box is None:
+            box = self._open_dealer(peer)
+            if box is None:
+                return
+        box.chunks.append(chunk)
+        box.nbytes += len(chunk)
+        if not box.queued and not box.blocked:
+            box.queued = True
+            self._dirty.append(box)
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                self._loop.call_soon(self._flush)  # type: ignore[union-attr]
+
+    def reply(self, route: Route, chunk: bytes) -> None:
+        if isinstance(route, str):
+            self.send(route, chunk)
+            return
+        box = self._routes.get(route)
+        if box is None:
+            if self._router is None:
+                return  # closed: nowhere to send it
+            box = self._routes[route] = Outbox(route)
+        box.chunks.append(chunk)
+        box.nbytes += len(chunk)
+        if not box.queued and not box.blocked:
+            box.queued = True
+            self._dirty.append(box)
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                self._loop.call_soon(self._flush)  # type: ignore[union-attr]
+
+    @property
+    def backlog_hwm(self) -> int:
+        return self._backlog_hwm
+
+    def backlog(self, peer: Route) -> int:
+        box = self._dealers.get(peer) if isinstance(peer, str) else self._routes.get(peer)
+        return 0 if box is None else box.nbytes
+
+    async def drained(self, peer: Route) -> None:
+        if self._closed:
+            raise NodeUnavailable("transport closed")
+        box = self._dealers.get(peer) if isinstance(peer, str) else self._routes.get(peer)
+        if box is not None:
+            await box.wait_below(self._backlog_hwm, f"peer {peer!r}")
+
+    def _flush(self) -> None:
+        """The per-iteration flush: hand every dirty outbox's frames to its socket."""
+        self._flush_scheduled = False
+        dirty, self._dirty = self._dirty, []
+        routed = False
+        for box in dirty:
+            box.queued = False
+            if box.blocked:
+                continue
+            if type(box) is _Dealer:
+                self._send_dealer(box)
+                self._recheck_dealer(box, True)
+            else:
+                self._send_route(box)
+                routed = True
+        if routed:
+            self._recheck_router(True)
+
+    def _send_dealer(self, d: _Dealer) -> int:
+        """Send ``d``'s frames until zmq pushes back; return how many went out."""
+        sock = d.sock
+        send = _send
+        sent = 0
+        frames = d.frames
+        if not frames:
+            # Common case: fresh chunks only. Skip the deque for the first frame.
+            chunks = d.chunks
+            d.chunks = []
+            out = coalesce(chunks, self._max_frame) if len(chunks) > 1 else chunks
+            for i, frame in enumerate(out):
+                try:
+                    send(sock, frame, _NOBLOCK)
+                except _Again:
+                    frames.extend(out[i:])
+                    self._block(d)
+                    break
+                except _ZMQError as exc:
+                    self._send_failed(d, exc)
+                    return sent
+                d.nbytes -= len(frame)
+                sent += 1
+        else:
+            d.take_frames(self._max_frame)
+            while frames:
+                frame = frames[0]
+                try:
+                    send(sock, frame, _NOBLOCK)
+                except _Again:
+                    self._block(d)
+                    break
+                except _ZMQError as exc:
+                    self._send_failed(d, exc)
+                    return sent
+                frames.popleft()
+                d.nbytes -= len(frame)
+                sent += 1
+        if d.waiters:
+            d.wake(self._backlog_hwm)
+        return sent
+
+    def _send_route(self, box: Outbox) -> int:
+        """Send a reply outbox on the ROUTER (forgotten once empty); return frames sent."""
+        sock = self._router
+        ident = box.key
+        assert isinstance(ident, bytes)
+        frames = box.take_frames(self._max_frame)
+        sent = 0
+        try:
+            while frames:
+                frame = frames[0]
+                _send(sock, ident, _NOBLOCK | _SNDMORE)
+                _send(sock, frame, _NOBLOCK)
+                frames.popleft()
+                box.nbytes -= len(frame)
+                sent += 1
+        except _Again:
+            if not box.blocked:
+                box.blocked = True
+                self._router_blocked[ident] = box
+                self._arm_retry()
+            if sent and box.waiters:
+                box.wake(self._backlog_hwm)
+            return sent
+        except _ZMQError as exc:
+            if exc.errno == errno.EHOSTUNREACH:
+                logger.debug("dropping %d bytes for a caller that is gone", box.nbytes)
+            else:
+                logger.warning("reply on the ROUTER failed: %s", exc)
+            box.clear()
+            box.fail(NodeUnavailable("the caller's connection is gone"))
+        box.blocked = False
+        self._router_blocked.pop(ident, None)
+        if not box.chunks and not box.queued and self._routes.get(ident) is box:
+            del self._routes[ident]
+        if box.waiters:
+            box.wake(self._backlog_hwm)
+        return sent
+
+    def _block(self, d: _Dealer) -> None:
+        d.blocked = True
+        self._arm_retry()
+
+    def _send_failed(self, d: _Dealer, exc: zmq.ZMQError) -> None:
+        logger.warning("send to %s failed, dropping %d bytes: %s", d.peer, d.nbytes, exc)
+        d.clear()
+        d.wake(self._backlog_hwm)
+
+    def _arm_retry(self) -> None:
+        if self._retry_handle is None and not self._closed:
+            self._retry_handle = self._loop.call_later(  # type: ignore[union-attr]
+                _RETRY_INTERVAL, self._retry_blocked
+            )
+
+    def _retry_blocked(self) -> None:
+        """Safety net: retry blocked outboxes in case a writable edge was consumed unseen."""
+        self._retry_handle = None
+        if self._closed:
+            return
+        pending = False
+        for d in list(self._dealers.values()):
+            if d.blocked:
+                d.blocked = False
+                self._send_dealer(d)
+                self._recheck_dealer(d, True)
+                pending = pending or d.blocked
+        if self._router_blocked:
+            self._retry_router()
+            self._recheck_router(True)
+            pending = pending or bool(self._router_blocked)
+        if pending:
+            self._arm_retry()
+
+    def _retry_router(self) -> int:
+        sent = 0
+        for box in list(self._router_blocked.values()):
+            box.blocked = False
+            sent += self._send_route(box)
+        return sent
+
+    # The rechecks run after sends, which may have consumed the FD edge that would have
+    # announced input, or that the blocked socket became writable; they re-arm the wake-up
+    # handler by hand. ``chase_out`` is False after an attempt that was woken by POLLOUT yet
+    # made no progress: chasing POLLOUT again would spin (the retry timer covers that case).
+
+    def _recheck_dealer(self, d: _Dealer, chase_out: bool) -> None:
+        try:
+            ev = d.sock.getsockopt(_EVENTS)
+        except _ZMQError:
+            return
+        if ev & _POLLIN or (chase_out and d.blocked and ev & _POLLOUT):
+            self._loop.call_soon(self._on_dealer, d)  # type: ignore[union-attr]
+
+    def _recheck_router(self, chase_out: bool) -> None:
+        # With ROUTER_MANDATORY, POLLOUT means "SOME caller's pipe has room", not necessarily
+        # a blocked one's; that is why a fruitless retry must not chase it again.
+        sock = self._router
+        if sock is None:
+            return
+        try:
+            ev = sock.getsockopt(_EVENTS)
+        except _ZMQError:
+            return
+        if ev & _POLLIN or (chase_out and self._router_blocked and ev & _POLLOUT):
+            self._loop.call_soon(self._on_router)  # type: ignore[union-attr]
+
+    # ------------------------------------------------------------------ receiving
+
+    # After a batch of deliveries we flush at once whatever the deliver() callbacks queued
+    # (answers computed synchronously): still one frame per peer for the whole batch, and it
+    # saves the loop iteration that waiting for the call_soon flush would cost.
+    #
+    # Wake-ups read first, without asking EVENTS: reading until EAGAIN both drains the socket
+    # and processes its pending commands (EVENTS costs about as much as a recv in pyzmq, and
+    # the wake-up is almost always for input). EVENTS is asked only when a send is blocked.
+
+    def _on_router(self) -> None:
+        """ROUTER wake-up: read every ready frame, then retry replies that were blocked."""
+        sock = self._router
+        if sock is None:
+            return
+        self._read_router(sock)
+        if self._router_blocked:
+            try:
+                ev = sock.getsockopt(_EVENTS)
+            except _ZMQError:
+                return
+            if ev & _POLLOUT:
+                self._recheck_router(self._retry_router() > 0)
+
+    def _read_router(self, sock: Any) -> None:
+        recv = sock.recv
+        deliver = self._deliver
+        for _ in range(self._recv_batch):
+            try:
+                ident = recv(_NOBLOCK)
+                # A message arrives whole, so the rest of its parts are already here. A
+                # Frame (copy=False) carries the "more" flag, saving a getsockopt(RCVMORE).
+                msg = recv(_NOBLOCK, False)
+                if msg.more:
+                    while msg.more:
+                        msg = recv(_NOBLOCK, False)
+                    self._malformed("multipart message on the ROUTER")
+                    continue
+            except _ZMQError:  # EAGAIN: drained (or the socket was closed meanwhile)
+                break
+            frame = msg.bytes
+            if not frame:
+                self._malformed("empty frame on the ROUTER")
+                continue
+            try:
+                deliver(frame, ident)
+            except Exception:
+                logger.exception("deliver() raised; frame dropped")
+        else:
+            # Budget used up: frames may still be queued, and no new edge will announce them.
+            self._loop.call_soon(self._on_router)  # type: ignore[union-attr]
+        if self._dirty:
+            self._flush()
+
+    def _on_dealer(self, d: _Dealer) -> None:
+        """DEALER wake-up: read answers from the peer; resume sending if it became writable."""
+        self._read_dealer(d)
+        if d.blocked:
+            try:
+                ev = d.sock.getsockopt(_EVENTS)
+            except _ZMQError:
+                return
+            if ev & _POLLOUT:
+                d.blocked = False
+                self._recheck_dealer(d, self._send_dealer(d) > 0)
+
+    def _read_dealer(self, d: _Dealer) -> None:
+        recv = d.sock.recv
+        deliver = self._deliver
+        peer = d.peer
+        for _ in range(self._recv_batch):
+            try:
+                msg = recv(_NOBLOCK, False)
+                if msg.more:
+                    while msg.more:
+                        msg = recv(_NOBLOCK, False)
+                    self._malformed(f"multipart message from {peer}")
+                    continue
+            except _ZMQError:  # EAGAIN: drained (or the socket was closed meanwhile)
+                break
+            frame = msg.bytes
+            if not frame:
+                self._malformed(f"empty frame from {peer}")
+                continue
+            try:
+                deliver(frame, peer)
+            except Exception:
+                logger.exception("deliver() raised; frame dropped")
+        else:
+            self._loop.call_soon(self._on_dealer, d)  # type: ignore[union-attr]
+        if self._dirty:
+            self._flush()
+
+    def _malformed(self, what: str) -> None:
+        self.malformed += 1
+        now = self._loop.time()  # type: ignore[union-attr]
+        if now - self._last_malformed_log >= _MALFORMED_LOG_INTERVAL:
+            self._last_malformed_log = now
+            logger.warning("dropped %s (%d malformed so far)", what, self.malformed)
+        else:
+            logger.debug("dropped %s", what)
+
+    # ------------------------------------------------------------------ peers
+
+    def _socket(self, kind: int, role: str) -> Any:
+        sock = self._ctx.socket(kind)
+        for opt, value in self._opts[role].items():
+            sock.setsockopt(opt, value)
+        return sock
+
+    def _open_dealer(self, peer: str) -> _Dealer | None:
+        """Create the DEALER for ``peer`` (first send to it); ``None`` once closed."""
+        if self._closed:
+            return None
+        loop = self._loop
+        if loop is None:
+            raise RuntimeError("send() before start()")
+        sock = self._socket(zmq.DEALER, "dealer")
+        # The monitor must exist before connect() or we would miss the first events.
+        mon = sock.get_monitor_socket(_DOWN_EVENTS | _UP_EVENTS)
+        try:
+            sock.connect(peer)
+        except zmq.ZMQError as exc:
+            with contextlib.suppress(zmq.ZMQError):
+                sock.disable_monitor()
+            mon.close(linger=0)
+            sock.close(linger=0)
+            raise ValueError(f"bad peer address {peer!r}: {exc}") from exc
+        d = _Dealer(peer, sock, mon)
+        self._dealers[peer] = d
+        loop.add_reader(d.fd, self._on_dealer, d)
+        loop.add_reader(d.mon_fd, self._on_monitor, d)
+        # connect() may already have consumed the edges announcing the first events.
+        loop.call_soon(self._on_monitor, d)
+        return d
+
+    def _on_monitor(self, d: _Dealer) -> None:
+        mon = d.mon
+        if mon.closed:
+            return
+        while True:
+            try:
+                msg = mon.recv_multipart(_NOBLOCK)
+            except _Again:
+                return
+            except _ZMQError:
+                return
+            try:
+                event = parse_monitor_message(msg)["event"]
+            except Exception:  # pragma: no cover - libzmq always sends well-formed events
+                continue
+            if event & _DOWN_EVENTS:
+                self._mark_down(d)
+            elif event & _UP_EVENTS:
+                d.down = False
+
+    def _mark_down(self, d: _Dealer) -> None:
+        if d.down:
+            return
+        d.down = True
+        peer = d.peer
+        logger.info("peer %s is down (%d bytes queued)", peer, d.nbytes)
+        d.fail(NodeUnavailable(f"peer {peer} is down"))
+        try:
+            self._peer_down(peer)
+        except Exception:
+            logger.exception("peer_down() raised")
+
+
+def _endpoint_error(exc: zmq.ZMQError, endpoint: str) -> Exception:
+    """Map a bind failure onto the interface's errors (ValueError / OSError)."""
+    if exc.errno in (errno.EINVAL, errno.EPROTONOSUPPORT, errno.ENODEV):
+        return ValueError(f"cannot bind {endpoint!r}: {exc}")
+    return OSError(exc.errno, f"cannot bind {endpoint!r}: {exc}")
