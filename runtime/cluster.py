@@ -233,6 +233,7 @@ class Cluster:
             for key in [k for k, host in table.items() if host == address]:
                 del table[key]
         self.messaging.on_peer_down(address)
+        self.messaging.transport.forget(address)
 
     def _ring_changed(self, old_ring: Ring) -> None:
         ring = self.membership.ring

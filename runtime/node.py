@@ -606,7 +606,7 @@ class Node:
 
     async def _start_cluster(self) -> None:
         transport = self._make_transport()
-        self._hwm = getattr(transport, "_backlog_hwm", self._hwm)
+        self._hwm = transport.backlog_hwm
         messaging = self._messaging = Messaging(
             transport, self._on_request, self._on_control, self.max_frame_size
         )

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import Any
 
 import actors
 from actors import actor
+from runtime.context import current_node
 
 #: Turns in progress in this process per pool, and the most seen at once (stateless workers).
 POOL_STATS: dict[str, int] = {"inflight": 0, "max": 0}
@@ -155,3 +157,43 @@ class Deadlocker:
 
     def quick(self) -> str:
         return self.key
+
+
+@actor
+class Probe:
+    """Records the ids of the calls it ran, so a test can tell a call that ran twice."""
+
+    def __init__(self) -> None:
+        self.calls: list[Any] = []
+
+    def touch(self, call_id: Any = None) -> list[Any]:
+        self.calls.append(call_id)
+        return [len(self.calls), os.getpid()]
+
+    def ran(self) -> list[Any]:
+        return self.calls
+
+
+@actor
+class NodeInfo:
+    """Answers questions about the node it runs on (place one per node by picking keys)."""
+
+    def address(self) -> str:
+        return current_node().address
+
+    def activations(self, type_name: str) -> int:
+        table = current_node()._catalog._by_type.get(type_name, {})
+        return len(table)
+
+    def active_keys(self, type_name: str) -> list[str]:
+        return sorted(current_node()._catalog._by_type.get(type_name, {}))
+
+    async def hit_all(self, type_name: str, keys: list[str], tag: str) -> int:
+        """Concurrent first calls from this node to every key."""
+        results = await asyncio.gather(
+            *(actors.ref(type_name, k).touch([tag, k]) for k in keys), return_exceptions=True
+        )
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            raise RuntimeError(f"{len(errors)} calls failed, first: {errors[0]!r}")
+        return len(results)

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.timeout(30)
 LEAK: contextvars.ContextVar[str] = contextvars.ContextVar("leak", default="clean")
 
 
-@actor(name="Probe")
+@actor(name="TurnProbe")
 class Probe:
     def __init__(self) -> None:
         self.steps: list[str] = []

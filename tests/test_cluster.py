@@ -1,0 +1,236 @@
+"""The router against real node processes: single activation, failures, leave, rejoin.
+
+Every node here is a real ``shoal node`` process on loopback, killed for real (SIGKILL,
+SIGSTOP); every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from actors import ActorError, ActorTimeout, Node, NodeUnavailable
+from tests.cluster import NodeProcess, cluster
+
+pytestmark = [pytest.mark.timeout(240), pytest.mark.slow]
+
+
+def _info_keys(client: Node, addresses: list[str]) -> dict[str, str]:
+    """A NodeInfo key owned by each address (so each call runs on that node)."""
+    assert client._cluster is not None
+    found: dict[str, str] = {}
+    i = 0
+    while len(found) < len(addresses):
+        key = f"info-{i}"
+        owner = client._cluster.owner("NodeInfo", key)
+        found.setdefault(owner, key)
+        i += 1
+        assert i < 10_000
+    return found
+
+
+async def _until(
+    predicate: Callable[[], Awaitable[bool]], timeout: float, step: float = 0.05
+) -> float:
+    """Poll ``predicate`` until true; returns the seconds it took (fails past ``timeout``)."""
+    start = time.monotonic()
+    while True:
+        try:
+            if await predicate():
+                return time.monotonic() - start
+        except ActorError:
+            pass
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"condition not met within {timeout} s")
+        await asyncio.sleep(step)
+
+
+async def _client(procs: list[NodeProcess], members: int) -> Node:
+    client = Node(seeds=[p.address for p in procs], serve=(), default_timeout=10)
+    await client.start()
+
+    async def converged() -> bool:
+        return len(client.members) == members
+
+    await _until(converged, 15)
+    return client
+
+
+async def test_single_activation_under_concurrent_first_calls_from_every_node() -> None:
+    with cluster(5) as procs:
+        client = await _client(procs, 5)
+        try:
+            addresses = [p.address for p in procs]
+            infos = _info_keys(client, addresses)
+            keys = [f"id-{i}" for i in range(10_000)]
+            # every node's view must have converged before the storm
+            for key in infos.values():
+
+                async def sees_all(key: str = key) -> bool:
+                    return await client.ref("NodeInfo", key).address() in addresses
+
+                await _until(sees_all, 15)
+            counts = await asyncio.gather(
+                *(
+                    client.ref("NodeInfo", k).hit_all.ask("Probe", keys, k, timeout=120)
+                    for k in infos.values()
+                )
+            )
+            assert counts == [len(keys)] * 5
+            per_node = await asyncio.gather(
+                *(client.ref("NodeInfo", k).activations("Probe") for k in infos.values())
+            )
+            assert sum(per_node) == len(keys), per_node
+            sample = await asyncio.gather(*(client.ref("Probe", k).ran() for k in keys[:200]))
+            assert all(len(calls) == 5 for calls in sample)
+        finally:
+            await client.stop()
+
+
+async def test_sigkill_one_of_five_under_load_recovers_and_never_runs_twice() -> None:
+    with cluster(5) as procs:
+        client = await _client(procs, 5)
+        try:
+            victim = procs[2]
+            keys = [f"load-{i}" for i in range(60)]
+            owners = {k: client._cluster.owner("Probe", k) for k in keys}  # type: ignore[union-attr]
+            on_victim = [k for k in keys if owners[k] == victim.address]
+            assert on_victim
+            outcomes: dict[str, list[Any]] = {k: [] for k in keys}
+            stop = asyncio.Event()
+            seq = 0
+
+            async def load(key: str) -> None:
+                nonlocal seq
+                while not stop.is_set():
+                    seq += 1
+                    call_id = seq
+                    try:
+                        await client.ref("Probe", key).touch.ask(call_id, timeout=2.0)
+                        outcomes[key].append(("ok", call_id, time.monotonic()))
+                    except (NodeUnavailable, ActorTimeout) as err:
+                        outcomes[key].append((type(err).__name__, call_id, time.monotonic()))
+                        await asyncio.sleep(0.05)
+
+            workers = [asyncio.ensure_future(load(k)) for k in keys]
+            await asyncio.sleep(1.0)
+            victim.kill()
+            killed_at = time.monotonic()
+
+            async def recovered() -> bool:
+                results = await asyncio.gather(
+                    *(client.ref("Probe", k).touch.ask(None, timeout=1.0) for k in on_victim),
+                    return_exceptions=True,
+                )
+                return all(not isinstance(r, BaseException) for r in results)
+
+            took = await _until(recovered, 15, step=0.1)
+            await asyncio.sleep(0.5)
+            stop.set()
+            await asyncio.wait_for(asyncio.gather(*workers), 10)
+            print(f"calls to the killed node's actors succeed again {took:.2f} s after SIGKILL")
+            assert took < 5.0 + 1.0
+            # never run twice: no call id twice in any actor's record
+            runs = await asyncio.gather(*(client.ref("Probe", k).ran() for k in keys))
+            for key, ran in zip(keys, runs, strict=True):
+                ids = [c for c in ran if c is not None]
+                assert len(ids) == len(set(ids)), key
+                ok_ids = {cid for kind, cid, _ in outcomes[key] if kind == "ok"}
+                if owners[key] != victim.address:
+                    # survivors' actors kept their state: every acknowledged call is there
+                    assert ok_ids <= set(ids), key
+            failures = sum(1 for o in outcomes.values() for kind, _, t in o if kind != "ok")
+            print(f"{failures} calls failed with a typed error around the kill")
+            assert killed_at
+        finally:
+            await client.stop()
+
+
+async def test_graceful_leave_hands_actors_over_with_state() -> None:
+    with cluster(3) as procs:
+        client = await _client(procs, 3)
+        try:
+            leaver = procs[1]
+            keys = [f"leave-{i}" for i in range(40)]
+            for k in keys:
+                await client.ref("Counter", k).incr(7)
+            moved = [k for k in keys if client._cluster.owner("Counter", k) == leaver.address]  # type: ignore[union-attr]
+            assert moved
+            assert leaver.terminate() == 0
+
+            async def left() -> bool:
+                return leaver.address not in client.members
+
+            await _until(left, 10)
+            counts = await asyncio.gather(*(client.ref("Counter", k).peek() for k in keys))
+            assert counts == [7] * len(keys)
+        finally:
+            await client.stop()
+
+
+async def test_join_keeps_activations_in_place_and_redirects_once() -> None:
+    with cluster(2) as procs:
+        client = await _client(procs, 2)
+        newcomer: NodeProcess | None = None
+        try:
+            keys = [f"stay-{i}" for i in range(60)]
+            for k in keys:
+                await client.ref("Counter", k).incr(3)
+            newcomer = NodeProcess(seeds=[procs[0].address])
+
+            async def three() -> bool:
+                return len(client.members) == 3
+
+            await _until(three, 15)
+            assert client._cluster is not None
+            moved = [k for k in keys if client._cluster.owner("Counter", k) == newcomer.address]
+            assert moved
+            # state is where it was: the new owner redirects to the old host
+            counts = await asyncio.gather(*(client.ref("Counter", k).incr(1) for k in keys))
+            assert counts == [4] * len(keys)
+            assert all(client._cluster.route("Counter", k) != newcomer.address for k in moved)
+        finally:
+            await client.stop()
+            if newcomer is not None:
+                newcomer.kill()
+
+
+async def test_sigstop_then_resume_rejoins_without_duplicates() -> None:
+    with cluster(4) as procs:
+        client = await _client(procs, 4)
+        try:
+            sleeper = procs[3]
+            keys = [f"nap-{i}" for i in range(40)]
+            for k in keys:
+                await client.ref("Probe", k).touch("before")
+            sleeper.signal(signal.SIGSTOP)
+            try:
+
+                async def removed() -> bool:
+                    return sleeper.address not in client.members
+
+                await _until(removed, 10)
+                for k in keys:  # reactivated elsewhere
+                    await client.ref("Probe", k).touch("during")
+            finally:
+                sleeper.signal(signal.SIGCONT)
+
+            async def back() -> bool:
+                return sleeper.address in client.members
+
+            await _until(back, 15)
+            infos = _info_keys(client, [p.address for p in procs])
+            per_node = await asyncio.gather(
+                *(client.ref("NodeInfo", k).active_keys("Probe") for k in infos.values())
+            )
+            seen: list[str] = [k for node_keys in per_node for k in node_keys]
+            assert len(seen) == len(set(seen)), "an actor is active twice"
+            for k in keys:
+                await client.ref("Probe", k).touch("after")
+        finally:
+            await client.stop()
