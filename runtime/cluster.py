@@ -157,6 +157,11 @@ class Cluster:
             try:
                 self._send(self.swim.tick(loop.time()))
                 self._apply_events()
+                if not self.swim.has_quorum() and self.node._catalog.count:
+                    # Cut off from the majority: it may remove us and reactivate our actors,
+                    # so ours must not live on (see the partition rule above).
+                    log.warning("%s lost quorum: dropping its activations", self.address)
+                    self.node._drop_all_activations(f"{self.address} has no quorum")
             except Exception:  # a bug here must not stop failure detection
                 log.exception("membership tick failed")
             await asyncio.sleep(step)
