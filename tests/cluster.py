@@ -26,8 +26,9 @@ class NodeProcess:
         listen: str = "tcp://127.0.0.1:0",
         timeout: float = 20.0,
         extra: Sequence[str] = (),
+        wrapper: Sequence[str] = (),
     ) -> None:
-        cmd = [sys.executable, "-m", "runtime", "node", "--listen", listen]
+        cmd = [*wrapper, sys.executable, "-m", "runtime", "node", "--listen", listen]
         for seed in seeds:
             cmd += ["--seed", seed]
         for module in imports:
@@ -62,6 +63,20 @@ class NodeProcess:
                 break
         self.kill()
         raise RuntimeError(f"node did not start: {''.join(self.output)}")
+
+    def read_output(self, timeout: float) -> str:
+        """Whatever the node printed since, reading for up to ``timeout`` seconds."""
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([self.proc.stdout], [], [], 0.05)
+            if not ready:
+                continue
+            line = self.proc.stdout.readline()
+            if not line:
+                break
+            self.output.append(line)
+        return "".join(self.output)
 
     @property
     def pid(self) -> int:

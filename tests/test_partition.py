@@ -1,18 +1,24 @@
 """Partitions: the minority side serves nothing; after the heal, one activation per actor.
 
-Run over the in-memory transport's fault hook (always), with five nodes in one process.
+Run over the in-memory transport's fault hook (always, five nodes in one process) and between
+real node processes in two network namespaces that the test makes itself (skipped, with the
+reason, where namespaces cannot be made).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
+import subprocess
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
 
 from actors import ActorError, ActorTimeout, Node, NodeUnavailable
 from runtime.memory_transport import MemoryNetwork, MemoryTransport
+from tests.cluster import NodeProcess
 from tests.sample_actors import Counter
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
@@ -89,3 +95,126 @@ async def test_three_two_split_minority_refuses_majority_serves_heal_converges()
     finally:
         for n in reversed(nodes):
             await n.stop()
+
+
+class _Namespaces:
+    """Two network namespaces on a bridge, made (and removed) by the test itself."""
+
+    def __init__(self) -> None:
+        tag = f"{os.getpid() % 100000}"
+        self.bridge = f"sbr{tag}"
+        self.ns = {"a": f"shoalA{tag}", "b": f"shoalB{tag}"}
+        self.ip = {"a": "10.250.7.1", "b": "10.250.7.2"}
+        self.root_ends: dict[str, str] = {}
+        self.made: list[list[str]] = []
+
+    def _run(self, *cmd: str) -> None:
+        subprocess.run(["ip", *cmd], check=True, capture_output=True, timeout=10)
+
+    def create(self) -> None:
+        self._run("link", "add", self.bridge, "type", "bridge")
+        self.made.append(["link", "del", self.bridge])
+        self._run("addr", "add", "10.250.7.254/24", "dev", self.bridge)
+        self._run("link", "set", self.bridge, "up")
+        for side, ns in self.ns.items():
+            self._run("netns", "add", ns)
+            self.made.append(["netns", "del", ns])
+            inner, outer = f"s{side}i{os.getpid() % 100000}", f"s{side}o{os.getpid() % 100000}"
+            self._run("link", "add", inner, "type", "veth", "peer", "name", outer)
+            self.made.append(["link", "del", outer])
+            self._run("link", "set", inner, "netns", ns)
+            self._run("link", "set", outer, "master", self.bridge)
+            self._run("link", "set", outer, "up")
+            self._run("netns", "exec", ns, "ip", "addr", "add", f"{self.ip[side]}/24", "dev", inner)
+            self._run("netns", "exec", ns, "ip", "link", "set", inner, "up")
+            self._run("netns", "exec", ns, "ip", "link", "set", "lo", "up")
+            self.root_ends[side] = outer
+
+    def cut(self, side: str) -> None:
+        self._run("link", "set", self.root_ends[side], "nomaster")
+
+    def mend(self, side: str) -> None:
+        self._run("link", "set", self.root_ends[side], "master", self.bridge)
+
+    def destroy(self) -> None:
+        for cmd in reversed(self.made):
+            subprocess.run(["ip", *cmd], capture_output=True, timeout=10)
+
+
+@pytest.fixture
+def namespaces() -> Iterator[_Namespaces]:
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        pytest.skip("network namespaces need root and iproute2")
+    ns = _Namespaces()
+    try:
+        ns.create()
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as err:
+        ns.destroy()
+        stderr = getattr(err, "stderr", b"") or b""
+        pytest.skip(f"cannot make network namespaces here: {stderr.decode().strip() or err}")
+    try:
+        yield ns
+    finally:
+        ns.destroy()
+
+
+async def test_three_two_split_between_network_namespaces(namespaces: _Namespaces) -> None:
+    procs: list[NodeProcess] = []
+    try:
+        for i in range(5):
+            side = "a" if i < 3 else "b"
+            seeds = [procs[0].address] if procs else []
+            procs.append(
+                NodeProcess(
+                    seeds=seeds,
+                    listen=f"tcp://{namespaces.ip[side]}:0",
+                    wrapper=["ip", "netns", "exec", namespaces.ns[side]],
+                )
+            )
+        client = Node(seeds=[procs[0].address], serve=(), default_timeout=3)
+        await client.start()
+        try:
+            await _until(lambda: len(client.members) == 5, 20)
+            keys = [f"ns-{i}" for i in range(60)]
+            for k in keys:
+                assert await client.ref(Counter, k).incr() == 1
+            assert client._cluster is not None
+            on_b = {
+                k
+                for k in keys
+                if client._cluster.owner("Counter", k) in {p.address for p in procs[3:]}
+            }
+            assert on_b
+
+            namespaces.cut("b")
+            took = await _until(lambda: len(client.members) == 3, 15)
+            print(f"majority removed the minority {took:.2f} s after the cut")
+            for k in keys:
+                assert await client.ref(Counter, k).incr() == (1 if k in on_b else 2), k
+            for p in procs[3:]:
+                assert "lost quorum" in p.read_output(5.0), p.output
+
+            namespaces.mend("b")
+            took = await _until(lambda: len(client.members) == 5, 30)
+            print(f"five members again {took:.2f} s after the heal")
+            infos: dict[str, str] = {}
+            i = 0
+            while len(infos) < 5:
+                infos.setdefault(client._cluster.owner("NodeInfo", f"info-{i}"), f"info-{i}")
+                i += 1
+
+            async def one_each() -> bool:
+                per_node = await asyncio.gather(
+                    *(client.ref("NodeInfo", k).active_keys("Counter") for k in infos.values())
+                )
+                seen = [k for ks in per_node for k in ks]
+                return len(seen) == len(set(seen))
+
+            await _until(one_each, 10)
+            for k in keys:
+                assert await client.ref(Counter, k).incr() == (2 if k in on_b else 3), k
+        finally:
+            await client.stop()
+    finally:
+        for p in procs:
+            p.kill()
