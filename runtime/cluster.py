@@ -224,6 +224,8 @@ class Cluster:
             elif kind in ("dead", "left"):
                 self._member_gone(address)
             elif kind == "self_dead":
+                if len(self.membership.members) <= 1:
+                    continue  # alone: nobody can have taken our actors over
                 log.warning("%s was declared dead by the cluster: dropping activations", address)
                 self.node._drop_all_activations("this node was declared dead by the cluster")
                 self.directory = Directory()

@@ -98,6 +98,7 @@ class Messaging:
         "address",
         "dropped",
         "max_frame",
+        "received",
         "transport",
     )
 
@@ -118,6 +119,8 @@ class Messaging:
         self._last_log = 0.0
         self.dropped = 0
         """Frames dropped as malformed."""
+        self.received = [0] * 6
+        """Envelopes received, by kind (index ``wire.ASK`` ... ``wire.CONTROL``)."""
 
     async def start(self, listen: str | None) -> str:
         """Start the transport; returns the bound address ("" for a client)."""
@@ -175,8 +178,10 @@ class Messaging:
         except ProtocolError as err:
             self._malformed(err, route)
             return
+        received = self.received
         for env in envs:
             kind = env.kind
+            received[kind] += 1
             if kind == wire.REPLY or kind == wire.ERROR:
                 pending = self._pending.get(env.corr)
                 if pending is None or pending.fut.done():

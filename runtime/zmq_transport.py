@@ -69,6 +69,11 @@ from runtime.transport import (
 
 __all__ = ["ZmqTransport"]
 
+#: Bytes read from one socket per wake-up before yielding to the loop, so that a flood from
+#: one peer cannot starve timers (failure detection) and other sockets.
+_READ_BUDGET: Final = 1 << 20
+
+
 _NOBLOCK: Final = zmq.NOBLOCK
 _SNDMORE: Final = zmq.SNDMORE
 _EVENTS: Final = zmq.EVENTS
@@ -555,7 +560,11 @@ class ZmqTransport(Transport):
     def _read_router(self, sock: Any) -> None:
         recv = sock.recv
         deliver = self._deliver
+        budget = _READ_BUDGET
         for _ in range(self._recv_batch):
+            if budget <= 0:
+                self._loop.call_soon(self._on_router)  # type: ignore[union-attr]
+                break
             try:
                 ident = recv(_NOBLOCK)
                 # A message arrives whole, so the rest of its parts are already here. A
@@ -572,6 +581,7 @@ class ZmqTransport(Transport):
             if not frame:
                 self._malformed("empty frame on the ROUTER")
                 continue
+            budget -= len(frame)
             try:
                 deliver(frame, ident)
             except Exception:
@@ -598,7 +608,11 @@ class ZmqTransport(Transport):
         recv = d.sock.recv
         deliver = self._deliver
         peer = d.peer
+        budget = _READ_BUDGET
         for _ in range(self._recv_batch):
+            if budget <= 0:
+                self._loop.call_soon(self._on_dealer, d)  # type: ignore[union-attr]
+                break
             try:
                 msg = recv(_NOBLOCK, False)
                 if msg.more:
@@ -612,6 +626,7 @@ class ZmqTransport(Transport):
             if not frame:
                 self._malformed(f"empty frame from {peer}")
                 continue
+            budget -= len(frame)
             try:
                 deliver(frame, peer)
             except Exception:

@@ -185,6 +185,10 @@ class NodeInfo:
         table = current_node()._catalog._by_type.get(type_name, {})
         return len(table)
 
+    def view(self) -> list[str]:
+        """The hosting members this node knows."""
+        return current_node().members
+
     def active_keys(self, type_name: str) -> list[str]:
         return sorted(current_node()._catalog._by_type.get(type_name, {}))
 
@@ -197,3 +201,12 @@ class NodeInfo:
         if errors:
             raise RuntimeError(f"{len(errors)} calls failed, first: {errors[0]!r}")
         return len(results)
+
+
+@actor
+class Meter:
+    """Reports the data-plane envelopes its node received (asks, tells, replies, errors)."""
+
+    def received(self) -> list[int]:
+        messaging = current_node()._messaging
+        return list(messaging.received) if messaging is not None else []
