@@ -26,9 +26,9 @@ import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from actors import Node  # noqa: E402
-from router.swim import SwimConfig  # noqa: E402
-from tests.cluster import NodeProcess  # noqa: E402
+from actors import Node
+from router.swim import SwimConfig
+from tests.cluster import NodeProcess
 
 
 def _keys_per_node(client: Node, type_name: str, addresses: list[str]) -> dict[str, str]:

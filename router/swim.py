@@ -4,104 +4,126 @@ A :class:`Swim` holds one node's view of the cluster: every member's address, in
 status (:class:`Status`) and opaque ``meta`` (the node stores there what the member serves).
 It does no I/O and reads no clock: the caller passes ``now`` (monotonic seconds) and a
 ``random.Random``, feeds it what arrives (:meth:`Swim.receive`), calls :meth:`Swim.tick` at
-least every ``period / 4`` and sends the ``(address, message)`` pairs every call returns.
-Messages are plain msgpack-able lists; the node wraps them in its own control envelopes.
+least every ``period / 4``, sends the ``(address, message)`` pairs every call returns and
+reads :meth:`Swim.drain_events`. Messages are plain msgpack-able lists; the node wraps them in
+its own control envelopes. ``sender`` must be the member address the message came from (it
+is the evidence that the sender is reachable, and where tombstone notices go); acks are
+matched by sequence number, so a relayed ack counts for the probed member.
 
-Protocol (Das, Gupta & Motivala, *SWIM*, 2002, with suspicion and infection-style
-dissemination, plus the cheap parts of Lifeguard, Dadgar et al. 2018):
+Protocol -- SWIM (Das, Gupta & Motivala, 2002) with suspicion and infection-style
+dissemination, plus the cheap parts of Lifeguard (Dadgar et al., 2018):
 
-* **Probing.** Every ``period`` a node pings the next member of a shuffled round-robin
-  list (reshuffled after each pass; newcomers are inserted at a random later position).
-  Without an ack after ``ping_timeout`` it re-pings directly and asks ``indirect_probes``
-  random ALIVE members to ping the target for it (``ping-req``; they relay the ack). If the
-  period ends without any ack the target becomes SUSPECT.
-* **Suspicion.** A SUSPECT member that does not refute within ``suspicion_timeout`` (timed
-  from when *this* node first heard the suspicion) is declared DEAD -- subject to the
-  quorum rule below. A member refutes a suspicion about itself by bumping its incarnation
-  and gossiping ALIVE. Lifeguard's *buddy system* is used: every message sent to a member
-  we hold SUSPECT carries that suspicion, so the member hears it and refutes at once.
+* **Probing.** Every ``period`` a node pings the next member of a shuffled round-robin list
+  (reshuffled after each pass; newcomers go in at a random later position). Without an ack
+  after ``ping_timeout`` it pings again and asks ``indirect_probes`` random ALIVE members to
+  ping the target for it (``ping-req``; they relay the ack). If the period ends without any
+  ack, the target becomes SUSPECT. Pings carry the sender's own record, so a member learns of
+  whoever probes it even if the gossip about them missed it.
+* **Suspicion.** A SUSPECT member that does not refute within the suspicion timeout (timed
+  from when *this* node first heard of it) is declared DEAD -- subject to the quorum rule
+  below. The timeout is ``suspicion_timeout`` up to 10 members and grows with
+  ``log10(view_size)`` beyond. A member refutes by bumping its incarnation and gossiping
+  ALIVE. Lifeguard's *buddy system*: every message to a member we hold SUSPECT carries that
+  suspicion first, so it hears it and refutes at once.
 * **Dissemination.** Every change is queued and piggybacked on pings, acks and gossip
-  messages (at most ``max_piggyback`` per message, fewest-sent first); each ``gossip_interval``
-  a node with queued updates also sends them to ``gossip_fanout`` random members. An update
-  is sent ``ceil(retransmit_mult * ln(n + 1))`` times and then dropped (n = live members).
-  A newer update about a member replaces the queued one.
+  messages (at most ``max_piggyback`` per message, least-sent first); every
+  ``gossip_interval`` a node with queued news also sends it to ``gossip_fanout`` random
+  members. An update is sent ``ceil(retransmit_mult * ln(n + 1))`` times (n = live members),
+  then dropped; newer news about a member replaces the queued one.
 * **Join / anti-entropy.** :meth:`Swim.join` sends ``join`` to the seeds (retried every
-  ``join_retry`` until a ``sync`` arrives); a seed adds the newcomer, gossips it, and
-  answers with its full member list (tombstones included). Every ``sync_interval`` a node
-  also pushes its list to a random member, which merges it and answers with its own.
-  What a ``sync`` teaches us is re-gossiped like any other change (as memberlist does):
-  during a burst of joins the early joiners know few members, so only the late joiners,
-  who got the full list, can spread the early ones' news to everyone.
+  ``join_retry`` until a ``sync`` arrives); a seed adds the newcomer, gossips it and answers
+  with its full member list (tombstones included): a newcomer learns everyone in one round
+  trip. Every ``sync_interval`` a node also pushes its list to a random member, which
+  merges it and answers with its own. What a ``sync`` teaches is re-gossiped like any other
+  change (as memberlist does): in a burst of joins the early joiners know few members and
+  only the late ones, who got the full list, can spread everyone's news.
 * **Leave.** :meth:`Swim.leave` sends LEFT for ourselves to every member: they drop us at
   once instead of after failure detection.
-* **Stalls.** If ``tick`` finds more than ``2 * period`` since the previous tick, this node
-  itself was stalled (GC, SIGSTOP, overload): the probe in flight is abandoned and the
-  suspicion timers are pushed back by the gap, so our own pause never makes *us* declare
-  anyone dead (the others may well have declared *us* dead meanwhile -- see ``self_dead``).
+* **Own stalls** (Lifeguard's concern, handled simply). If more than ``2 * period`` passed
+  since the previous tick, *we* were stalled (GC, SIGSTOP, overload): the probes in flight
+  are abandoned and the suspicion timers pushed back by the gap, so our pause never makes
+  us declare anyone dead. A stall of a whole suspicion timeout or more is long enough for
+  the others to have declared us dead: we act as if told so (``self_dead``, below) on the
+  first tick or message after it, without waiting to hear it.
 
-Update precedence (for a member other than ourselves; ``i`` = the incarnation we hold):
+Update precedence (about another member; ``i`` = the incarnation we hold for it):
 
-* ALIVE ``j`` applies if ``j > i`` (whatever the status: over DEAD/LEFT it is a new member).
+* ALIVE ``j`` applies if ``j > i``, whatever the status; over DEAD/LEFT it is a new member.
 * SUSPECT ``j`` applies if ``j > i``, or ``j == i`` while we hold it ALIVE.
-* DEAD / LEFT ``j`` applies if ``j >= i`` while we hold it ALIVE/SUSPECT; over a tombstone
-  only if ``j > i``. DEAD and LEFT are final for that incarnation: a dead member comes back
-  only with a higher incarnation, and is then treated as a new member.
+* DEAD / LEFT ``j`` applies if ``j >= i`` while we hold it ALIVE/SUSPECT, over a tombstone
+  only if ``j > i``: DEAD and LEFT are final for an incarnation. A dead member comes back
+  only with a higher incarnation, as a new member -- and we then send it its tombstone, in
+  case it came back by merely refuting a suspicion and never heard it had been declared dead.
 
 About ourselves: SUSPECT (or ALIVE) at an incarnation ``>=`` ours makes us bump ours past it
-and gossip ALIVE (refutation); stale hearsay makes us re-assert our current record to the
-sender. DEAD or LEFT at an incarnation ``>=`` the one we last (re)joined with means the
-cluster gave up on this node and may already have reactivated its actors elsewhere: we emit
-``("self_dead", me, None)`` (the node must drop every activation), bump our incarnation,
-forget our own suspicions (our view was evidently unreliable) and rejoin through the member
-that told us. A member that hears from a sender it holds DEAD/LEFT answers with that
-tombstone (first thing in its answer), so a revived node learns its fate on first contact.
+and gossip ALIVE (refutation); stale hearsay makes us re-assert our record to its sender.
+DEAD or LEFT at an incarnation ``>=`` the one we last (re)joined with means the cluster gave
+up on this life of ours and may have reactivated our actors elsewhere: we emit
+``("self_dead", me, None)`` -- the node must drop every activation --, move to a higher
+incarnation, forget our own suspicions (our view was evidently unreliable) and rejoin
+through the member that told us (and two random ones). A member that hears from a sender it
+holds DEAD/LEFT puts that tombstone first in its answer (or sends it on its own), so a
+revived node learns its fate on first contact.
 
-Quorum / partition rule (the project's rule; the node uses :meth:`Swim.has_quorum` to decide
-whether it may activate and serve actors):
+Quorum / partition rule -- the project's rule; the node must not activate or serve actors
+while :meth:`Swim.has_quorum` is False:
 
-* ``view_size`` is the last agreed size of the view: the number of live members (ALIVE and
-  SUSPECT, ourselves included). Joins grow it; it shrinks only through removals, and a
-  removal is either a graceful LEFT, a DEAD learned from another member, or our own
-  SUSPECT -> DEAD decision -- which is allowed only with quorum.
-* We have quorum iff ``alive_count > view_size // 2``, where ``alive_count`` counts the ALIVE
-  members (SUSPECT ones are unreachable) plus ourselves.
+* ``view_size`` is the last agreed size of the view: the live members (ALIVE and SUSPECT,
+  ourselves included). Joins grow it; only removals shrink it, and a removal is a graceful
+  LEFT, a DEAD learned from another member, or our own SUSPECT -> DEAD decision, which needs
+  quorum.
+* ``has_quorum()`` iff ``alive_count > view_size // 2``, where ``alive_count`` counts the
+  ALIVE members (a SUSPECT one is unreachable) and ourselves.
+* Our own SUSPECT -> DEAD decision needs more: a *confirmed* majority, i.e. more than
+  ``view_size // 2`` of us plus ALIVE members we have direct evidence of (a message from
+  them, an ack) since the newest pending suspicion (or the last suspicion timeout, if that
+  is older). Counting every member not yet suspected is not enough, because a partition is
+  noticed member by member: a 2-node minority of 5 that has suspected only two of the three
+  far members would count 3 of 5 and remove them. So a node that finds a suspect itself
+  checks, by ordinary probes, every ALIVE member it lacks fresh evidence of
+  (``quorum_probes`` per ``period / 4`` at least, enough to cover a majority within half a
+  suspicion timeout): on a minority side this turns the far side SUSPECT within a period or
+  two, so ``has_quorum()`` goes False there well before the majority side's verdict.
 * A suspicion that times out without quorum is *not* turned into DEAD: the member stays
   SUSPECT ("unreachable"), nobody is removed, ``view_size`` stays, ``has_quorum()`` stays
-  False. When quorum comes back, pending suspicions are re-armed for a full
-  ``suspicion_timeout`` and re-gossiped, so members that were merely cut off can refute.
-* Example, 5 nodes split 3/2: the 3-side holds 3 > 5 // 2 alive, removes the 2 (view 3) and
-  keeps serving; the 2-side holds 2, never reaches quorum, removes nobody and must refuse to
-  serve. After the heal the 2-side nodes contact the 3-side, are told they were DEAD, get
+  False. When quorum comes back, pending suspicions are re-armed for a full timeout and
+  re-gossiped, so members that were merely cut off can refute.
+* Example, 5 nodes split 3/2: the 3-side confirms 3 > 5 // 2, removes the 2 (view 3) and
+  keeps serving; the 2-side never reaches quorum, removes nobody, and must refuse to serve.
+  After the heal, the 2-side nodes contact the 3-side, get their tombstones, emit
   ``self_dead`` and rejoin as new incarnations; the view converges to 5 everywhere.
-* Consequences: a 2-node cluster cannot survive losing one node (1 > 1 is false); a node
-  that loses quorum should consider its activations suspect. Tombstones are kept for
-  ``dead_retention`` seconds; a node cut off for longer is forgotten rather than told it was
-  dead, so the node should also drop activations it held while it had no quorum.
+* Consequences: a 2-node cluster cannot survive losing a node (1 > 1 is false); with an even
+  split nobody has quorum. Tombstones are kept ``dead_retention`` seconds; a node cut off for
+  longer is forgotten rather than told it was dead, so the node should also drop the
+  activations it held while it had no quorum.
 
-Detection time of a crashed member (defaults: period 0.5 s, suspicion 2.0 s): the first
-member to probe it starts within about one period (each survivor probes one member per
-period; with 4 survivors over 4 targets the first probe comes within 1-2 periods), the probe
-fails at the end of its period (0.5 s), the suspicion reaches the others through the next
-gossip rounds (0.2-0.5 s) and each of them declares DEAD ``suspicion_timeout`` after
-hearing it, the first DEAD being gossiped too. Expected ~3.3 s from crash to every survivor
-agreeing, worst case about ``2 * period + period + suspicion_timeout + 2 * gossip_interval``
-~ 4.0-4.5 s for a 5-node cluster (the simulator in ``tests/test_swim.py`` measures it).
+Detection time of a crashed member, defaults (period 0.5 s, suspicion 1.5 s), 5 nodes: the
+first probe of it comes within 1-2 periods on average (each of the 4 survivors probes one
+member per period, round-robin), it fails at the end of its period, the survivors hear the
+suspicion within a gossip round or two, and the first to time out confirms its quorum,
+declares DEAD and gossips it. In the simulator (``tests/test_swim.py``, 1-10 ms latency,
+300 kills): mean 2.4 s from crash to every survivor agreeing, p99 3.7 s, max 4.4 s. The
+worst case is the round-robin's: ``~(2 * (n - 1) - 1) * period`` until the first probe if
+every survivor just passed the victim, plus ``period + timeout + ~2 gossip rounds`` --
+bounded in practice by the 4 independent probe orders. (With ``suspicion_timeout=2.0`` add
+0.5 s.) In larger views the timeout grows (x1.3 at 20 members: mean 3.0 s, max 4.4 s).
 
-Wire formats (``record`` = ``[address, incarnation, status, meta]``, ``status`` an int from
+Wire formats (``record`` = ``[address, incarnation, status, meta]``, ``status`` the int of a
 :class:`Status`, ``meta`` None for DEAD/LEFT; ``updates`` = a list of records):
 
-* ``["ping", seq, updates]`` -- answer ``["ack", seq, updates]`` to the sender.
+* ``["ping", seq, updates]`` -- answered ``["ack", seq, updates]`` to the sender.
 * ``["ack", seq, updates]``
 * ``["ping-req", seq, target, updates]`` -- ping ``target``, relay its ack to the sender as
   ``["ack", seq, updates]``.
 * ``["gossip", updates]``
-* ``["join", record]`` -- answer ``["sync", records, False]``.
-* ``["sync", records, want_reply]`` -- merge; answer with our own if ``want_reply``.
+* ``["join", record]`` -- answered ``["sync", records, False]``.
+* ``["sync", records, want_reply]`` -- merged; answered with ours if ``want_reply``.
 * ``["leave", address, incarnation]``
 
 :meth:`Swim.receive` validates the whole message before applying any of it and raises
-``ValueError`` (only) on a malformed one. Performance: a tick costs O(suspects + fanout +
-queued updates), a message O(its updates + queued updates); nothing is O(n^2).
+``ValueError`` -- nothing else -- on a malformed one. Cost: a tick is O(probes in flight +
+fanout + queued news), plus O(n) while suspicions are pending (counting confirmed members);
+a message is O(its records + queued news); nothing is O(n^2).
 """
 
 from __future__ import annotations
@@ -129,7 +151,10 @@ Event: TypeAlias = tuple[str, str, Any]
 _Record: TypeAlias = tuple[str, int, "Status", Any]
 
 _INT_LIMIT = 2**63
-"""Exclusive upper bound of incarnations and sequence numbers."""
+"""Exclusive upper bound of sequence numbers."""
+
+_INC_LIMIT = 2**62
+"""Exclusive upper bound of incarnations from the wire (ours may be bumped past them)."""
 
 _MAX_ADDRESS = 1024
 """Longest address accepted from the wire."""
@@ -157,13 +182,15 @@ class SwimConfig:
     """Wait for a direct ack before asking others (ping-req); must be below ``period``."""
     indirect_probes: int = 3
     """k: members asked to ping an unresponsive target for us."""
-    suspicion_timeout: float = 2.0
-    """SUSPECT -> DEAD after this long without refutation (with quorum)."""
+    suspicion_timeout: float = 1.5
+    """SUSPECT -> DEAD after this long without refutation (with quorum), for up to 10
+    members; beyond, it grows with ``log10(view_size)`` (refutations need more gossip
+    rounds to spread), e.g. x2 at 100 members, x3 at 1,000."""
     gossip_interval: float = 0.2
     """How often queued updates are pushed to ``gossip_fanout`` random members."""
     gossip_fanout: int = 3
     """Members each gossip round is sent to."""
-    max_piggyback: int = 16
+    max_piggyback: int = 32
     """Most updates carried by one message."""
     retransmit_mult: float = 3.0
     """lambda: each update is sent ``ceil(lambda * ln(n + 1))`` times."""
@@ -173,6 +200,9 @@ class SwimConfig:
     """Resend ``join`` to the seeds this often until a ``sync`` answers."""
     dead_retention: float = 3600.0
     """Keep DEAD/LEFT tombstones this long (they reject stale ALIVE hearsay)."""
+    quorum_probes: int = 8
+    """Reachability checks (extra probes) per ``period / 4`` while confirming a quorum (at
+    least; more in a large view). 0 disables them."""
 
     def __post_init__(self) -> None:
         for name in (
@@ -191,7 +221,7 @@ class SwimConfig:
             raise ValueError("SwimConfig.ping_timeout must be shorter than period")
         if not (math.isfinite(self.sync_interval) and self.sync_interval >= 0):
             raise ValueError("SwimConfig.sync_interval must be >= 0 (0 disables it)")
-        for name in ("indirect_probes", "gossip_fanout", "max_piggyback"):
+        for name in ("indirect_probes", "gossip_fanout", "max_piggyback", "quorum_probes"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"SwimConfig.{name} must be a non-negative int, got {value!r}")
@@ -202,7 +232,7 @@ class SwimConfig:
 class _Member:
     """What we know of another member (live or a tombstone)."""
 
-    __slots__ = ("address", "incarnation", "meta", "since", "status")
+    __slots__ = ("address", "checked", "heard", "incarnation", "meta", "since", "status", "verify")
 
     def __init__(
         self, address: str, incarnation: int, status: Status, meta: Any, since: float
@@ -213,6 +243,13 @@ class _Member:
         self.meta = meta
         self.since = since
         """When the current status began (suspicion start, death time)."""
+        self.heard = -math.inf
+        """When we last had direct evidence of it: a message from it, an ack for a probe."""
+        self.checked = -math.inf
+        """When we last sent it a reachability check (quorum verification)."""
+        self.verify = False
+        """Whether its suspicion makes us check the others' reachability (quorum): it is our
+        own finding (our probe failed), or it was re-armed when our quorum came back."""
 
     def record(self) -> list[Any]:
         """The wire record ``[address, incarnation, status, meta]``."""
@@ -231,16 +268,18 @@ class _Broadcast:
 
 
 class _Probe:
-    """The probe of the current protocol period."""
+    """A probe in flight: a ping awaiting its ack (directly or relayed)."""
 
-    __slots__ = ("acked", "indirect", "seq", "started", "target")
+    __slots__ = ("check", "indirect", "seq", "started", "target")
 
-    def __init__(self, target: str, seq: int, started: float) -> None:
+    def __init__(self, target: str, seq: int, started: float, check: bool) -> None:
         self.target = target
         self.seq = seq
         self.started = started
+        self.check = check
+        """A reachability check: it gathers evidence, its failure suspects no one."""
         self.indirect = False
-        self.acked = False
+        """Whether it was escalated (re-ping and ping-req)."""
 
 
 def _transmits(broadcast: _Broadcast) -> int:
@@ -262,6 +301,7 @@ class Swim:
 
     __slots__ = (
         "_cfg",
+        "_doubt",
         "_events",
         "_had_quorum",
         "_inc",
@@ -275,19 +315,21 @@ class Swim:
         "_me",
         "_members",
         "_meta",
+        "_next_check_at",
         "_next_gossip_at",
         "_next_join_at",
         "_next_probe_at",
         "_next_sync_at",
-        "_probe",
         "_probe_order",
         "_probe_pos",
+        "_probes",
         "_queue",
         "_relays",
         "_rng",
         "_seq",
         "_suspects",
         "_tombstones",
+        "_unconfirmed_since",
         "_view_size",
     )
 
@@ -304,7 +346,7 @@ class Swim:
         if (
             isinstance(incarnation, bool)
             or not isinstance(incarnation, int)
-            or not 0 <= incarnation < _INT_LIMIT
+            or not 0 <= incarnation < _INC_LIMIT
         ):
             raise ValueError(f"incarnation must be a non-negative int, got {incarnation!r}")
         self._me = me
@@ -320,14 +362,17 @@ class Swim:
         self._suspects: dict[str, _Member] = {}
         self._view_size = 1
         self._had_quorum = True
+        self._unconfirmed_since: float | None = None
+        self._doubt = False
         self._queue: dict[str, _Broadcast] = {}
         self._events: list[Event] = []
         self._seq = 0
-        self._probe: _Probe | None = None
+        self._probes: dict[int, _Probe] = {}
         self._probe_order: list[str] = []
         self._probe_pos = 0
         self._next_probe_at: float | None = None
         self._next_gossip_at = -math.inf
+        self._next_check_at = -math.inf
         self._next_sync_at: float | None = None
         self._last_tick: float | None = None
         self._relays: dict[int, tuple[str, int, float]] = {}
@@ -368,12 +413,23 @@ class Swim:
         """Whether :meth:`leave` was called (the instance is then inert)."""
         return self._left
 
+    @property
+    def suspicion_timeout(self) -> float:
+        """The suspicion timeout in force: ``config.suspicion_timeout`` scaled by
+        ``max(1, log10(view_size))``."""
+        return self._cfg.suspicion_timeout * max(1.0, math.log10(self._view_size))
+
     def has_quorum(self) -> bool:
-        """Whether we reach a majority of the last agreed view: ``alive > view_size // 2``.
+        """Whether we reach a majority of the last agreed view: ``alive > view_size // 2``,
+        and, while suspicions are pending, we have not failed for a whole suspicion timeout
+        to confirm such a majority (see the module doc).
 
         The node must not activate or serve actors without it. Always False after leave.
         """
-        return not self._left and self.alive_count > self._view_size // 2
+        return not self._left and not self._doubt and self._reaches_majority()
+
+    def _reaches_majority(self) -> bool:
+        return self.alive_count > self._view_size // 2
 
     def members(self) -> dict[str, tuple[int, Status, Any]]:
         """The live view (ALIVE and SUSPECT, ourselves included): address -> (inc, status, meta)."""
@@ -441,9 +497,10 @@ class Swim:
         self._enqueue(self._me, self._self_record())
 
     def tick(self, now: float) -> Outgoing:
-        """Advance timers: probes, ping-req, suspicion timeouts, gossip, sync, join retry.
+        """Advance timers -- probes, ping-req, suspicion timeouts, quorum checks, gossip,
+        push-pull, join retry -- and return the messages to send.
 
-        Call at least every ``period / 4``.
+        Call at least every ``period / 4`` (a longer gap is taken as a stall of ours).
         """
         if self._left:
             return []
@@ -452,12 +509,13 @@ class Swim:
         self._check_stall(now, out)
         self._last_tick = now
 
-        quorum = self.has_quorum()
+        quorum = self._reaches_majority()
         if quorum and not self._had_quorum:
             # Quorum is back: give every pending suspicion a full timeout and re-announce it,
             # so members that were only cut off from us hear it and refute.
             for m in self._suspects.values():
                 m.since = now
+                m.verify = True
                 self._enqueue(m.address, m.record())
         self._had_quorum = quorum
 
@@ -465,35 +523,32 @@ class Swim:
             self._next_join_at = now + cfg.join_retry
             out.extend(self._join_messages())
 
-        # Probing.
+        # Probes in flight: judge those whose period is over, escalate the slow ones.
+        if self._probes:
+            for probe in list(self._probes.values()):
+                if now + _EPS >= probe.started + cfg.period:
+                    del self._probes[probe.seq]
+                    self._probe_failed(probe, now)
+                elif not probe.indirect and now + _EPS >= probe.started + cfg.ping_timeout:
+                    probe.indirect = True
+                    self._escalate(probe, out)
+        # The protocol period: the next member in round-robin order.
         if self._next_probe_at is None:
             self._next_probe_at = now
-        probe = self._probe
         if now + _EPS >= self._next_probe_at:
-            self._end_probe(now)
-            self._start_probe(now, out)
+            next_target = self._next_target()
+            if next_target is not None:
+                self._start_probe(next_target, now, out)
             self._next_probe_at += cfg.period
             if self._next_probe_at <= now:
                 self._next_probe_at = now + cfg.period
-        elif (
-            probe is not None
-            and not probe.acked
-            and not probe.indirect
-            and now + _EPS >= probe.started + cfg.ping_timeout
-        ):
-            probe.indirect = True
-            target = probe.target
-            out.append((target, ["ping", probe.seq, self._piggyback(target)]))
-            for helper in self._random_members(cfg.indirect_probes, target, alive_only=True):
-                out.append((helper, ["ping-req", probe.seq, target, self._piggyback(helper)]))
 
-        # Suspicion timeouts: only with quorum (the partition rule).
-        if self._suspects and quorum:
-            deadline = now + _EPS - cfg.suspicion_timeout
-            expired = [m for m in self._suspects.values() if m.since <= deadline]
-            for m in expired:
-                self._remove(m, Status.DEAD, m.incarnation, now)
-                self._enqueue(m.address, m.record())
+        # Suspicion timeouts: only with a confirmed quorum (the partition rule).
+        if self._suspects:
+            self._settle_suspicions(now, quorum, out)
+        else:
+            self._unconfirmed_since = None
+            self._doubt = False
 
         # Housekeeping.
         if self._relays:
@@ -554,9 +609,11 @@ class Swim:
             if self._ignoring(sender, now, out):
                 return out
             self._apply_all(updates, sender, now, out, gossip=True)
-            probe = self._probe
-            if probe is not None and probe.seq == seq:
-                probe.acked = True
+            probe = self._probes.pop(seq, None)
+            if probe is not None:
+                probed = self._members.get(probe.target)
+                if probed is not None:
+                    probed.heard = now
             else:
                 relay = self._relays.pop(seq, None)
                 if relay is not None:
@@ -575,7 +632,7 @@ class Swim:
             else:
                 self._seq += 1
                 self._relays[self._seq] = (sender, seq, now + self._cfg.period)
-                out.append((target, ["ping", self._seq, self._piggyback(target)]))
+                out.append((target, ["ping", self._seq, self._piggyback(target, introduce=True)]))
         elif kind == "gossip":
             _expect_len(message, 2)
             updates = _check_records(message[1])
@@ -607,7 +664,7 @@ class Swim:
         elif kind == "leave":
             _expect_len(message, 3)
             address = _check_address(message[1])
-            incarnation = _check_int(message[2], "incarnation")
+            incarnation = _check_int(message[2], "incarnation", _INC_LIMIT)
             if self._ignoring(sender, now, out):
                 return out
             self._apply((address, incarnation, Status.LEFT, None), sender, now, out, gossip=True)
@@ -628,18 +685,88 @@ class Swim:
     # -- internals --------------------------------------------------------------
 
     def _ignoring(self, sender: str, now: float, out: Outgoing) -> bool:
-        """Whether to drop a (valid) message; first notices if we were stalled."""
+        """Whether to drop a (valid) message; else notice a stall of ours and take the
+        message as evidence that its sender is reachable."""
         if self._left or sender == self._me:
             return True
         self._check_stall(now, out)
+        m = self._members.get(sender)
+        if m is not None:
+            m.heard = now
         return False
+
+    def _confirmed(self, fresh_since: float) -> int:
+        """Ourselves plus the ALIVE members we had direct evidence of since ``fresh_since``."""
+        members = self._members
+        count = 1
+        for address in self._live:
+            m = members[address]
+            if m.heard >= fresh_since and m.status is Status.ALIVE:
+                count += 1
+        return count
+
+    def _settle_suspicions(self, now: float, quorum: bool, out: Outgoing) -> None:
+        """Turn expired suspicions into DEAD if we can *confirm* a majority of the view.
+
+        Counting every member not (yet) suspected as reachable is not enough: a partition is
+        noticed member by member, so a minority would briefly count the far side as alive,
+        "have quorum", and remove it. A removal therefore also needs a majority of
+        ``view_size`` (ourselves included) to be ALIVE members with direct evidence (a
+        message from them, an ack) newer than the newest pending suspicion -- or, if that is
+        very recent, than ``now - suspicion_timeout``, so that a stream of suspicions in a
+        large cluster does not keep voiding the evidence. A node that found a suspect itself
+        (or re-armed it, or whose suspicion is overdue by another timeout) checks the ALIVE
+        members it lacks such evidence of (pings with ping-req, but a failed check suspects
+        no one: under overload, checking everyone must not snowball into suspecting
+        everyone). Checks go out every ``period / 4``, ``quorum_probes`` at a time -- more in
+        a large view, so that a majority is checked within half a suspicion timeout. Failing
+        to confirm a majority for a whole suspicion timeout makes ``has_quorum()`` False
+        until it is confirmed again or the suspicions are settled.
+        """
+        cfg = self._cfg
+        suspects = self._suspects.values()
+        timeout = self.suspicion_timeout
+        fresh_since = min(max(m.since for m in suspects), now - timeout)
+        if self._confirmed(fresh_since) > self._view_size // 2:
+            self._unconfirmed_since = None
+            self._doubt = False
+            if quorum:
+                deadline = now + _EPS - timeout
+                for m in [m for m in suspects if m.since <= deadline]:
+                    self._remove(m, Status.DEAD, m.incarnation, now)
+                    self._enqueue(m.address, m.record())
+            return
+        if self._unconfirmed_since is None:
+            self._unconfirmed_since = now
+        self._doubt = now + _EPS >= self._unconfirmed_since + timeout
+        if not cfg.quorum_probes or now + _EPS < self._next_check_at:
+            return
+        overdue = now - 2 * timeout
+        if not any(m.verify or m.since <= overdue for m in suspects):
+            return
+        step = cfg.period / 4
+        self._next_check_at = now + step
+        batch = max(cfg.quorum_probes, math.ceil(2 * self._view_size * step / timeout))
+        members = self._members
+        recheck = now - cfg.period
+        stale = [
+            a
+            for a in self._live
+            if (m := members[a]).status is Status.ALIVE
+            and m.heard < fresh_since
+            and m.checked <= recheck
+        ]
+        for address in self._rng.sample(stale, min(batch, len(stale))):
+            members[address].checked = now
+            self._start_probe(address, now, out, check=True)
 
     def _check_stall(self, now: float, out: Outgoing) -> None:
         """Notice that we were stalled (no tick for over ``2 * period``: GC, SIGSTOP,
-        overload). What we failed to hear meanwhile is nobody else's fault: abandon the probe
-        in flight and push the suspicion timers back by the gap. A stall of
-        ``suspicion_timeout`` or more is long enough for the others to have declared us dead:
-        act as if they told us (``self_dead``, rejoin) without waiting to hear it."""
+        overload). What we failed to hear meanwhile is nobody else's fault: abandon the probes
+        in flight and push the suspicion timers back by the gap. A stall of a suspicion
+        timeout plus a period or more is long enough for the others to have declared us dead
+        (a probe of us fails after a period, then the timeout runs): act as if they told us
+        (``self_dead``, rejoin) without waiting to hear it."""
         last = self._last_tick
         if last is None or now - last <= 2 * self._cfg.period:
             return
@@ -647,9 +774,9 @@ class Swim:
         self._last_tick = now
         for m in self._suspects.values():
             m.since += gap
-        self._probe = None
+        self._probes.clear()
         self._next_probe_at = now
-        if gap >= self._cfg.suspicion_timeout:
+        if gap >= self.suspicion_timeout + self._cfg.period:
             self._declared_dead(self._inc, None, now, out)
 
     def _self_record(self) -> list[Any]:
@@ -665,6 +792,7 @@ class Swim:
         return [(address, ["join", record]) for address in self._join_targets]
 
     def _enqueue(self, address: str, record: list[Any]) -> None:
+        """Queue news about ``address`` for gossip, replacing older news about it."""
         queue = self._queue
         queue.pop(address, None)  # re-insert: the newest goes last among equals
         queue[address] = _Broadcast(address, record)
@@ -673,27 +801,34 @@ class Swim:
         n = len(self._live) + 1
         return max(1, math.ceil(self._cfg.retransmit_mult * math.log(n + 1)))
 
-    def _piggyback(self, dest: str) -> list[list[Any]]:
+    def _piggyback(self, dest: str, *, introduce: bool = False) -> list[list[Any]]:
         """Updates for a message to ``dest``: what we hold against it first (its suspicion:
-        Lifeguard's buddy system; its tombstone: it must rejoin), then the least-sent queued
-        updates, each counting as one transmission."""
+        Lifeguard's buddy system; its tombstone: it must rejoin), then (``introduce``: on
+        pings and ping-reqs) our own record, so that a member we probe learns of us even if
+        the gossip about us missed it, then the least-sent queued updates, each counting as
+        one transmission. Queued news about ``dest`` itself is not sent to it."""
         updates: list[list[Any]] = []
         m = self._members.get(dest)
-        pinned = False
         if m is not None and m.status is not Status.ALIVE:
             updates.append(m.record())
-            pinned = True
+        if introduce:
+            updates.append(self._self_record())
         budget = self._cfg.max_piggyback - len(updates)
         queue = self._queue
         if queue and budget > 0:
             limit = self._retransmit_limit()
-            for broadcast in heapq.nsmallest(budget, queue.values(), key=_transmits):
-                if pinned and broadcast.address == dest:
-                    continue  # already first
+            for broadcast in heapq.nsmallest(budget + 2, queue.values(), key=_transmits):
+                if broadcast.address == dest:
+                    continue
+                introduced = introduce and broadcast.address == self._me
+                if not introduced:
+                    if budget == 0:
+                        continue
+                    budget -= 1
+                    updates.append(broadcast.record)
                 broadcast.transmits += 1
                 if broadcast.transmits >= limit:
                     del queue[broadcast.address]
-                updates.append(broadcast.record)
         return updates
 
     def _random_members(self, k: int, exclude: str | None, *, alive_only: bool) -> list[str]:
@@ -734,24 +869,29 @@ class Swim:
             if address in live_pos:
                 return address
 
-    def _start_probe(self, now: float, out: Outgoing) -> None:
-        target = self._next_target()
-        if target is None:
-            return
+    def _start_probe(self, target: str, now: float, out: Outgoing, *, check: bool = False) -> None:
         self._seq += 1
-        self._probe = _Probe(target, self._seq, now)
-        out.append((target, ["ping", self._seq, self._piggyback(target)]))
+        self._probes[self._seq] = _Probe(target, self._seq, now, check)
+        out.append((target, ["ping", self._seq, self._piggyback(target, introduce=True)]))
 
-    def _end_probe(self, now: float) -> None:
-        probe = self._probe
-        self._probe = None
-        if probe is None or probe.acked:
-            return
+    def _escalate(self, probe: _Probe, out: Outgoing) -> None:
+        """No ack within ``ping_timeout``: ping again and ask k others to ping it for us."""
+        target = probe.target
+        out.append((target, ["ping", probe.seq, self._piggyback(target, introduce=True)]))
+        for helper in self._random_members(self._cfg.indirect_probes, target, alive_only=True):
+            updates = self._piggyback(helper, introduce=True)
+            out.append((helper, ["ping-req", probe.seq, target, updates]))
+
+    def _probe_failed(self, probe: _Probe, now: float) -> None:
+        """A probe's period ended without an ack: its target becomes SUSPECT (unless it was
+        a mere reachability check: checking everyone at once must not turn an overload into
+        a wave of suspicions)."""
         m = self._members.get(probe.target)
-        if m is None or m.status is not Status.ALIVE:
+        if probe.check or m is None or m.status is not Status.ALIVE:
             return
         m.status = Status.SUSPECT
         m.since = now
+        m.verify = True
         self._suspects[m.address] = m
         self._events.append(("suspect", m.address, None))
         self._enqueue(m.address, m.record())
@@ -831,6 +971,7 @@ class Swim:
                 self._add_live(m)
                 events.append(("alive", address, meta))
                 if status is Status.SUSPECT:
+                    m.verify = False
                     self._suspects[address] = m
                     events.append(("suspect", address, None))
         elif status is Status.ALIVE:
@@ -857,6 +998,7 @@ class Swim:
             m.incarnation = incarnation
             m.status = Status.SUSPECT
             m.since = now
+            m.verify = False
             self._suspects[address] = m
             if was_alive:
                 events.append(("suspect", address, None))
@@ -893,7 +1035,7 @@ class Swim:
         self, incarnation: int, informer: str | None, now: float, out: Outgoing
     ) -> None:
         """The cluster gave up on this life of ours: say so, move to a new incarnation,
-        and rejoin through ``informer`` (and two random members)."""
+        and rejoin through ``informer`` and random ALIVE members (three in all)."""
         self._events.append(("self_dead", self._me, None))
         self._inc = max(self._inc, incarnation) + 1
         self._join_inc = self._inc
@@ -902,7 +1044,9 @@ class Swim:
             m.status = Status.ALIVE
             self._events.append(("alive", m.address, m.meta))
         self._suspects.clear()
-        self._probe = None
+        self._probes.clear()
+        self._unconfirmed_since = None
+        self._doubt = False
         self._enqueue(self._me, self._self_record())
         targets = [informer] if informer is not None and informer != self._me else []
         targets.extend(self._random_members(3 - len(targets), informer, alive_only=True))
@@ -921,9 +1065,9 @@ def _expect_len(message: list[Any] | tuple[Any, ...], n: int) -> None:
         raise ValueError(f"a {message[0]!r} message has {n} items, got {len(message)}")
 
 
-def _check_int(value: Any, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < _INT_LIMIT:
-        raise ValueError(f"{what} must be an int in [0, 2**63), got {value!r}")
+def _check_int(value: Any, what: str, limit: int = _INT_LIMIT) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < limit:
+        raise ValueError(f"{what} must be an int in [0, {limit}), got {value!r}")
     return int(value)
 
 
@@ -939,7 +1083,8 @@ def _check_record(value: Any) -> _Record:
     address, incarnation, status, meta = value
     if isinstance(status, bool) or not isinstance(status, int) or not 0 <= status <= 3:
         raise ValueError(f"a member status is an int in 0..3, got {status!r}")
-    return (_check_address(address), _check_int(incarnation, "incarnation"), Status(status), meta)
+    incarnation = _check_int(incarnation, "incarnation", _INC_LIMIT)
+    return (_check_address(address), incarnation, Status(status), meta)
 
 
 def _check_records(value: Any) -> list[_Record]:
