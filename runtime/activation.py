@@ -224,7 +224,7 @@ class Activation:
         except Exception as exc:
             err = remote_error(exc)
             if reply is None:
-                _log_tell_failure(self, err)
+                log_tell_failure(self, err)
             elif not reply.done():
                 reply.set_exception(err)
         else:
@@ -258,7 +258,7 @@ class Activation:
             return True
         if reply is None:
             if outcome == RAISED:
-                _log_tell_failure(self, value)
+                log_tell_failure(self, value)
         elif not reply.done():
             if outcome == DONE:
                 self.node._settle_result(reply, value)
@@ -305,6 +305,7 @@ class Activation:
         return list(queue) if queue else []
 
 
-def _log_tell_failure(act: Activation, err: BaseException) -> None:
+def log_tell_failure(act: Activation, err: BaseException) -> None:
+    """Log the failure of a turn nobody waits for (a tell)."""
     detail = err.remote_traceback if isinstance(err, RemoteError) else repr(err)
     log.error("tell to %s/%s failed: %s\n%s", act.type.name, act.key, err, detail)

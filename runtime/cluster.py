@@ -58,6 +58,8 @@ log = logging.getLogger("shoal.cluster")
 HANDOFF_WINDOW: Final = 3.0
 #: Seconds between a client's member-list refreshes.
 CLIENT_REFRESH: Final = 1.0
+#: Most cached locations per actor type (beyond it, owners are computed on every call).
+ROUTE_CACHE: Final = 1 << 17
 #: Most hops (redirects and forwards) one message may take.
 MAX_HOPS: Final = 3
 
@@ -246,6 +248,7 @@ class Cluster:
         ring = self.membership.ring
         if ring.members == old_ring.members:
             return
+        self._locations.clear()
         self._prev_ring = old_ring
         self._changed_at = asyncio.get_running_loop().time()
         log.info("%s: ring is now %s", self.address, list(ring.members))
@@ -293,21 +296,28 @@ class Cluster:
         return self._owner_or_none(type_name, key) == self.address
 
     def route(self, type_name: str, key: str) -> str:
-        """Where to send a message for the actor: a cached location or its owner."""
+        """Where to send a message for the actor: its cached location (the owner, or the host
+        a redirect named), computed on the ring the first time. The cache is dropped whenever
+        the ring changes."""
         table = self._locations.get(type_name)
-        if table is not None:
+        if table is None:
+            table = self._locations[type_name] = {}
+        else:
             host = table.get(key)
             if host is not None:
                 return host
-        return self.owner(type_name, key)
+        host = self.owner(type_name, key)
+        if len(table) < ROUTE_CACHE:
+            table[key] = host
+        return host
 
     def learned(self, type_name: str, key: str, host: str) -> None:
-        """A redirect said the actor lives on ``host``: cache it (unless that is the owner)."""
+        """A redirect said the actor lives on ``host``: remember it."""
         table = self._locations.setdefault(type_name, {})
-        if host == self.owner(type_name, key) or host not in self.membership:
-            table.pop(key, None)
-        else:
+        if host in self.membership:
             table[key] = host
+        else:
+            table.pop(key, None)
 
     async def place(self, atype: ActorType, key: str) -> str:
         """Where an actor this node owns and does not host should live: another host known to

@@ -33,7 +33,15 @@ from actors.errors import (
 from actors.ref import SENT, ActorRef, type_name_of
 from router.swim import SwimConfig
 from runtime import wire
-from runtime.activation import DEAD, DONE, RAISED, Activation, new_chain
+from runtime.activation import (
+    DEAD,
+    DONE,
+    NO_REPLY,
+    RAISED,
+    Activation,
+    log_tell_failure,
+    new_chain,
+)
 from runtime.catalog import Catalog
 from runtime.cluster import MAX_HOPS, Cluster
 from runtime.context import NODE, TURN, node_started, node_stopped
@@ -705,7 +713,12 @@ class Node:
         deadline: float,
     ) -> None:
         if sink is None:
-            act.enqueue(Message(method, env.args, env.kwargs, None, 0.0, 0))
+            if act.can_run_now(0):
+                outcome, value = act.start_turn(method, env.args, env.kwargs, 0, 0.0, NO_REPLY)
+                if outcome == RAISED:
+                    log_tell_failure(act, value)
+            else:
+                act.enqueue(Message(method, env.args, env.kwargs, None, 0.0, 0))
             return
         chain = env.trace
         if act.can_run_now(chain):

@@ -12,7 +12,9 @@ Contract shared by every implementation (see :class:`Transport`):
   schedule (``loop.call_soon``) one flush per iteration. They never call back into the node
   re-entrantly (``deliver`` and ``peer_down`` always run from their own loop callbacks).
   (The zmq transport also flushes right after a batch of ``deliver`` calls, so answers that
-  ``deliver`` queues synchronously leave without waiting one more loop iteration.)
+  ``deliver`` queues synchronously leave without waiting one more loop iteration, and it hands
+  the first chunk of an iteration for an idle peer to the socket at once, so a lone request
+  does not wait for the flush either; what follows it in the same iteration coalesces.)
 * Chunks are delivered in order per connection; a frame arrives whole or not at all. A frame
   may hold any number of chunks (never split one), up to ``max_frame_bytes`` unless a single
   chunk is bigger.

@@ -264,7 +264,8 @@ async def scenario_coalescing(h: Harness) -> None:
     chunks = [b"%05d;" % i for i in range(100)]
     for c in chunks:
         a.t.send(b.address, c)
-    assert a.t.backlog(b.address) == 600  # nothing leaves inside send()
+    # at most the first chunk of the iteration leaves inside send(); the rest wait to coalesce
+    assert a.t.backlog(b.address) in (594, 600)
     frames = await b.recv_bytes(600)
     assert len(frames) <= 3
     assert b"".join(frames) == b"".join(chunks)
