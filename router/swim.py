@@ -159,6 +159,10 @@ _INC_LIMIT = 2**62
 _MAX_ADDRESS = 1024
 """Longest address accepted from the wire."""
 
+_CHECK_ALL_VIEW = 64
+"""Up to this view size every node with a pending suspicion checks reachability; beyond, only
+the nodes that found a suspect themselves (checks cost O(view) messages per node)."""
+
 _EPS = 1e-9
 """Tolerance on deadlines, so ticks at exact multiples of the period are not missed."""
 
@@ -194,8 +198,9 @@ class SwimConfig:
     """Most updates carried by one message."""
     retransmit_mult: float = 3.0
     """lambda: each update is sent ``ceil(lambda * ln(n + 1))`` times."""
-    sync_interval: float = 30.0
-    """Full-state push-pull with a random member this often; 0 disables it."""
+    sync_interval: float = 15.0
+    """Full-state push-pull with a random member this often (and ``4 * period`` after
+    joining); 0 disables it."""
     join_retry: float = 1.0
     """Resend ``join`` to the seeds this often until a ``sync`` answers."""
     dead_retention: float = 3600.0
@@ -232,7 +237,17 @@ class SwimConfig:
 class _Member:
     """What we know of another member (live or a tombstone)."""
 
-    __slots__ = ("address", "checked", "heard", "incarnation", "meta", "since", "status", "verify")
+    __slots__ = (
+        "address",
+        "checked",
+        "heard",
+        "incarnation",
+        "meta",
+        "since",
+        "status",
+        "unanswered",
+        "verify",
+    )
 
     def __init__(
         self, address: str, incarnation: int, status: Status, meta: Any, since: float
@@ -247,6 +262,8 @@ class _Member:
         """When we last had direct evidence of it: a message from it, an ack for a probe."""
         self.checked = -math.inf
         """When we last sent it a reachability check (quorum verification)."""
+        self.unanswered = -math.inf
+        """When we sent it the first check it has not answered yet (if ``> heard``)."""
         self.verify = False
         """Whether its suspicion makes us check the others' reachability (quorum): it is our
         own finding (our probe failed), or it was re-armed when our quorum came back."""
@@ -573,11 +590,11 @@ class Swim:
                     break
 
         # Anti-entropy push-pull.
-        if cfg.sync_interval > 0 and self._live:
+        if self._live and (cfg.sync_interval > 0 or self._next_sync_at is not None):
             if self._next_sync_at is None:
                 self._next_sync_at = now + cfg.sync_interval * (0.5 + self._rng.random())
             elif now >= self._next_sync_at:
-                self._next_sync_at = now + cfg.sync_interval
+                self._next_sync_at = now + cfg.sync_interval if cfg.sync_interval > 0 else None
                 for dest in self._random_members(1, None, alive_only=True):
                     out.append((dest, ["sync", self._all_records(), True]))
         return out
@@ -657,7 +674,11 @@ class Swim:
                 raise ValueError("sync want_reply must be a bool")
             if self._ignoring(sender, now, out):
                 return out
-            self._joined = True
+            if not self._joined:
+                # (Re)joined. Members joining at the same time may be missing from this list
+                # and their news may fade before anyone gossips to us: one more push-pull soon.
+                self._joined = True
+                self._next_sync_at = now + 4 * self._cfg.period
             self._apply_all(records, sender, now, out, gossip=True)
             if want_reply:
                 out.append((sender, ["sync", self._all_records(), False]))
@@ -706,59 +727,86 @@ class Swim:
         return count
 
     def _settle_suspicions(self, now: float, quorum: bool, out: Outgoing) -> None:
-        """Turn expired suspicions into DEAD if we can *confirm* a majority of the view.
+        """Turn expired suspicions into DEAD if we can *confirm* a majority of the view, and
+        keep ``has_quorum()`` honest meanwhile.
 
         Counting every member not (yet) suspected as reachable is not enough: a partition is
         noticed member by member, so a minority would briefly count the far side as alive,
-        "have quorum", and remove it. A removal therefore also needs a majority of
-        ``view_size`` (ourselves included) to be ALIVE members with direct evidence (a
-        message from them, an ack) newer than the newest pending suspicion -- or, if that is
-        very recent, than ``now - suspicion_timeout``, so that a stream of suspicions in a
-        large cluster does not keep voiding the evidence. A node that found a suspect itself
-        (or re-armed it, or whose suspicion is overdue by another timeout) checks the ALIVE
-        members it lacks such evidence of (pings with ping-req, but a failed check suspects
-        no one: under overload, checking everyone must not snowball into suspecting
-        everyone). Checks go out every ``period / 4``, ``quorum_probes`` at a time -- more in
-        a large view, so that a majority is checked within half a suspicion timeout. Failing
-        to confirm a majority for a whole suspicion timeout makes ``has_quorum()`` False
-        until it is confirmed again or the suspicions are settled.
+        "have quorum", and remove it. So we track *direct evidence* (a message from a
+        member, an ack) and count "confirmed" members: ourselves plus the ALIVE members we
+        have evidence of since a threshold.
+
+        * A removal needs a confirmed majority of ``view_size`` since ``now - timeout``
+          (which is after every suspicion being decided, hence after the trouble began),
+          plus the plain ``has_quorum()`` rule.
+        * While that majority is not confirmed since the newest suspicion, we check the
+          ALIVE members we lack such evidence of: pings with ping-req, but a failed check
+          suspects no one (under overload, checking everyone must not snowball into
+          suspecting everyone). Checks go out every ``period / 4``, ``quorum_probes`` at a
+          time, more in a large view so that a majority is checked within half a timeout.
+          Every node with a pending suspicion checks in a view of up to ``_CHECK_ALL_VIEW``
+          members; in a larger one only a node that found a suspect itself (or re-armed it,
+          or whose suspicion is overdue by another timeout), as checks cost O(view) each.
+        * When the checks leave no way to a majority (the unanswered ones failed by SWIM's
+          own criterion: no ack within a period), or no majority was confirmed for a whole
+          timeout, ``has_quorum()`` turns False, and stays so until a majority is confirmed
+          since the newest suspicion or no suspicion is pending. On a minority side this
+          happens about a period after its first suspicion, ahead of the majority's verdict.
         """
         cfg = self._cfg
         suspects = self._suspects.values()
         timeout = self.suspicion_timeout
-        fresh_since = min(max(m.since for m in suspects), now - timeout)
-        if self._confirmed(fresh_since) > self._view_size // 2:
-            self._unconfirmed_since = None
+        half = self._view_size // 2
+        newest = max(m.since for m in suspects)
+        fresh = self._confirmed(newest)  # evidence since the newest trouble
+        if fresh > half:
             self._doubt = False
-            if quorum:
+        # For a verdict, evidence since the suspicions being decided is enough: a removal
+        # needs ``since <= now - timeout``, so older evidence (pre-partition) never counts.
+        recent = fresh if newest <= now - timeout else self._confirmed(now - timeout)
+        if recent > half:
+            self._unconfirmed_since = None
+            if quorum and not self._doubt:
                 deadline = now + _EPS - timeout
                 for m in [m for m in suspects if m.since <= deadline]:
                     self._remove(m, Status.DEAD, m.incarnation, now)
                     self._enqueue(m.address, m.record())
-            return
-        if self._unconfirmed_since is None:
-            self._unconfirmed_since = now
-        self._doubt = now + _EPS >= self._unconfirmed_since + timeout
-        if not cfg.quorum_probes or now + _EPS < self._next_check_at:
+        else:
+            if self._unconfirmed_since is None:
+                self._unconfirmed_since = now
+            if now + _EPS >= self._unconfirmed_since + timeout:
+                self._doubt = True
+        if fresh > half or not cfg.quorum_probes:
             return
         overdue = now - 2 * timeout
-        if not any(m.verify or m.since <= overdue for m in suspects):
+        if not (
+            self._view_size <= _CHECK_ALL_VIEW
+            or any(m.verify or m.since <= overdue for m in suspects)
+        ):
+            return
+        members = self._members
+        recheck = now - cfg.period
+        stale = [
+            m for a in self._live if (m := members[a]).status is Status.ALIVE and m.heard < newest
+        ]
+        # A member failed its check if it sent nothing since a check sent over a period ago
+        # (SWIM's own criterion: no ack within a period, ping-req included); checking it
+        # again does not undo that. The others (not checked yet, check still running) may
+        # yet confirm us.
+        failed = sum(1 for m in stale if m.heard < m.unanswered <= recheck)
+        if fresh + len(stale) - failed <= half:
+            self._doubt = True
+        if now + _EPS < self._next_check_at:
             return
         step = cfg.period / 4
         self._next_check_at = now + step
         batch = max(cfg.quorum_probes, math.ceil(2 * self._view_size * step / timeout))
-        members = self._members
-        recheck = now - cfg.period
-        stale = [
-            a
-            for a in self._live
-            if (m := members[a]).status is Status.ALIVE
-            and m.heard < fresh_since
-            and m.checked <= recheck
-        ]
-        for address in self._rng.sample(stale, min(batch, len(stale))):
-            members[address].checked = now
-            self._start_probe(address, now, out, check=True)
+        due = [m for m in stale if m.checked <= recheck]
+        for m in self._rng.sample(due, min(batch, len(due))):
+            m.checked = now
+            if m.unanswered <= m.heard:
+                m.unanswered = now
+            self._start_probe(m.address, now, out, check=True)
 
     def _check_stall(self, now: float, out: Outgoing) -> None:
         """Notice that we were stalled (no tick for over ``2 * period``: GC, SIGSTOP,

@@ -158,6 +158,7 @@ class Node:
         self._cluster: Cluster | None = None
         self.swim_config: SwimConfig | None = None
         self._hwm = 1 << 20
+        self._congested: dict[str, asyncio.Future[None]] = {}
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -518,8 +519,12 @@ class Node:
         )
         if messaging.transport.backlog(host) < self._hwm:
             return SENT
-        waiter: asyncio.Future[None] = asyncio.ensure_future(messaging.transport.drained(host))
-        waiter.add_done_callback(_retrieve)
+        # Congested: every teller to this peer shares one wait for the backlog to drain.
+        waiter = self._congested.get(host)
+        if waiter is None or waiter.done():
+            waiter = asyncio.ensure_future(messaging.transport.drained(host))
+            waiter.add_done_callback(_retrieve)
+            self._congested[host] = waiter
         return waiter
 
     def _redeliver(self, msg: Message, atype: ActorType, key: str) -> None:
