@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import signal
 import socket
 import time
 from collections.abc import Iterator
@@ -174,5 +175,43 @@ async def test_asks_to_a_dead_peer_fail_with_node_unavailable() -> None:
                 await asyncio.wait_for(pending, 15)
             assert isinstance(info.value, NodeUnavailable), info.value
             assert time.monotonic() - t0 < 9
+    finally:
+        proc.kill()
+
+
+async def test_tells_to_a_stalled_peer_get_backpressure_and_nothing_is_lost() -> None:
+    from runtime.zmq_transport import ZmqTransport
+
+    proc = NodeProcess()
+    try:
+        transport = ZmqTransport(backlog_hwm=64 * 1024, sndhwm=4, max_frame_bytes=16 * 1024)
+        async with Node(seeds=[proc.address], serve=(), transport=transport) as client:
+            c = client.ref(Counter, "pressure")
+            assert await c.incr(0) == 0
+            proc.signal(signal.SIGSTOP)
+            sent = 0
+            blocked = None
+            payload = "x" * 1000
+            try:
+                # Fill zmq's queue and the kernel's socket buffers until the link pushes back
+                # and stays pushed back: then tell() hands out a wait that does not finish.
+                while True:
+                    waiter = c.record.tell(payload)
+                    sent += 1
+                    if transport.backlog(proc.address) < transport.backlog_hwm:
+                        continue
+                    try:
+                        await asyncio.wait_for(asyncio.shield(waiter), 0.3)  # type: ignore[arg-type]
+                    except TimeoutError:
+                        blocked = waiter
+                        break
+                    assert sent < 200_000
+                assert blocked is not None, "the link never pushed back"
+                # memory stays bounded: the sender stopped at the mark
+                assert transport.backlog(proc.address) < 2 * transport.backlog_hwm
+            finally:
+                proc.signal(signal.SIGCONT)
+            await asyncio.wait_for(blocked, 20)  # type: ignore[arg-type]
+            assert len(await c.history.ask(timeout=20)) == sent
     finally:
         proc.kill()
