@@ -11,9 +11,9 @@ Placement and single activation (see also the README's "Cluster" section):
 * The directory records only exceptions: activations that stayed on a node when a join moved
   ownership of their key elsewhere (the host registers them with the new owner). Callers that
   reach an owner for such an actor get a redirect and cache the host: one extra hop, once.
-* After a membership change, an owner that has no entry and no activation for a key it did not
-  own before asks the previous owner first, for ``HANDOFF_WINDOW`` seconds, so that a
-  registration still in flight cannot lead to a second activation.
+* For ``HANDOFF_WINDOW`` seconds after a membership change, an owner that has no entry and no
+  activation for an actor asks the other members that could host it before it activates it,
+  so that a registration still in flight cannot lead to a second activation.
 * Partition rule (from SWIM): a member that cannot reach a majority of the last agreed view
   refuses to serve (``NodeUnavailable``) and drops its activations; the majority side removes
   the unreachable members and reactivates their actors. Healed members learn they were declared
@@ -54,8 +54,9 @@ __all__ = ["Cluster"]
 
 log = logging.getLogger("shoal.cluster")
 
-#: Seconds after a membership change during which a new owner consults the previous one.
-HANDOFF_WINDOW: Final = 3.0
+#: Seconds after a membership change during which an owner asks the other members before it
+#: activates an actor it has no record of.
+HANDOFF_WINDOW: Final = 5.0
 #: Seconds between a client's member-list refreshes.
 CLIENT_REFRESH: Final = 1.0
 #: Most cached locations per actor type (beyond it, owners are computed on every call).
@@ -98,13 +99,13 @@ class Cluster:
                 self._swim_config,
             )
         self._locations: dict[str, dict[str, str]] = {}
-        self._prev_ring: Ring | None = None
         self._changed_at = -HANDOFF_WINDOW
         self._placing: dict[tuple[str, str], asyncio.Future[str]] = {}
         self._task: asyncio.Task[None] | None = None
         self._seeds: list[str] = []
         self._synced = asyncio.Event()
         self.leaving = False
+        self._no_quorum_since: float | None = None
 
     def _meta(self) -> list[Any]:
         return [self._types, self._resources]
@@ -159,11 +160,7 @@ class Cluster:
             try:
                 self._send(self.swim.tick(loop.time()))
                 self._apply_events()
-                if not self.swim.has_quorum() and self.node._catalog.count:
-                    # Cut off from the majority: it may remove us and reactivate our actors,
-                    # so ours must not live on (see the partition rule above).
-                    log.warning("%s lost quorum: dropping its activations", self.address)
-                    self.node._drop_all_activations(f"{self.address} has no quorum")
+                self._check_quorum(loop.time())
             except Exception:  # a bug here must not stop failure detection
                 log.exception("membership tick failed")
             await asyncio.sleep(step)
@@ -198,6 +195,24 @@ class Cluster:
                 self._member_gone(address)
         self.membership.merge(fresh.values())
         self._ring_changed(old_ring)
+
+    def _check_quorum(self, now: float) -> None:
+        """Without quorum this node serves nothing at once; once it has been cut off for as
+        long as the majority needs to remove it, it also drops its activations, which the
+        majority will have reactivated (see the partition rule above). A brief loss of quorum
+        that heals before that keeps them."""
+        assert self.swim is not None
+        if self.swim.has_quorum():
+            self._no_quorum_since = None
+            return
+        if self._no_quorum_since is None:
+            self._no_quorum_since = now
+            log.warning("%s lost quorum: it serves no actors until it is back", self.address)
+        elif (
+            now - self._no_quorum_since >= self.swim.suspicion_timeout and self.node._catalog.count
+        ):
+            log.warning("%s lost quorum: dropping its activations", self.address)
+            self.node._drop_all_activations(f"{self.address} has no quorum")
 
     def _send(self, out: list[tuple[str, Any]]) -> None:
         for address, message in out:
@@ -249,7 +264,6 @@ class Cluster:
         if ring.members == old_ring.members:
             return
         self._locations.clear()
-        self._prev_ring = old_ring
         self._changed_at = asyncio.get_running_loop().time()
         log.info("%s: ring is now %s", self.address, list(ring.members))
         if self.hosting:
@@ -346,41 +360,36 @@ class Cluster:
             if entry.host != self.address and entry.host in self.membership:
                 return entry.host
             self.directory.unregister(atype.name, key, entry.host)
-        if (atype.name, key) in self._placing or self._previous_owner(atype, key) is not None:
+        if (atype.name, key) in self._placing or self._unsettled():
             return None
         return self.address
 
-    def _previous_owner(self, atype: ActorType, key: str) -> str | None:
-        prev = self._prev_ring
-        if prev is None or asyncio.get_running_loop().time() - self._changed_at > HANDOFF_WINDOW:
-            return None
-        members = self.membership.members
-
-        def eligible(address: str) -> bool:
-            m = members.get(address)
-            return m is not None and m.can_host(atype.name, atype.resources)
-
-        try:
-            before = prev.owner_of(atype.name, key, eligible)
-        except LookupError:
-            return None
-        return None if before == self.address else before
+    def _unsettled(self) -> bool:
+        """Whether the ring changed within the last ``HANDOFF_WINDOW`` seconds."""
+        return asyncio.get_running_loop().time() - self._changed_at <= HANDOFF_WINDOW
 
     async def _place(self, atype: ActorType, key: str) -> str:
         decided = self.place_now(atype, key)
         if decided is not None:
             return decided
-        before = self._previous_owner(atype, key)
-        if before is None:
-            return self.address
-        try:
-            host = await self.node._control_request(before, "lookup", [atype.name, key], 2.0)
-        except ActorError as err:
-            log.info("previous owner %s of %s/%s did not answer: %s", before, atype.name, key, err)
-            return self.address
-        if isinstance(host, str) and host != self.address and host in self.membership:
-            self.directory.register(atype.name, key, host, 0)
-            return host
+        # Just after a change, the actor may still live where the old ring put it (and that
+        # host's registration may be in flight): ask the members that could host it.
+        members = self.membership.members
+        peers = [
+            a
+            for a, m in members.items()
+            if a != self.address and m.can_host(atype.name, atype.resources)
+        ]
+        answers = await asyncio.gather(
+            *(self.node._control_request(p, "lookup", [atype.name, key], 1.0) for p in peers),
+            return_exceptions=True,
+        )
+        for peer, host in zip(peers, answers, strict=True):
+            if isinstance(host, BaseException):
+                log.info("%s did not answer a lookup of %s/%s: %s", peer, atype.name, key, host)
+            elif isinstance(host, str) and host != self.address and host in self.membership:
+                self.directory.register(atype.name, key, host, 0)
+                return host
         return self.address
 
     def activated(self, act: Activation) -> None:

@@ -334,19 +334,14 @@ class Node:
     ) -> Any:
         atype = self._types.get(type_name)
         method = None if atype is None else self._method(atype, method_name)
-        cluster = self._cluster
-        if cluster is not None and (
-            atype is None or self._catalog.get(atype, key) is None or not cluster.serving()
-        ):
-            host = cluster.route(type_name, key)
-            if host == self._address and atype is not None and cluster.serving():
-                host = cluster.place_now(atype, key) or await cluster.place(atype, key)
-            if host != self._address:
+        if self._cluster is not None:
+            host = self._elsewhere(atype, type_name, key)
+            if host == "" and atype is not None:
+                host = await self._cluster.place(atype, key)
+            if host is not None and host != self._address:
                 return await self._remote_ask(
                     host, type_name, key, method_name, args, kwargs, timeout
                 )
-            if not cluster.serving():
-                raise NodeUnavailable(f"{self._address} has no quorum: it serves no actors")
         if method is None or self._served(type_name) is None:
             raise UnknownActorType(f"no actor type {type_name!r} is served here")
         if self.check_serializable:
@@ -472,14 +467,14 @@ class Node:
     ) -> Awaitable[None]:
         atype = self._types.get(type_name)
         method = None if atype is None else self._method(atype, method_name)
-        cluster = self._cluster
-        if cluster is not None and (
-            atype is None or self._catalog.get(atype, key) is None or not cluster.serving()
-        ):
-            host = cluster.route(type_name, key)
-            if host == self._address and atype is not None and cluster.serving():
-                host = cluster.place_now(atype, key) or host
-            if host != self._address or not cluster.serving():
+        if self._cluster is not None:
+            host = self._elsewhere(atype, type_name, key)
+            if host == "" and atype is not None:
+                self._loop.create_task(
+                    self._tell_when_placed(atype, key, method_name, args, kwargs)
+                )
+                return SENT
+            if host is not None:
                 return self._remote_tell(host, type_name, key, method_name, args, kwargs)
         if method is None or atype is None or self._served(type_name) is None:
             raise UnknownActorType(f"no actor type {type_name!r} is served here")
@@ -487,6 +482,45 @@ class Node:
             self._check((args, kwargs), "arguments")
         self._activation(atype, key).enqueue(Message(method, args, kwargs, None, 0.0, 0))
         return SENT
+
+    def _elsewhere(self, atype: ActorType | None, type_name: str, key: str) -> str | None:
+        """On a cluster: the node a message for the actor must go to, or None to deliver it
+        here, or ``""`` when this node owns the actor but must first hear from the previous
+        owner (just after a membership change). ``NodeUnavailable`` without quorum."""
+        cluster = self._cluster
+        assert cluster is not None
+        serving = cluster.serving()
+        if serving and atype is not None and self._catalog.get(atype, key) is not None:
+            return None
+        host = cluster.route(type_name, key)
+        if host != self._address:
+            return host
+        if not serving:
+            raise NodeUnavailable(f"{self._address} has no quorum: it serves no actors")
+        if atype is None:
+            return None
+        placed = cluster.place_now(atype, key)
+        if placed is None:
+            return ""
+        return None if placed == self._address else placed
+
+    async def _tell_when_placed(
+        self,
+        atype: ActorType,
+        key: str,
+        method_name: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> None:
+        assert self._cluster is not None
+        try:
+            host = await self._cluster.place(atype, key)
+            if host != self._address:
+                self._remote_tell(host, atype.name, key, method_name, args, kwargs)
+            else:
+                self._tell(atype.name, key, method_name, args, kwargs)
+        except ActorError as err:
+            log.warning("tell to %s/%s.%s dropped: %s", atype.name, key, method_name, err)
 
     def _remote_tell(
         self,

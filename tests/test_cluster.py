@@ -72,7 +72,8 @@ async def test_single_activation_under_concurrent_first_calls_from_every_node() 
             for key in infos.values():
 
                 async def sees_all(key: str = key) -> bool:
-                    return await client.ref("NodeInfo", key).address() in addresses
+                    view = await client.ref("NodeInfo", key).view()
+                    return sorted(view) == sorted(addresses)
 
                 await _until(sees_all, 15)
             counts = await asyncio.gather(
