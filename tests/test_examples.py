@@ -1,16 +1,21 @@
-"""The examples run as documented."""
+"""The examples run as documented (each in its own process: they register their own actors)."""
 
 from __future__ import annotations
 
-import runpy
+import subprocess
+import sys
 from pathlib import Path
 
-import pytest
-
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_counter_example(capsys: pytest.CaptureFixture[str]) -> None:
-    runpy.run_path(str(EXAMPLES / "counter.py"), run_name="__main__")
-    out = capsys.readouterr().out
+def test_counter_example() -> None:
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "counter.py")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        cwd=ROOT,
+    ).stdout
     assert "incr -> 5" in out and "after a tell -> 6" in out and "still alive: 6" in out
