@@ -50,6 +50,7 @@ ACTIVE: Final = 0
 DEACTIVATING: Final = 1
 DEAD: Final = 2
 ACTIVATING: Final = 3  # an on_activate that suspended is still running
+MIGRATING: Final = 4  # its state is being handed to another node; messages wait
 
 #: Outcomes of starting a turn.
 DONE: Final = 0

@@ -449,6 +449,10 @@ class Cluster:
 
     # -- control messages -----------------------------------------------------------------------
 
+    def post(self, peer: str, op: str, body: Any) -> None:
+        """Send a control message that needs no answer."""
+        self._post(peer, op, body)
+
     def _post(self, peer: str, op: str, body: Any) -> None:
         self.messaging.post(
             peer, wire.Envelope(wire.CONTROL, 0, self.address, method=op, body=body)
@@ -469,11 +473,18 @@ class Cluster:
         if op == "members":
             answer = self._members_wire()
         elif op in ("register", "unregister"):
-            type_name, key, host, epoch = _actor_body(body, 4)
+            if isinstance(body, list) and len(body) == 5:
+                type_name, key, host, epoch, previous = _actor_body(body, 5)
+            else:
+                type_name, key, host, epoch = _actor_body(body, 4)
+                previous = None
             if not isinstance(host, str) or not isinstance(epoch, int):
-                raise ValueError("register body is [type_name, key, host, epoch]")
+                raise ValueError("register body is [type_name, key, host, epoch(, previous)]")
             self.epochs.observe(epoch)
             if op == "register":
+                if previous is not None:
+                    # a migration: the entry moves from the previous host to the new one
+                    self.directory.unregister(type_name, key, str(previous))
                 winner = self.directory.register(type_name, key, host, epoch)
                 answer = winner.host
             else:
@@ -496,8 +507,15 @@ class Cluster:
             if not isinstance(epoch, int):
                 raise ValueError("handoff epoch must be an int")
             self.epochs.observe(epoch)
-            node._receive_handoff(type_name, key, state)
-            answer = True
+            answer = node._receive_handoff(type_name, key, state)
+        elif op == "migrate":
+            type_name, key, target = _actor_body(body, 3)
+            if not isinstance(target, str):
+                raise ValueError("migrate body is [type_name, key, to]")
+            reply = RemoteReply(self.messaging, route, env.corr) if env.corr else None
+            task = asyncio.get_running_loop().create_task(node._migrate_out(type_name, key, target))
+            task.add_done_callback(lambda t: _answer(t, reply))
+            return
         elif op == "data":
             if not isinstance(body, str):
                 raise ValueError("data body is a key")
@@ -526,6 +544,20 @@ class Cluster:
                     continue
                 out.append(Member(address, types, resources, incarnation).to_wire())
         return out
+
+
+def _answer(task: asyncio.Task[None], reply: RemoteReply | None) -> None:
+    if task.cancelled():
+        err: BaseException | None = ActorError("cancelled")
+    else:
+        err = task.exception()
+    if reply is None:
+        if err is not None:
+            log.warning("migration failed: %s", err)
+    elif err is not None:
+        reply.set_exception(err)
+    else:
+        reply.set_result(True)
 
 
 def _actor_body(body: Any, n: int) -> list[Any]:

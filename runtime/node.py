@@ -34,8 +34,10 @@ from actors.ref import SENT, ActorRef, type_name_of
 from router.swim import SwimConfig
 from runtime import wire
 from runtime.activation import (
+    ACTIVE,
     DEAD,
     DONE,
+    MIGRATING,
     NO_REPLY,
     RAISED,
     Activation,
@@ -47,6 +49,7 @@ from runtime.cluster import MAX_HOPS, Cluster
 from runtime.context import NODE, TURN, node_started, node_stopped
 from runtime.mailbox import Message, ReplySink
 from runtime.messaging import Messaging, RemoteReply
+from runtime.state import get_state
 from runtime.transport import Route, Transport
 
 __all__ = ["Node"]
@@ -248,18 +251,23 @@ class Node:
         return self._catalog.count
 
     async def locate(self, ref: ActorRef) -> str | None:
-        """The address of the node hosting ``ref``'s activation, or None if it is not active."""
+        """The address of the node hosting ``ref``'s activation, or None if it is not active.
+        Asks where this node would send the actor's messages, then its owner."""
         if self._catalog.lookup(ref.type_name, ref.key) is not None:
             return self._address
         cluster = self._cluster
         if cluster is None:
             return None
-        host = cluster.route(ref.type_name, ref.key)
-        if host == self._address:
-            entry = cluster.directory.lookup(ref.type_name, ref.key)
-            return entry.host if entry is not None else None
-        answer = await self._control_request(host, "locate", [ref.type_name, ref.key])
-        return answer if isinstance(answer, str) else None
+        places = [cluster.route(ref.type_name, ref.key), cluster.owner(ref.type_name, ref.key)]
+        for host in dict.fromkeys(places):
+            if host == self._address:
+                entry = cluster.directory.lookup(ref.type_name, ref.key)
+                answer: Any = entry.host if entry is not None else None
+            else:
+                answer = await self._control_request(host, "locate", [ref.type_name, ref.key])
+            if isinstance(answer, str):
+                return answer
+        return None
 
     @property
     def members(self) -> list[str]:
@@ -269,10 +277,28 @@ class Node:
         return sorted(a for a, m in self._cluster.membership.members.items() if m.types)
 
     async def migrate(self, ref: ActorRef, to: str) -> None:
-        """Move ``ref``'s activation to the node at ``to``, state included."""
-        if to == self._address or (self._cluster is None and to == self._address):
+        """Move ``ref``'s activation to the member at ``to``, state included, losing no
+        message: messages that arrive meanwhile wait and then follow it. An actor that is not
+        active is activated at ``to``. Stateless workers are not moved."""
+        cluster = self._cluster
+        if cluster is None:
+            if to == self._address:
+                return
+            raise NodeUnavailable(f"{to} is not a member of this (embedded) node's cluster")
+        member = cluster.membership.members.get(to)
+        if member is None or not member.types:
+            raise NodeUnavailable(f"{to} is not a hosting member of the cluster")
+        if ref.type_name not in member.types:
+            raise UnknownActorType(f"{to} does not serve actor type {ref.type_name!r}")
+        host = await self.locate(ref)
+        if host == to:
             return
-        raise NodeUnavailable(f"{to} is not a member of this (embedded) node's cluster")
+        if host is None:
+            await self._control_request(to, "handoff", [ref.type_name, ref.key, None, 0])
+        elif host == self._address:
+            await self._migrate_out(ref.type_name, ref.key, to)
+        else:
+            await self._control_request(host, "migrate", [ref.type_name, ref.key, to])
 
     def _data_put(self, key: str, payload: Any) -> DataRef:
         self._data[key] = payload
@@ -581,23 +607,16 @@ class Node:
             return
         act.enqueue(msg)
 
-    def _reroute(self, msg: Message, atype: ActorType, key: str) -> None:
-        cluster = self._cluster
-        assert cluster is not None
+    def _reroute(self, msg: Message, atype: ActorType, key: str, host: str | None = None) -> None:
+        """Send a message that can no longer run here to ``host`` (default: the owner on the
+        ring without this node): a remote caller is redirected, a local one re-asks there, a
+        tell is forwarded."""
         reply = msg.reply
-        try:
-            ring = cluster.membership.ring.copy()
-            ring.discard(self._address)
-            members = cluster.membership.members
-            host = ring.owner_of(
-                atype.name,
-                key,
-                lambda a: a in members and members[a].can_host(atype.name, atype.resources),
-            )
-        except LookupError:
-            err = NodeUnavailable(f"no other member can host {atype.name}/{key}")
+        if host is None:
+            host = self._successor(atype, key)
+        if host is None:
             if reply is not None:
-                reply.set_exception(err)
+                reply.set_exception(NodeUnavailable(f"no other member can host {atype.name}/{key}"))
             return
         if reply is None:
             self._remote_tell(host, atype.name, key, msg.method.name, msg.args, msg.kwargs, 1)
@@ -618,6 +637,22 @@ class Node:
                 )
             )
             task.add_done_callback(lambda t: _chain_future(t, reply))
+
+    def _successor(self, atype: ActorType, key: str) -> str | None:
+        """The owner of the actor on the ring without this node (where it goes when we leave)."""
+        cluster = self._cluster
+        assert cluster is not None
+        ring = cluster.membership.ring.copy()
+        ring.discard(self._address)
+        members = cluster.membership.members
+        try:
+            return ring.owner_of(
+                atype.name,
+                key,
+                lambda a: a in members and members[a].can_host(atype.name, atype.resources),
+            )
+        except LookupError:
+            return None
 
     def _settle_result(self, reply: ReplySink, value: Any) -> None:
         if self.check_serializable:
@@ -691,18 +726,60 @@ class Node:
                 if msg.reply is not None and not msg.reply.done():
                     msg.reply.set_exception(err)
 
-    def _receive_handoff(self, type_name: str, key: str, state: Any) -> None:
+    def _receive_handoff(self, type_name: str, key: str, state: Any) -> int:
+        """Activate an actor handed over (leave, migration) with its state; returns its epoch."""
         atype = self._served(type_name)
         if atype is None:
             raise UnknownActorType(f"{self._address} serves no actor type {type_name!r}")
-        if self._catalog.lookup(type_name, key) is not None:
+        known = self._catalog.lookup(type_name, key)
+        if known is not None and not isinstance(known, list):
             log.warning(
                 "handoff of %s/%s: already active here, kept the running one", type_name, key
             )
-            return
+            return known.epoch
         assert self._cluster is not None
         act = self._catalog.activate(atype, key, self._cluster.new_epoch(), state=state)
         self._cluster.activated(act)
+        return act.epoch
+
+    async def _migrate_out(self, type_name: str, key: str, to: str) -> None:
+        """Move this node's activation of ``type_name``/``key`` to ``to``: hold new messages,
+        let the running turn end, hand the state over, then send the held messages after it."""
+        cluster = self._cluster
+        assert cluster is not None
+        act = self._catalog.lookup(type_name, key)
+        if act is None:
+            raise NodeUnavailable(f"{type_name}/{key} is not active on {self._address}")
+        if isinstance(act, list):
+            raise ActorError("stateless workers are not migrated: each node runs its own")
+        if act.status != ACTIVE:
+            raise ActorError(f"{type_name}/{key} is activating or deactivating; try again")
+        loop = self._loop
+        act.status = MIGRATING  # new messages queue up and wait
+        try:
+            give_up = loop.time() + self.default_timeout
+            while act.running:
+                if loop.time() > give_up:
+                    raise ActorTimeout(f"{type_name}/{key} stayed busy; migration abandoned")
+                await asyncio.sleep(0.001)
+            state = get_state(act.instance)
+            epoch = await self._control_request(to, "handoff", [type_name, key, state, act.epoch])
+        except BaseException:
+            act.status = ACTIVE
+            act.schedule()
+            raise
+        self._catalog._remove(act, notify=False)
+        cluster.learned(type_name, key, to)
+        owner = cluster.owner(type_name, key)
+        new_epoch = epoch if isinstance(epoch, int) and not isinstance(epoch, bool) else 0
+        if owner == self._address:
+            cluster.directory.register(type_name, key, to, new_epoch)
+        elif owner == to:
+            cluster.post(owner, "unregister", [type_name, key, self._address, act.epoch])
+        else:
+            cluster.post(owner, "register", [type_name, key, to, new_epoch, self._address])
+        for msg in act.take_backlog():
+            self._reroute(msg, act.type, key, to)
 
     def _on_request(self, env: wire.Envelope, route: Route) -> None:
         """An ASK or TELL from the wire: deliver it here, or say where the actor lives."""
@@ -725,7 +802,7 @@ class Node:
             if act is None:
                 if not cluster.serving():
                     raise NodeUnavailable(f"{self._address} has no quorum: it serves no actors")
-                host = cluster.owner(atype.name, env.key)
+                host = cluster.route(atype.name, env.key)
                 if host == self._address:
                     placed = cluster.place_now(atype, env.key)
                     if placed is None:

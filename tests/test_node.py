@@ -15,6 +15,7 @@ from actors import (
     ActorError,
     ActorTimeout,
     Node,
+    NodeUnavailable,
     RemoteError,
     SerializationError,
     UnknownActorType,
@@ -243,3 +244,14 @@ async def test_many_actors_are_independent(node: Node) -> None:
 async def test_ask_with_kwargs_through_ask_options(node: Node) -> None:
     c = node.ref(Counter, "kw")
     assert await c.incr.ask(n=4, timeout=5.0) == 4
+
+
+async def test_migrate_to_a_non_member_is_refused(node: Node) -> None:
+    c = node.ref(Counter, "stay-put")
+    assert await c.incr() == 1
+    with pytest.raises(NodeUnavailable):
+        await node.migrate(c, to="tcp://127.0.0.1:1")
+    where = await node.locate(c)
+    assert where is not None
+    await node.migrate(c, to=where)  # already there: nothing to do
+    assert await c.incr() == 2
