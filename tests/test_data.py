@@ -27,3 +27,22 @@ async def test_refs_are_values() -> None:
         DataRef("a", "n") == DataRef("a", "n")
         and len({DataRef("a", "n")} | {DataRef("a", "n")}) == 1
     )
+
+
+async def test_remote_get_fetches_over_the_wire() -> None:
+    from runtime.memory_transport import MemoryNetwork, MemoryTransport
+
+    net = MemoryNetwork()
+    a = Node(listen="mem://data-a", transport=MemoryTransport(net))
+    b = Node(listen="mem://data-b", seeds=["mem://data-a"], transport=MemoryTransport(net))
+    await a.start()
+    await b.start()
+    try:
+        ref = a._data_put("shard-1", {"rows": [1, 2, 3]})
+        assert ref.node == "mem://data-a"
+        assert await b._data_get(ref) == {"rows": [1, 2, 3]}
+        with pytest.raises(ActorError):
+            await b._data_get(DataRef("missing", "mem://data-a"))
+    finally:
+        await b.stop()
+        await a.stop()
