@@ -1,6 +1,7 @@
 """``shoal demo``: a small local cluster and what it shows.
 
-Starts node processes on loopback, spreads named counters over them, and compares the same
+Starts node processes on loopback, spreads named counters over them, moves one live, kills a
+node and times how soon its actors answer again from the survivors, and compares the same
 stateful work done two ways, as in Hellerstein et al.'s "Serverless Computing: One Step Forward,
 Two Steps Back": by long-running addressable actors that keep their state in memory and talk
 over ZeroMQ, and by stateless functions that read and write their state through storage
@@ -20,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from actors import Node, actor
+from actors import ActorError, Node, actor
 
 DEMO_MODULE = "runtime.demo"
 
@@ -112,6 +113,35 @@ async def run_demo(nodes: int = 3, calls: int = 2000) -> int:
                 f"{calls * 5} concurrent asks over {len(keys)} actors on {nodes} nodes: "
                 f"{rate:,.0f} calls/s"
             )
+
+            here = await client.locate(ref)
+            there = next(a for a in addresses if a != here)
+            before = await ref.add(0)
+            await client.migrate(ref, to=there)
+            after = await ref.add(0)
+            print(
+                f"live migration of tally-0 from {here} to {await client.locate(ref)}: "
+                f"state {before} -> {after}"
+            )
+
+            if nodes >= 3:
+                victim_at = addresses[-1]
+                victims = placement.get(victim_at, [])
+                victim = procs[-1]
+                victim.kill()
+                t0 = time.perf_counter()
+                while True:
+                    try:
+                        await asyncio.gather(
+                            *(client.ref(Tally, k).add.ask(0, timeout=0.5) for k in victims)
+                        )
+                        break
+                    except ActorError:
+                        await asyncio.sleep(0.05)
+                print(
+                    f"SIGKILL of {victim_at}: its {len(victims)} actors answer again from the "
+                    f"survivors after {time.perf_counter() - t0:.1f} s (state was in memory only)"
+                )
 
         with tempfile.TemporaryDirectory() as tmp:
             db = sqlite3.connect(Path(tmp) / "state.db")
