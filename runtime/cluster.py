@@ -40,7 +40,7 @@ from router.directory import Directory, EpochClock
 from router.membership import Member, Membership
 from router.ring import Ring
 from router.swim import Status, Swim, SwimConfig
-from runtime import wire
+from runtime import migration, wire
 from runtime.messaging import Messaging, RemoteReply
 from runtime.state import get_state
 from runtime.transport import Route
@@ -513,7 +513,9 @@ class Cluster:
             if not isinstance(target, str):
                 raise ValueError("migrate body is [type_name, key, to]")
             reply = RemoteReply(self.messaging, route, env.corr) if env.corr else None
-            task = asyncio.get_running_loop().create_task(node._migrate_out(type_name, key, target))
+            task = asyncio.get_running_loop().create_task(
+                migration.migrate_out(node, type_name, key, target)
+            )
             task.add_done_callback(lambda t: _answer(t, reply))
             return
         elif op == "data":

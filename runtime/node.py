@@ -32,12 +32,10 @@ from actors.errors import (
 )
 from actors.ref import SENT, ActorRef, type_name_of
 from router.swim import SwimConfig
-from runtime import wire
+from runtime import migration, wire
 from runtime.activation import (
-    ACTIVE,
     DEAD,
     DONE,
-    MIGRATING,
     NO_REPLY,
     RAISED,
     Activation,
@@ -49,7 +47,6 @@ from runtime.cluster import MAX_HOPS, Cluster
 from runtime.context import NODE, TURN, node_started, node_stopped
 from runtime.mailbox import Message, ReplySink
 from runtime.messaging import Messaging, RemoteReply
-from runtime.state import get_state
 from runtime.transport import Route, Transport
 
 __all__ = ["Node"]
@@ -279,26 +276,9 @@ class Node:
     async def migrate(self, ref: ActorRef, to: str) -> None:
         """Move ``ref``'s activation to the member at ``to``, state included, losing no
         message: messages that arrive meanwhile wait and then follow it. An actor that is not
-        active is activated at ``to``. Stateless workers are not moved."""
-        cluster = self._cluster
-        if cluster is None:
-            if to == self._address:
-                return
-            raise NodeUnavailable(f"{to} is not a member of this (embedded) node's cluster")
-        member = cluster.membership.members.get(to)
-        if member is None or not member.types:
-            raise NodeUnavailable(f"{to} is not a hosting member of the cluster")
-        if ref.type_name not in member.types:
-            raise UnknownActorType(f"{to} does not serve actor type {ref.type_name!r}")
-        host = await self.locate(ref)
-        if host == to:
-            return
-        if host is None:
-            await self._control_request(to, "handoff", [ref.type_name, ref.key, None, 0])
-        elif host == self._address:
-            await self._migrate_out(ref.type_name, ref.key, to)
-        else:
-            await self._control_request(host, "migrate", [ref.type_name, ref.key, to])
+        active is activated at ``to``. Stateless workers are not moved. See
+        ``runtime.migration``."""
+        await migration.migrate(self, ref, to)
 
     def _data_put(self, key: str, payload: Any) -> DataRef:
         self._data[key] = payload
@@ -741,45 +721,6 @@ class Node:
         act = self._catalog.activate(atype, key, self._cluster.new_epoch(), state=state)
         self._cluster.activated(act)
         return act.epoch
-
-    async def _migrate_out(self, type_name: str, key: str, to: str) -> None:
-        """Move this node's activation of ``type_name``/``key`` to ``to``: hold new messages,
-        let the running turn end, hand the state over, then send the held messages after it."""
-        cluster = self._cluster
-        assert cluster is not None
-        act = self._catalog.lookup(type_name, key)
-        if act is None:
-            raise NodeUnavailable(f"{type_name}/{key} is not active on {self._address}")
-        if isinstance(act, list):
-            raise ActorError("stateless workers are not migrated: each node runs its own")
-        if act.status != ACTIVE:
-            raise ActorError(f"{type_name}/{key} is activating or deactivating; try again")
-        loop = self._loop
-        act.status = MIGRATING  # new messages queue up and wait
-        try:
-            give_up = loop.time() + self.default_timeout
-            while act.running:
-                if loop.time() > give_up:
-                    raise ActorTimeout(f"{type_name}/{key} stayed busy; migration abandoned")
-                await asyncio.sleep(0.001)
-            state = get_state(act.instance)
-            epoch = await self._control_request(to, "handoff", [type_name, key, state, act.epoch])
-        except BaseException:
-            act.status = ACTIVE
-            act.schedule()
-            raise
-        self._catalog._remove(act, notify=False)
-        cluster.learned(type_name, key, to)
-        owner = cluster.owner(type_name, key)
-        new_epoch = epoch if isinstance(epoch, int) and not isinstance(epoch, bool) else 0
-        if owner == self._address:
-            cluster.directory.register(type_name, key, to, new_epoch)
-        elif owner == to:
-            cluster.post(owner, "unregister", [type_name, key, self._address, act.epoch])
-        else:
-            cluster.post(owner, "register", [type_name, key, to, new_epoch, self._address])
-        for msg in act.take_backlog():
-            self._reroute(msg, act.type, key, to)
 
     def _on_request(self, env: wire.Envelope, route: Route) -> None:
         """An ASK or TELL from the wire: deliver it here, or say where the actor lives."""

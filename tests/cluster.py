@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import select
@@ -9,9 +10,11 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+
+from actors import ActorError, Node
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -121,3 +124,51 @@ def cluster(size: int, **kwargs: object) -> Iterator[list[NodeProcess]]:
     finally:
         for n in nodes:
             n.kill()
+
+
+def info_keys(client: Node, addresses: list[str]) -> dict[str, str]:
+    """A NodeInfo key owned by each address (so each call runs on that node)."""
+    assert client._cluster is not None
+    found: dict[str, str] = {}
+    i = 0
+    while len(found) < len(addresses):
+        key = f"info-{i}"
+        owner = client._cluster.owner("NodeInfo", key)
+        found.setdefault(owner, key)
+        i += 1
+        assert i < 10_000
+    return found
+
+
+async def until(
+    predicate: Callable[[], Awaitable[bool]], timeout: float, step: float = 0.05
+) -> float:
+    """Poll ``predicate`` until true; returns the seconds it took (fails past ``timeout``)."""
+    start = time.monotonic()
+    while True:
+        try:
+            if await predicate():
+                return time.monotonic() - start
+        except ActorError:
+            pass
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"condition not met within {timeout} s")
+        await asyncio.sleep(step)
+
+
+async def converged_client(procs: list[NodeProcess], members: int) -> Node:
+    client = Node(seeds=[p.address for p in procs], serve=(), default_timeout=10)
+    await client.start()
+
+    async def converged() -> bool:
+        return len(client.members) == members
+
+    await until(converged, 15)
+    addresses = sorted(p.address for p in procs)
+    for key in info_keys(client, addresses).values():
+
+        async def sees_all(key: str = key) -> bool:
+            return sorted(await client.ref("NodeInfo", key).view()) == addresses
+
+        await until(sees_all, 15)
+    return client

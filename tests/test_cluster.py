@@ -9,71 +9,22 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 
-from actors import ActorError, ActorTimeout, Node, NodeUnavailable
-from tests.cluster import NodeProcess, cluster
+from actors import ActorTimeout, NodeUnavailable
+from tests.cluster import NodeProcess, cluster, converged_client, info_keys, until
 
 pytestmark = [pytest.mark.timeout(240), pytest.mark.slow]
 
 
-def _info_keys(client: Node, addresses: list[str]) -> dict[str, str]:
-    """A NodeInfo key owned by each address (so each call runs on that node)."""
-    assert client._cluster is not None
-    found: dict[str, str] = {}
-    i = 0
-    while len(found) < len(addresses):
-        key = f"info-{i}"
-        owner = client._cluster.owner("NodeInfo", key)
-        found.setdefault(owner, key)
-        i += 1
-        assert i < 10_000
-    return found
-
-
-async def _until(
-    predicate: Callable[[], Awaitable[bool]], timeout: float, step: float = 0.05
-) -> float:
-    """Poll ``predicate`` until true; returns the seconds it took (fails past ``timeout``)."""
-    start = time.monotonic()
-    while True:
-        try:
-            if await predicate():
-                return time.monotonic() - start
-        except ActorError:
-            pass
-        if time.monotonic() - start > timeout:
-            raise AssertionError(f"condition not met within {timeout} s")
-        await asyncio.sleep(step)
-
-
-async def _client(procs: list[NodeProcess], members: int) -> Node:
-    client = Node(seeds=[p.address for p in procs], serve=(), default_timeout=10)
-    await client.start()
-
-    async def converged() -> bool:
-        return len(client.members) == members
-
-    await _until(converged, 15)
-    addresses = sorted(p.address for p in procs)
-    for key in _info_keys(client, addresses).values():
-
-        async def sees_all(key: str = key) -> bool:
-            return sorted(await client.ref("NodeInfo", key).view()) == addresses
-
-        await _until(sees_all, 15)
-    return client
-
-
 async def test_single_activation_under_concurrent_first_calls_from_every_node() -> None:
     with cluster(5) as procs:
-        client = await _client(procs, 5)
+        client = await converged_client(procs, 5)
         try:
             addresses = [p.address for p in procs]
-            infos = _info_keys(client, addresses)
+            infos = info_keys(client, addresses)
             keys = [f"id-{i}" for i in range(10_000)]
             # every node's view must have converged before the storm
             for key in infos.values():
@@ -82,7 +33,7 @@ async def test_single_activation_under_concurrent_first_calls_from_every_node() 
                     view = await client.ref("NodeInfo", key).view()
                     return sorted(view) == sorted(addresses)
 
-                await _until(sees_all, 15)
+                await until(sees_all, 15)
             counts = await asyncio.gather(
                 *(
                     client.ref("NodeInfo", k).hit_all.ask("Probe", keys, k, timeout=120)
@@ -102,7 +53,7 @@ async def test_single_activation_under_concurrent_first_calls_from_every_node() 
 
 async def test_sigkill_one_of_five_under_load_recovers_and_never_runs_twice() -> None:
     with cluster(5) as procs:
-        client = await _client(procs, 5)
+        client = await converged_client(procs, 5)
         try:
             victim = procs[2]
             keys = [f"load-{i}" for i in range(60)]
@@ -137,7 +88,7 @@ async def test_sigkill_one_of_five_under_load_recovers_and_never_runs_twice() ->
                 )
                 return all(not isinstance(r, BaseException) for r in results)
 
-            took = await _until(recovered, 15, step=0.1)
+            took = await until(recovered, 15, step=0.1)
             await asyncio.sleep(0.5)
             stop.set()
             await asyncio.wait_for(asyncio.gather(*workers), 10)
@@ -161,7 +112,7 @@ async def test_sigkill_one_of_five_under_load_recovers_and_never_runs_twice() ->
 
 async def test_graceful_leave_hands_actors_over_with_state() -> None:
     with cluster(3) as procs:
-        client = await _client(procs, 3)
+        client = await converged_client(procs, 3)
         try:
             leaver = procs[1]
             keys = [f"leave-{i}" for i in range(40)]
@@ -174,7 +125,7 @@ async def test_graceful_leave_hands_actors_over_with_state() -> None:
             async def left() -> bool:
                 return leaver.address not in client.members
 
-            await _until(left, 10)
+            await until(left, 10)
             counts = await asyncio.gather(*(client.ref("Counter", k).peek() for k in keys))
             assert counts == [7] * len(keys)
         finally:
@@ -183,7 +134,7 @@ async def test_graceful_leave_hands_actors_over_with_state() -> None:
 
 async def test_join_keeps_activations_in_place_and_redirects_once() -> None:
     with cluster(2) as procs:
-        client = await _client(procs, 2)
+        client = await converged_client(procs, 2)
         newcomer: NodeProcess | None = None
         try:
             keys = [f"stay-{i}" for i in range(60)]
@@ -194,7 +145,7 @@ async def test_join_keeps_activations_in_place_and_redirects_once() -> None:
             async def three() -> bool:
                 return len(client.members) == 3
 
-            await _until(three, 15)
+            await until(three, 15)
             assert client._cluster is not None
             moved = [k for k in keys if client._cluster.owner("Counter", k) == newcomer.address]
             assert moved
@@ -210,7 +161,7 @@ async def test_join_keeps_activations_in_place_and_redirects_once() -> None:
 
 async def test_sigstop_then_resume_rejoins_without_duplicates() -> None:
     with cluster(4) as procs:
-        client = await _client(procs, 4)
+        client = await converged_client(procs, 4)
         try:
             sleeper = procs[3]
             keys = [f"nap-{i}" for i in range(40)]
@@ -222,7 +173,7 @@ async def test_sigstop_then_resume_rejoins_without_duplicates() -> None:
                 async def removed() -> bool:
                     return sleeper.address not in client.members
 
-                await _until(removed, 10)
+                await until(removed, 10)
                 for k in keys:  # reactivated elsewhere
                     await client.ref("Probe", k).touch("during")
             finally:
@@ -231,8 +182,8 @@ async def test_sigstop_then_resume_rejoins_without_duplicates() -> None:
             async def back() -> bool:
                 return sleeper.address in client.members
 
-            await _until(back, 15)
-            infos = _info_keys(client, [p.address for p in procs])
+            await until(back, 15)
+            infos = info_keys(client, [p.address for p in procs])
             per_node = await asyncio.gather(
                 *(client.ref("NodeInfo", k).active_keys("Probe") for k in infos.values())
             )
@@ -240,43 +191,5 @@ async def test_sigstop_then_resume_rejoins_without_duplicates() -> None:
             assert len(seen) == len(set(seen)), "an actor is active twice"
             for k in keys:
                 await client.ref("Probe", k).touch("after")
-        finally:
-            await client.stop()
-
-
-async def test_migrate_moves_state_and_loses_no_message() -> None:
-    with cluster(3) as procs:
-        client = await _client(procs, 3)
-        try:
-            assert client._cluster is not None
-            key = "mover"
-            c = client.ref("Counter", key)
-            assert await c.incr(5) == 5
-            home = client._cluster.owner("Counter", key)
-            assert await client.locate(c) == home
-            away = next(p.address for p in procs if p.address != home)
-            elsewhere = next(p.address for p in procs if p.address not in (home, away))
-
-            async def load(n: int) -> list[int]:
-                return [await c.incr(1) for _ in range(n)]
-
-            loads = [asyncio.ensure_future(load(25)) for _ in range(8)]
-            for _ in range(20):
-                c.incr.tell(1)
-            await asyncio.sleep(0.01)
-            await client.migrate(c, to=away)
-            results = await asyncio.wait_for(asyncio.gather(*loads), 30)
-            assert await client.locate(c) == away
-            total = 5 + 8 * 25 + 20
-            assert await c.peek() == total
-            seen = sorted(x for r in results for x in r)
-            assert len(seen) == len(set(seen)) == 200  # every ask ran exactly once
-
-            await client.migrate(c, to=elsewhere)  # from a non-owner to a third node
-            assert await client.locate(c) == elsewhere
-            assert await c.incr(1) == total + 1
-            await client.migrate(c, to=home)  # and back to the owner
-            assert await client.locate(c) == home
-            assert await c.incr(1) == total + 2
         finally:
             await client.stop()
