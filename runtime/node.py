@@ -472,6 +472,14 @@ class Node:
         kwargs: dict[str, Any],
     ) -> Awaitable[None]:
         atype = self._types.get(type_name)
+        if atype is not None and self._cluster is None and not self.check_serializable:
+            # Fast path: an embedded node telling an actor that is active (no stateless pool).
+            table = self._catalog._by_type.get(type_name)
+            act = None if table is None else table.get(key)
+            method = atype.methods.get(method_name)
+            if type(act) is Activation and method is not None and self._serve is None:
+                act.enqueue(Message(method, args, kwargs, None, 0.0, 0))
+                return SENT
         method = None if atype is None else self._method(atype, method_name)
         if self._cluster is not None:
             host = self._elsewhere(atype, type_name, key)
