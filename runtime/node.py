@@ -348,12 +348,11 @@ class Node:
                 return await self._remote_ask(
                     host, type_name, key, method_name, args, kwargs, timeout
                 )
-        if method is None or self._served(type_name) is None:
+        if atype is None or method is None or self._served(type_name) is None:
             raise UnknownActorType(f"no actor type {type_name!r} is served here")
         if self.check_serializable:
             self._check((args, kwargs), "arguments")
-        act = self._activation(method_type := atype, key)  # type: ignore[arg-type]
-        del method_type
+        act = self._activation(atype, key)
         if timeout is None:
             timeout = self.default_timeout
         deadline = self._loop.time() + timeout
