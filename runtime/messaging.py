@@ -165,10 +165,6 @@ class Messaging:
         """Send a TELL or CONTROL envelope (no reply expected)."""
         self.transport.send(peer, wire.encode_envelope(env, max_size=self.max_frame))
 
-    def answer(self, route: Route, env: wire.Envelope) -> None:
-        """Send an envelope back along ``route``."""
-        self.transport.reply(route, wire.encode_envelope(env, max_size=self.max_frame))
-
     # -- receiving ------------------------------------------------------------------------------
 
     def on_frame(self, frame: bytes, route: Route) -> None:

@@ -413,7 +413,7 @@ class Node:
                 type_name,
                 key,
                 method_name,
-                args,  # type: ignore[arg-type]  # the codec takes tuples as lists
+                args,
                 kwargs,
                 time.time() + (deadline - loop.time()),
                 hops,
@@ -558,7 +558,7 @@ class Node:
                 type_name,
                 key,
                 method_name,
-                args,  # type: ignore[arg-type]  # the codec takes tuples as lists
+                args,
                 kwargs,
                 0.0,
                 hops,

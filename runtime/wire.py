@@ -474,7 +474,7 @@ class Envelope:
         type_name: str = "",
         key: str = "",
         method: str = "",
-        args: list[Any] | None = None,
+        args: list[Any] | tuple[Any, ...] | None = None,
         kwargs: dict[str, Any] | None = None,
         deadline: float = 0.0,
         hops: int = 0,
@@ -488,7 +488,8 @@ class Envelope:
         self.type_name = type_name
         self.key = key
         self.method = method
-        self.args: list[Any] = [] if args is None else args
+        # A tuple (what a caller's *args is) is encoded as an array; decoding gives lists.
+        self.args: list[Any] | tuple[Any, ...] = [] if args is None else args
         self.kwargs: dict[str, Any] = {} if kwargs is None else kwargs
         self.deadline = deadline
         self.hops = hops
