@@ -775,18 +775,23 @@ def _decode_rest(first: Any, rest: bytes, hook: Callable[[int, bytes], Any]) -> 
         strict_map_key=False,
         max_buffer_size=max(size, 1),
     )
-    end = 0  # offset just past the last complete object; tell() also counts partial input
     try:
         unpacker.feed(rest)
         for obj in unpacker:
-            end = unpacker.tell()
             out.append(_to_envelope(obj))
     except ProtocolError:
         raise
     except Exception as exc:
         raise ProtocolError(f"malformed frame: {_describe(exc)}") from exc
-    if end != size:
-        raise ProtocolError(f"truncated envelope at the end of the frame ({size - end} bytes)")
+    # Iteration stops at the end of the input or before an incomplete object; the unpacker
+    # refuses to switch to read_bytes in the middle of one, which is how a truncated last
+    # envelope shows (tell() would count its partial input too).
+    try:
+        leftover = unpacker.read_bytes(1)
+    except ValueError:
+        leftover = b"?"
+    if leftover:
+        raise ProtocolError("truncated envelope at the end of the frame")
     return out
 
 
