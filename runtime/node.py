@@ -86,9 +86,13 @@ def _retrieve(fut: asyncio.Future[Any]) -> None:
         fut.exception()
 
 
-def _expire(fut: asyncio.Future[Any], what: str, timeout: float) -> None:
+def _expire(
+    fut: asyncio.Future[Any], type_name: str, key: str, method: str, timeout: float
+) -> None:
     if not fut.done():
-        fut.set_exception(ActorTimeout(f"{what} did not answer within {timeout:g} s"))
+        fut.set_exception(
+            ActorTimeout(f"{type_name}/{key}.{method} did not answer within {timeout:g} s")
+        )
 
 
 class Node:
@@ -405,6 +409,7 @@ class Node:
             chain = new_chain()
         messaging, cluster = self._messaging, self._cluster
         assert messaging is not None and cluster is not None
+        wall_deadline = time.time() + (deadline - now)  # absolute: it survives hops
         for hops in range(MAX_HOPS + 1):
             env = wire.Envelope(
                 wire.ASK,
@@ -415,15 +420,16 @@ class Node:
                 method_name,
                 args,
                 kwargs,
-                time.time() + (deadline - loop.time()),
+                wall_deadline,
                 hops,
                 chain,
             )
             if messaging.transport.backlog(host) >= self._hwm:
                 await self._drained(host, deadline)
             corr, fut = messaging.request(host, env, loop)
+            handle = loop.call_at(deadline, _expire, fut, type_name, key, method_name, timeout)
             try:
-                return await self._wait(fut, deadline, timeout, type_name, key, method_name)
+                return await fut
             except wire.Redirect as redirect:
                 host = str(redirect)
                 cluster.learned(type_name, key, host)
@@ -432,6 +438,7 @@ class Node:
                         type_name, key, method_name, tuple(args), kwargs, timeout
                     )
             finally:
+                handle.cancel()
                 messaging.forget(corr)
         raise NodeUnavailable(f"{type_name}/{key} could not be located in {MAX_HOPS} hops")
 
@@ -454,9 +461,7 @@ class Node:
     ) -> Any:
         if waiter.done():
             return waiter.result()
-        handle = self._loop.call_at(
-            deadline, _expire, waiter, f"{type_name}/{key}.{method_name}", timeout
-        )
+        handle = self._loop.call_at(deadline, _expire, waiter, type_name, key, method_name, timeout)
         try:
             return await waiter
         finally:
