@@ -71,9 +71,8 @@ class RemoteReply:
             return
         self._done = True
         m = self._messaging
-        env = wire.Envelope(wire.REPLY, self._corr, m.address, body=result)
         try:
-            chunk = wire.encode_envelope(env, max_size=m.max_frame)
+            chunk = wire.encode_reply(self._corr, m.address, result, max_size=m.max_frame)
         except SerializationError as err:
             chunk = m.encode_error(self._corr, SerializationError(f"result: {err}"))
         m.transport.reply(self._route, chunk)

@@ -106,6 +106,7 @@ __all__ = [
     "decode_frame",
     "encode_envelope",
     "encode_frame",
+    "encode_reply",
     "error_reply",
     "error_to_body",
     "register",
@@ -658,6 +659,22 @@ def encode_envelope(
             f"encoded {Kind(kind).name} to {type_name}/{key}.{method} is "
             f"{len(data)} bytes, over the limit of {max_size}"
         )
+    return data
+
+
+def encode_reply(
+    corr: int,
+    sender: str,
+    result: Any,
+    codec: Codec = DEFAULT_CODEC,
+    max_size: int = DEFAULT_MAX_FRAME,
+) -> bytes:
+    """Encode a REPLY envelope (the hot answer path): the same bytes as
+    ``encode_envelope(Envelope(REPLY, corr, sender, body=result))`` without building and
+    re-checking a header this module writes itself. Raises like :func:`encode_envelope`."""
+    data = codec.packb([VERSION, REPLY, corr, sender, "", "", "", [], {}, 0.0, 0, 0, 0, result])
+    if len(data) > max_size:
+        raise MessageTooLarge(f"encoded reply is {len(data)} bytes, over the limit of {max_size}")
     return data
 
 

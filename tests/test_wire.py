@@ -850,3 +850,16 @@ def test_fuzz_one_million_frames() -> None:
         f"fuzzed {total} frames: {ok} decoded, {bad} ProtocolError "
         f"in {elapsed:.1f}s ({elapsed / total * 1e6:.1f} us/frame)"
     )
+
+
+def test_encode_reply_matches_encode_envelope() -> None:
+    from runtime.wire import REPLY, Envelope, encode_envelope, encode_reply
+
+    for body in (None, 3, "x", [1, {"a": b"b"}]):
+        assert encode_reply(7, "tcp://n:1", body) == encode_envelope(
+            Envelope(REPLY, 7, "tcp://n:1", body=body)
+        )
+    with pytest.raises(MessageTooLarge):
+        encode_reply(1, "", b"x" * 100, max_size=50)
+    with pytest.raises(SerializationError):
+        encode_reply(1, "", object())
