@@ -156,6 +156,68 @@ class Messaging:
         self.transport.send(peer, chunk)
         return corr, fut
 
+    def ask(
+        self,
+        peer: str,
+        type_name: str,
+        key: str,
+        method: str,
+        args: tuple[Any, ...] | list[Any],
+        kwargs: dict[str, Any],
+        deadline: float,
+        hops: int,
+        trace: int,
+        loop: asyncio.AbstractEventLoop,
+    ) -> tuple[int, asyncio.Future[Any]]:
+        """Send an ASK for an actor (the hot path of :meth:`request`); ``deadline`` is absolute
+        wall-clock time. The caller must :meth:`forget` the correlation id when done."""
+        corr = next(self._corr)
+        chunk = wire.encode_request(
+            wire.ASK,
+            corr,
+            self.address,
+            type_name,
+            key,
+            method,
+            args,
+            kwargs,
+            deadline,
+            hops,
+            trace,
+            max_size=self.max_frame,
+        )
+        fut: asyncio.Future[Any] = loop.create_future()
+        self._pending[corr] = _Pending(fut, peer)
+        self.transport.send(peer, chunk)
+        return corr, fut
+
+    def tell(
+        self,
+        peer: str,
+        type_name: str,
+        key: str,
+        method: str,
+        args: tuple[Any, ...] | list[Any],
+        kwargs: dict[str, Any],
+        hops: int,
+    ) -> None:
+        """Send a TELL for an actor."""
+        chunk = wire.encode_request(
+            wire.TELL,
+            0,
+            self.address,
+            type_name,
+            key,
+            method,
+            args,
+            kwargs,
+            0.0,
+            hops,
+            0,
+            max_size=self.max_frame,
+        )
+        self.transport.send(peer, chunk)
+
     def forget(self, corr: int) -> None:
         """Stop waiting for the reply to ``corr`` (answered, timed out or cancelled)."""
         self._pending.pop(corr, None)

@@ -411,22 +411,11 @@ class Node:
         assert messaging is not None and cluster is not None
         wall_deadline = time.time() + (deadline - now)  # absolute: it survives hops
         for hops in range(MAX_HOPS + 1):
-            env = wire.Envelope(
-                wire.ASK,
-                0,
-                messaging.address,
-                type_name,
-                key,
-                method_name,
-                args,
-                kwargs,
-                wall_deadline,
-                hops,
-                chain,
-            )
             if messaging.transport.backlog(host) >= self._hwm:
                 await self._drained(host, deadline)
-            corr, fut = messaging.request(host, env, loop)
+            corr, fut = messaging.ask(
+                host, type_name, key, method_name, args, kwargs, wall_deadline, hops, chain, loop
+            )
             handle = loop.call_at(deadline, _expire, fut, type_name, key, method_name, timeout)
             try:
                 return await fut
@@ -554,21 +543,7 @@ class Node:
             raise ActorError("the node is not running (use `async with Node()`)")
         messaging = self._messaging
         assert messaging is not None
-        messaging.post(
-            host,
-            wire.Envelope(
-                wire.TELL,
-                0,
-                messaging.address,
-                type_name,
-                key,
-                method_name,
-                args,
-                kwargs,
-                0.0,
-                hops,
-            ),
-        )
+        messaging.tell(host, type_name, key, method_name, args, kwargs, hops)
         if messaging.transport.backlog(host) < self._hwm:
             return SENT
         # Congested: every teller to this peer shares one wait for the backlog to drain.

@@ -107,6 +107,7 @@ __all__ = [
     "encode_envelope",
     "encode_frame",
     "encode_reply",
+    "encode_request",
     "error_reply",
     "error_to_body",
     "register",
@@ -652,6 +653,51 @@ def encode_envelope(
             trace,
             epoch,
             env.body,
+        ]
+    )
+    if len(data) > max_size:
+        raise MessageTooLarge(
+            f"encoded {Kind(kind).name} to {type_name}/{key}.{method} is "
+            f"{len(data)} bytes, over the limit of {max_size}"
+        )
+    return data
+
+
+def encode_request(
+    kind: int,
+    corr: int,
+    sender: str,
+    type_name: str,
+    key: str,
+    method: str,
+    args: list[Any] | tuple[Any, ...],
+    kwargs: dict[str, Any],
+    deadline: float,
+    hops: int,
+    trace: int,
+    codec: Codec = DEFAULT_CODEC,
+    max_size: int = DEFAULT_MAX_FRAME,
+) -> bytes:
+    """Encode an ASK or TELL built by the runtime itself (the hot send path): the same bytes as
+    :func:`encode_envelope` without an Envelope object. The header values come from the node
+    (names are str, ``kwargs`` keys are str because they came through ``**``); only the
+    arguments need the codec's checks. Raises like :func:`encode_envelope`."""
+    data = codec.packb(
+        [
+            VERSION,
+            kind,
+            corr,
+            sender,
+            type_name,
+            key,
+            method,
+            args if type(args) is list else list(args),
+            kwargs,
+            deadline,
+            hops,
+            trace,
+            0,
+            None,
         ]
     )
     if len(data) > max_size:

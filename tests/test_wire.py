@@ -863,3 +863,18 @@ def test_encode_reply_matches_encode_envelope() -> None:
         encode_reply(1, "", b"x" * 100, max_size=50)
     with pytest.raises(SerializationError):
         encode_reply(1, "", object())
+
+
+def test_encode_request_matches_encode_envelope() -> None:
+    from runtime.wire import ASK, TELL, Envelope, encode_envelope, encode_request
+
+    for kind in (ASK, TELL):
+        fast = encode_request(kind, 5, "tcp://n:1", "T", "k", "m", (1, "a"), {"x": [2]}, 9.5, 1, 77)
+        slow = encode_envelope(
+            Envelope(kind, 5, "tcp://n:1", "T", "k", "m", [1, "a"], {"x": [2]}, 9.5, 1, 77)
+        )
+        assert fast == slow
+    with pytest.raises(SerializationError):
+        encode_request(ASK, 1, "", "T", "k", "m", (object(),), {}, 0.0, 0, 0)
+    with pytest.raises(MessageTooLarge):
+        encode_request(TELL, 0, "", "T", "k", "m", (b"x" * 100,), {}, 0.0, 0, 0, max_size=50)
