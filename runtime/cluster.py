@@ -42,7 +42,6 @@ from router.ring import Ring
 from router.swim import Status, Swim, SwimConfig
 from runtime import migration, wire
 from runtime.messaging import Messaging, RemoteReply
-from runtime.state import get_state
 from runtime.transport import Route
 
 if TYPE_CHECKING:
@@ -415,36 +414,24 @@ class Cluster:
     # -- handoff --------------------------------------------------------------------------------
 
     async def _hand_off_all(self, grace: float) -> None:
-        ring = self.membership.ring.copy()
-        ring.discard(self.address)
-        members = self.membership.members
-        sends = []
-        for act in list(self.node._catalog):
+        """Move every activation to its owner on the ring without this node, as a migration:
+        messages that arrive meanwhile wait and then follow it (see ``runtime.migration``)."""
+        node = self.node
+        moves = []
+        for act in list(node._catalog):
             if act.type.stateless:
                 continue
-            atype = act.type
-
-            def eligible(address: str, atype: ActorType = atype) -> bool:
-                m = members.get(address)
-                return m is not None and m.can_host(atype.name, atype.resources)
-
-            try:
-                target = ring.owner_of(atype.name, act.key, eligible)
-            except LookupError:
-                continue
-            sends.append(self._hand_off(act, target, grace))
-        if sends:
-            await asyncio.gather(*sends)
+            target = node._successor(act.type, act.key)
+            if target is not None:
+                moves.append(self._hand_off(act, target, grace))
+        if moves:
+            await asyncio.gather(*moves)
 
     async def _hand_off(self, act: Activation, target: str, grace: float) -> None:
-        node = self.node
-        await node._catalog.deactivate(act)
         try:
-            state = get_state(act.instance)
-            await node._control_request(
-                target, "handoff", [act.type.name, act.key, state, act.epoch], grace
-            )
-        except ActorError as err:
+            async with asyncio.timeout(grace):
+                await migration.migrate_out(self.node, act.type.name, act.key, target)
+        except (ActorError, TimeoutError) as err:
             log.warning("handoff of %s/%s to %s failed: %s", act.type.name, act.key, target, err)
 
     # -- control messages -----------------------------------------------------------------------

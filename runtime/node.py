@@ -728,9 +728,12 @@ class Node:
                 deadline = self._loop.time() + remaining
             act = self._catalog.get(atype, env.key)
             if act is None:
-                if not cluster.serving():
-                    raise NodeUnavailable(f"{self._address} has no quorum: it serves no actors")
                 host = cluster.route(atype.name, env.key)
+                if host == self._address and not cluster.serving():
+                    successor = self._successor(atype, env.key) if cluster.leaving else None
+                    if successor is None:
+                        raise NodeUnavailable(f"{self._address} serves no actors now")
+                    host = successor
                 if host == self._address:
                     placed = cluster.place_now(atype, env.key)
                     if placed is None:

@@ -193,3 +193,51 @@ async def test_sigstop_then_resume_rejoins_without_duplicates() -> None:
                 await client.ref("Probe", k).touch("after")
         finally:
             await client.stop()
+
+
+async def test_graceful_leave_under_load_runs_every_acknowledged_call_once() -> None:
+    with cluster(3) as procs:
+        client = await converged_client(procs, 3)
+        try:
+            assert client._cluster is not None
+            leaver = procs[2]
+            keys = [f"busy-leave-{i}" for i in range(30)]
+            keys = [k for k in keys if client._cluster.owner("Probe", k) == leaver.address] or keys
+            for k in keys:
+                await client.ref("Probe", k).touch("start")
+            acked: dict[str, list[int]] = {k: [] for k in keys}
+            stop = asyncio.Event()
+            seq = 0
+
+            async def load(key: str) -> None:
+                nonlocal seq
+                while not stop.is_set():
+                    seq += 1
+                    call_id = seq
+                    try:
+                        await client.ref("Probe", key).touch.ask(call_id, timeout=3.0)
+                        acked[key].append(call_id)
+                    except (NodeUnavailable, ActorTimeout):
+                        await asyncio.sleep(0.02)
+
+            workers = [asyncio.ensure_future(load(k)) for k in keys]
+            await asyncio.sleep(0.3)
+            loop = asyncio.get_running_loop()
+            code = await loop.run_in_executor(None, leaver.terminate)
+            assert code == 0
+
+            async def left() -> bool:
+                return leaver.address not in client.members
+
+            await until(left, 10)
+            await asyncio.sleep(0.3)
+            stop.set()
+            await asyncio.wait_for(asyncio.gather(*workers), 15)
+            ran = await asyncio.gather(*(client.ref("Probe", k).ran() for k in keys))
+            for key, calls in zip(keys, ran, strict=True):
+                ids = [c for c in calls if isinstance(c, int)]
+                assert calls[0] == "start", key  # the state came along
+                assert len(ids) == len(set(ids)), key  # nothing ran twice
+                assert set(acked[key]) <= set(ids), key  # every acknowledged call is there
+        finally:
+            await client.stop()
