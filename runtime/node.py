@@ -714,6 +714,22 @@ class Node:
         messaging, cluster = self._messaging, self._cluster
         assert messaging is not None and cluster is not None
         is_ask = env.kind == wire.ASK
+        if not is_ask:
+            # Fast path for a stream of tells to an actor active here.
+            table = self._catalog._by_type.get(env.type_name)
+            act = None if table is None else table.get(env.key)
+            if type(act) is Activation and (self._serve is None or env.type_name in self._serve):
+                method = act.type.methods.get(env.method)
+                if method is not None:
+                    if act.can_run_now(0):
+                        outcome, value = act.start_turn(
+                            method, env.args, env.kwargs, 0, 0.0, NO_REPLY
+                        )
+                        if outcome == RAISED:
+                            log_tell_failure(act, value)
+                    else:
+                        act.enqueue(Message(method, env.args, env.kwargs, None, 0.0, 0))
+                    return
         sink = RemoteReply(messaging, route, env.corr) if is_ask else None
         try:
             atype = self._served(env.type_name)
