@@ -721,14 +721,7 @@ class Node:
             if type(act) is Activation and (self._serve is None or env.type_name in self._serve):
                 method = act.type.methods.get(env.method)
                 if method is not None:
-                    if act.can_run_now(0):
-                        outcome, value = act.start_turn(
-                            method, env.args, env.kwargs, 0, 0.0, NO_REPLY
-                        )
-                        if outcome == RAISED:
-                            log_tell_failure(act, value)
-                    else:
-                        act.enqueue(Message(method, env.args, env.kwargs, None, 0.0, 0))
+                    self._deliver(env, None, method, act, 0.0)
                     return
         sink = RemoteReply(messaging, route, env.corr) if is_ask else None
         try:

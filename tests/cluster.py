@@ -172,3 +172,39 @@ async def converged_client(procs: list[NodeProcess], members: int) -> Node:
 
         await until(sees_all, 15)
     return client
+
+
+class ProbeLoad:
+    """Steady asks to ``Probe`` actors, each with a unique call id, recording every outcome as
+    ``(kind, call_id)``: ``"ok"`` or the typed error's name (``NodeUnavailable``,
+    ``ActorTimeout``), so a test can check that acknowledged calls ran exactly once."""
+
+    def __init__(self, client: Node, keys: list[str], timeout: float, backoff: float) -> None:
+        self.client = client
+        self.outcomes: dict[str, list[tuple[str, int]]] = {k: [] for k in keys}
+        self._timeout = timeout
+        self._backoff = backoff
+        self._stop = asyncio.Event()
+        self._seq = 0
+        self._workers = [asyncio.ensure_future(self._run(k)) for k in keys]
+
+    async def _run(self, key: str) -> None:
+        from actors import ActorTimeout, NodeUnavailable
+
+        while not self._stop.is_set():
+            self._seq += 1
+            call_id = self._seq
+            try:
+                await self.client.ref("Probe", key).touch.ask(call_id, timeout=self._timeout)
+                self.outcomes[key].append(("ok", call_id))
+            except (NodeUnavailable, ActorTimeout) as err:
+                self.outcomes[key].append((type(err).__name__, call_id))
+                await asyncio.sleep(self._backoff)
+
+    def acked(self, key: str) -> set[int]:
+        """The call ids that were answered."""
+        return {cid for kind, cid in self.outcomes[key] if kind == "ok"}
+
+    async def stop(self, timeout: float) -> None:
+        self._stop.set()
+        await asyncio.wait_for(asyncio.gather(*self._workers), timeout)

@@ -8,13 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import time
-from typing import Any
 
 import pytest
 
-from actors import ActorTimeout, NodeUnavailable
-from tests.cluster import NodeProcess, cluster, converged_client, info_keys, until
+from tests.cluster import NodeProcess, ProbeLoad, cluster, converged_client, info_keys, until
 
 pytestmark = [pytest.mark.timeout(240), pytest.mark.slow]
 
@@ -60,26 +57,9 @@ async def test_sigkill_one_of_five_under_load_recovers_and_never_runs_twice() ->
             owners = {k: client._cluster.owner("Probe", k) for k in keys}  # type: ignore[union-attr]
             on_victim = [k for k in keys if owners[k] == victim.address]
             assert on_victim
-            outcomes: dict[str, list[Any]] = {k: [] for k in keys}
-            stop = asyncio.Event()
-            seq = 0
-
-            async def load(key: str) -> None:
-                nonlocal seq
-                while not stop.is_set():
-                    seq += 1
-                    call_id = seq
-                    try:
-                        await client.ref("Probe", key).touch.ask(call_id, timeout=2.0)
-                        outcomes[key].append(("ok", call_id, time.monotonic()))
-                    except (NodeUnavailable, ActorTimeout) as err:
-                        outcomes[key].append((type(err).__name__, call_id, time.monotonic()))
-                        await asyncio.sleep(0.05)
-
-            workers = [asyncio.ensure_future(load(k)) for k in keys]
+            load = ProbeLoad(client, keys, timeout=2.0, backoff=0.05)
             await asyncio.sleep(1.0)
             victim.kill()
-            killed_at = time.monotonic()
 
             async def recovered() -> bool:
                 results = await asyncio.gather(
@@ -90,8 +70,7 @@ async def test_sigkill_one_of_five_under_load_recovers_and_never_runs_twice() ->
 
             took = await until(recovered, 15, step=0.1)
             await asyncio.sleep(0.5)
-            stop.set()
-            await asyncio.wait_for(asyncio.gather(*workers), 10)
+            await load.stop(10)
             print(f"calls to the killed node's actors succeed again {took:.2f} s after SIGKILL")
             assert took < 5.0 + 1.0
             # never run twice: no call id twice in any actor's record
@@ -99,13 +78,12 @@ async def test_sigkill_one_of_five_under_load_recovers_and_never_runs_twice() ->
             for key, ran in zip(keys, runs, strict=True):
                 ids = [c for c in ran if c is not None]
                 assert len(ids) == len(set(ids)), key
-                ok_ids = {cid for kind, cid, _ in outcomes[key] if kind == "ok"}
+                ok_ids = load.acked(key)
                 if owners[key] != victim.address:
                     # survivors' actors kept their state: every acknowledged call is there
                     assert ok_ids <= set(ids), key
-            failures = sum(1 for o in outcomes.values() for kind, _, t in o if kind != "ok")
+            failures = sum(1 for o in load.outcomes.values() for kind, _ in o if kind != "ok")
             print(f"{failures} calls failed with a typed error around the kill")
-            assert killed_at
         finally:
             await client.stop()
 
@@ -205,22 +183,7 @@ async def test_graceful_leave_under_load_runs_every_acknowledged_call_once() -> 
             keys = [k for k in keys if client._cluster.owner("Probe", k) == leaver.address] or keys
             for k in keys:
                 await client.ref("Probe", k).touch("start")
-            acked: dict[str, list[int]] = {k: [] for k in keys}
-            stop = asyncio.Event()
-            seq = 0
-
-            async def load(key: str) -> None:
-                nonlocal seq
-                while not stop.is_set():
-                    seq += 1
-                    call_id = seq
-                    try:
-                        await client.ref("Probe", key).touch.ask(call_id, timeout=3.0)
-                        acked[key].append(call_id)
-                    except (NodeUnavailable, ActorTimeout):
-                        await asyncio.sleep(0.02)
-
-            workers = [asyncio.ensure_future(load(k)) for k in keys]
+            load = ProbeLoad(client, keys, timeout=3.0, backoff=0.02)
             await asyncio.sleep(0.3)
             loop = asyncio.get_running_loop()
             code = await loop.run_in_executor(None, leaver.terminate)
@@ -231,13 +194,12 @@ async def test_graceful_leave_under_load_runs_every_acknowledged_call_once() -> 
 
             await until(left, 10)
             await asyncio.sleep(0.3)
-            stop.set()
-            await asyncio.wait_for(asyncio.gather(*workers), 15)
+            await load.stop(15)
             ran = await asyncio.gather(*(client.ref("Probe", k).ran() for k in keys))
             for key, calls in zip(keys, ran, strict=True):
                 ids = [c for c in calls if isinstance(c, int)]
                 assert calls[0] == "start", key  # the state came along
                 assert len(ids) == len(set(ids)), key  # nothing ran twice
-                assert set(acked[key]) <= set(ids), key  # every acknowledged call is there
+                assert load.acked(key) <= set(ids), key  # every acknowledged call is there
         finally:
             await client.stop()
