@@ -183,7 +183,13 @@ async def test_cross_chain_deadlock_fails_with_timeout(node: Node) -> None:
         return_exceptions=True,
     )
     assert all(isinstance(r, ActorTimeout | RemoteError) for r in results), results
-    assert any(isinstance(r, ActorTimeout) for r in results)
+    # Both chains end at the same instant: the caller's own timer, or the callee's nested
+    # timeout (a RemoteError naming ActorTimeout) if its reply is read first.
+    assert any(
+        isinstance(r, ActorTimeout)
+        or (isinstance(r, RemoteError) and r.type_name == "ActorTimeout")
+        for r in results
+    ), results
 
 
 async def test_reentrant_actor_interleaves(node: Node) -> None:
