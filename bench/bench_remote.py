@@ -64,6 +64,14 @@ HWM = 10_000  # zmq SNDHWM/RCVHWM of every floor socket, as shoal's transport
 HDR = struct.Struct("<I")  # the TCP floor's length prefix
 WIDTH = 100  # asks in flight
 BLOCK = 500  # sequential calls per row before the next row takes its turn
+# Row names of the zmq.asyncio floors: both ends on zmq.asyncio (the floor of the bars), and,
+# for information, a zmq.asyncio client against the blocking ROUTER.
+ASYNC_SEQ = "raw zmq.asyncio DEALER->ROUTER"
+HYBRID_SEQ = "zmq.asyncio DEALER->blocking ROUTER"
+ASYNC_TELL = "raw zmq.asyncio, await send per msg"
+HYBRID_TELL = "zmq.asyncio -> blocking ROUTER"
+ASYNC_INFLIGHT = "raw zmq.asyncio, 100 workers"
+HYBRID_INFLIGHT = "zmq.asyncio -> blocking ROUTER"
 packb = msgpack.packb
 unpackb = msgpack.unpackb
 
@@ -110,6 +118,29 @@ def serve_zmq() -> None:
         if out is not None:
             send(ident, more)
             send(out)
+
+
+def serve_azmq() -> None:
+    """The zmq.asyncio floor's server: a zmq.asyncio ROUTER on uvloop, one awaited
+    ``recv_multipart``/``send_multipart`` per message (how zmq.asyncio code is written)."""
+
+    async def main() -> None:
+        ctx = zmq.asyncio.Context()
+        sock = ctx.socket(zmq.ROUTER)
+        for opt, value in ((zmq.LINGER, 0), (zmq.SNDHWM, HWM), (zmq.RCVHWM, HWM)):
+            sock.setsockopt(opt, value)
+        sock.bind("tcp://127.0.0.1:0")
+        print(sock.getsockopt_string(zmq.LAST_ENDPOINT), flush=True)
+        handle = counter_handler()
+        recv, send = sock.recv_multipart, sock.send_multipart
+        while True:
+            ident, msg = await recv()
+            out = handle(msg)
+            if out is not None:
+                await send([ident, out])
+
+    _exit_with_parent()
+    uvloop.run(main())
 
 
 def serve_tcp() -> None:
@@ -389,17 +420,21 @@ def verdict(name: str, value: float, op: str, limit: float) -> list[Any]:
 class Clients:
     """The floors' client sockets and the shoal client node, opened and closed together."""
 
-    def __init__(self, tcp_addr: str, zmq_addr: str) -> None:
+    def __init__(self, tcp_addr: str, zmq_addr: str, azmq_addr: str) -> None:
         self.ctx = zmq.Context()
         self.actx = zmq.asyncio.Context()
         self.tcp = Tcp(tcp_addr)
         self.zsync = dealer(self.ctx, zmq_addr)
-        self.zasync = dealer(self.actx, zmq_addr)
-        self.zinflight = dealer(self.actx, zmq_addr)  # its own socket: a reader task owns it
+        # zmq.asyncio DEALERs to the zmq.asyncio ROUTER (the floor) and, for information, to
+        # the blocking ROUTER; the in-flight ones are sockets of their own (a reader task).
+        self.zasync = dealer(self.actx, azmq_addr)
+        self.zinflight = dealer(self.actx, azmq_addr)
+        self.zhybrid = dealer(self.actx, zmq_addr)
+        self.zhybrid_inflight = dealer(self.actx, zmq_addr)
 
     def close(self) -> None:
         self.tcp.close()
-        for s in (self.zsync, self.zasync, self.zinflight):
+        for s in (self.zsync, self.zasync, self.zinflight, self.zhybrid, self.zhybrid_inflight):
             s.close(linger=0)
         self.actx.destroy(linger=0)
         self.ctx.destroy(linger=0)
@@ -410,7 +445,8 @@ async def bench_seq(cl: Clients, node: Node, n: int, reps: int) -> None:
     rows: list[tuple[str, SeqFn, Any]] = [
         ("raw TCP, blocking, len-prefixed", tcp_seq, cl.tcp),
         ("raw pyzmq sync DEALER->ROUTER", zmq_sync_seq, cl.zsync),
-        ("raw zmq.asyncio DEALER (uvloop)", zmq_async_seq, cl.zasync),
+        (ASYNC_SEQ, zmq_async_seq, cl.zasync),
+        (HYBRID_SEQ, zmq_async_seq, cl.zhybrid),
         ("shoal: await c.incr(1)", shoal_seq, c),
     ]
     warm = max(1000, n // 10)
@@ -422,7 +458,7 @@ async def bench_seq(cl: Clients, node: Node, n: int, reps: int) -> None:
             got[name].append(figures)
     med = {name: [median([r[i] for r in rs]) for i in range(3)] for name, rs in got.items()}
     sync_p50 = med["raw pyzmq sync DEALER->ROUTER"][0]
-    async_p50 = med["raw zmq.asyncio DEALER (uvloop)"][0]
+    async_p50 = med[ASYNC_SEQ][0]
     table(
         ["sequential ask", "p50 µs", "p99 µs", "calls/s", "p50/sync zmq", "p50/zmq.asyncio"],
         [[name, *m, ratio(m[0], sync_p50), ratio(m[0], async_p50)] for name, m in med.items()],
@@ -437,6 +473,7 @@ async def bench_seq(cl: Clients, node: Node, n: int, reps: int) -> None:
         [
             verdict("shoal p50 / raw sync pyzmq p50", ours / sync_p50, "<=", 1.3),
             verdict("shoal p50 / zmq.asyncio p50", ours / async_p50, "<=", 0.7),
+            verdict("(info) shoal / asyncio->blocking p50", ours / med[HYBRID_SEQ][0], "<=", 0.7),
         ],
     )
 
@@ -444,7 +481,8 @@ async def bench_seq(cl: Clients, node: Node, n: int, reps: int) -> None:
 async def bench_tell(cl: Clients, node: Node, n: int, reps: int) -> None:
     rows: list[tuple[str, Callable[[int], Coroutine[Any, Any, float]]]] = [
         ("raw pyzmq sync, send per msg", lambda k: zmq_sync_tell(cl.zsync, k)),
-        ("raw zmq.asyncio, await send per msg", lambda k: zmq_async_tell(cl.zasync, k)),
+        (ASYNC_TELL, lambda k: zmq_async_tell(cl.zasync, k)),
+        (HYBRID_TELL, lambda k: zmq_async_tell(cl.zhybrid, k)),
         ("shoal: await c.incr.tell(1)", lambda k: shoal_tell(node, k)),
     ]
     for _, fn in rows:
@@ -456,7 +494,7 @@ async def bench_tell(cl: Clients, node: Node, n: int, reps: int) -> None:
             got[name].append(await fn(n))
     secs = {name: median(s) for name, s in got.items()}
     sync_s = secs["raw pyzmq sync, send per msg"]
-    async_s = secs["raw zmq.asyncio, await send per msg"]
+    async_s = secs[ASYNC_TELL]
     table(
         ["tells", "ms total", "msgs/s", "µs/msg", "rate/sync zmq", "rate/zmq.asyncio"],
         [
@@ -475,6 +513,7 @@ async def bench_tell(cl: Clients, node: Node, n: int, reps: int) -> None:
         ["bar", "measured", "bar", "verdict"],
         [
             verdict("shoal msgs/s / zmq.asyncio msgs/s", async_s / ours, ">=", 2.0),
+            verdict("(info) shoal / asyncio->blocking msgs/s", secs[HYBRID_TELL] / ours, ">=", 2.0),
             verdict("stretch: shoal / sync pyzmq msgs/s", sync_s / ours, ">=", 1.5),
         ],
     )
@@ -485,7 +524,8 @@ async def bench_inflight(cl: Clients, node: Node, n: int, reps: int) -> None:
     c = node.ref(RemoteCounter, "inflight")
     rows: list[tuple[str, Callable[[int], Coroutine[Any, Any, float]]]] = [
         ("raw pyzmq sync, window of 100 (info)", lambda k: zmq_sync_window(cl.zsync, k)),
-        ("raw zmq.asyncio, 100 workers", lambda k: zmq_async_inflight(cl.zinflight, k)),
+        (ASYNC_INFLIGHT, lambda k: zmq_async_inflight(cl.zinflight, k)),
+        (HYBRID_INFLIGHT, lambda k: zmq_async_inflight(cl.zhybrid_inflight, k)),
         ("shoal: 100 workers, await c.incr(1)", lambda k: shoal_inflight(c, k)),
     ]
     for _, fn in rows:
@@ -496,7 +536,7 @@ async def bench_inflight(cl: Clients, node: Node, n: int, reps: int) -> None:
             settle()
             got[name].append(await fn(n))
     secs = {name: median(s) for name, s in got.items()}
-    async_s = secs["raw zmq.asyncio, 100 workers"]
+    async_s = secs[ASYNC_INFLIGHT]
     window_s = secs["raw pyzmq sync, window of 100 (info)"]
     table(
         ["100 asks in flight", "ms total", "calls/s", "µs/call", "rate/zmq.asyncio", "rate/sync"],
@@ -512,12 +552,19 @@ async def bench_inflight(cl: Clients, node: Node, n: int, reps: int) -> None:
     ours = secs["shoal: 100 workers, await c.incr(1)"]
     table(
         ["bar", "measured", "bar", "verdict"],
-        [verdict("shoal calls/s / zmq.asyncio (100 in flight)", async_s / ours, ">=", 3.0)],
+        [
+            verdict("shoal calls/s / zmq.asyncio (100 in flight)", async_s / ours, ">=", 3.0),
+            verdict(
+                "(info) shoal / asyncio->blocking calls/s", secs[HYBRID_INFLIGHT] / ours, ">=", 3.0
+            ),
+        ],
     )
 
 
-async def bench(args: argparse.Namespace, node_addr: str, tcp_addr: str, zmq_addr: str) -> None:
-    cl = Clients(tcp_addr, zmq_addr)
+async def bench(
+    args: argparse.Namespace, node_addr: str, tcp_addr: str, zmq_addr: str, azmq_addr: str
+) -> None:
+    cl = Clients(tcp_addr, zmq_addr, azmq_addr)
     try:
         async with Node(seeds=[node_addr], serve=()) as node:
             await bench_seq(cl, node, args.asks, args.reps)
@@ -550,7 +597,7 @@ async def profile_client(node_addr: str, n: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--serve", choices=["tcp", "zmq"], help=argparse.SUPPRESS)
+    parser.add_argument("--serve", choices=["tcp", "zmq", "azmq"], help=argparse.SUPPRESS)
     parser.add_argument("--asks", type=int, default=20_000, help="sequential asks per pass")
     parser.add_argument("--tells", type=int, default=200_000, help="tells per repetition")
     parser.add_argument("--inflight", type=int, default=30_000, help="calls, 100 in flight")
@@ -560,6 +607,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.serve == "zmq":
         return serve_zmq()
+    if args.serve == "azmq":
+        return serve_azmq()
     if args.serve == "tcp":
         return serve_tcp()
     if args.quick:
@@ -576,12 +625,14 @@ def main() -> None:
         floors.append(tcp_proc)
         zmq_proc, zmq_addr = spawn_floor("zmq")
         floors.append(zmq_proc)
+        azmq_proc, azmq_addr = spawn_floor("azmq")
+        floors.append(azmq_proc)
         print(
             f"python {sys.version.split()[0]}, pyzmq {zmq.__version__}, libzmq "
             f"{zmq.zmq_version()}, uvloop {uvloop.__version__}, {os.cpu_count()} CPUs; "
             f"every server in its own process on 127.0.0.1\n"
         )
-        run(bench(args, server.address, tcp_addr, zmq_addr))
+        run(bench(args, server.address, tcp_addr, zmq_addr, azmq_addr))
     finally:
         for proc in floors:
             stop_floor(proc)

@@ -23,7 +23,10 @@ schedule one ``call_soon`` flush for the whole transport per loop iteration; the
 each outbox's chunks into one frame and tries ``send(NOBLOCK)`` right away. ``EAGAIN`` means
 the connection is at its high-water mark (or, thanks to ``IMMEDIATE``, not connected yet):
 the frames stay queued, ``backlog()`` grows, and the outbox is retried when the socket turns
-writable. Nothing bounds the outboxes except callers awaiting ``drained()``.
+writable. Nothing bounds the outboxes except callers awaiting ``drained()``. For latency the
+first message of an iteration skips the queue: a ``send`` to a peer with nothing queued, and
+the first ``reply`` to a caller with nothing queued since the last flush (one per batch of
+frames read), go to the socket at once; the ones after them coalesce as above.
 
 Dead peers. Each DEALER has a socket monitor (an inproc PAIR read the same way). A
 disconnect, a failed handshake, a refused or timed-out connect, or a ZMTP heartbeat timeout
@@ -86,6 +89,9 @@ _Again: Final = zmq.Again
 # The backend's send skips the sugar layer's routing_id/group handling (DRAFT sockets only),
 # which is over half the cost of a small send.
 _send: Final = zmq.backend.Socket.send
+# ``getsockopt(EVENTS)`` through the backend: half the cost of a ``recv`` that raises EAGAIN
+# (pyzmq builds an exception object, an Errno enum and imports for every EAGAIN).
+_get: Final = zmq.backend.Socket.get
 _ZMQError: Final = zmq.ZMQError
 
 _DOWN_EVENTS: Final = (
@@ -175,6 +181,7 @@ class ZmqTransport(Transport):
         "_own_ctx",
         "_peer_down",
         "_recv_batch",
+        "_replied",
         "_retry_handle",
         "_router",
         "_router_blocked",
@@ -237,6 +244,8 @@ class ZmqTransport(Transport):
         self._router_blocked: dict[bytes, Outbox] = {}
         self._dirty: list[Outbox] = []
         self._flush_scheduled = False
+        self._replied = False
+        """A reply went out on the ROUTER at once since the last flush (the rest coalesce)."""
         self._retry_handle: asyncio.TimerHandle | None = None
         self._closed = False
         self._last_malformed_log = -_MALFORMED_LOG_INTERVAL
@@ -360,8 +369,27 @@ class ZmqTransport(Transport):
             return
         box = self._routes.get(route)
         if box is None:
-            if self._router is None:
+            sock = self._router
+            if sock is None:
                 return  # closed: nowhere to send it
+            if not self._replied:
+                # Nothing is queued for this caller and no reply left at once since the last
+                # flush: this one does (latency); later ones coalesce until the flush.
+                try:
+                    _send(sock, route, _NOBLOCK_SNDMORE)
+                    _send(sock, chunk, _NOBLOCK)
+                except _Again:
+                    pass  # at the caller's high-water mark: queue it below
+                except _ZMQError as exc:
+                    self._reply_failed(exc, len(chunk))
+                    return
+                else:
+                    self._replied = True
+                    if not self._flush_scheduled:
+                        # The flush re-checks the ROUTER's edge-triggered readiness.
+                        self._flush_scheduled = True
+                        self._loop.call_soon(self._flush)  # type: ignore[union-attr]
+                    return
             box = self._routes[route] = Outbox(route)
         box.chunks.append(chunk)
         box.nbytes += len(chunk)
@@ -391,7 +419,7 @@ class ZmqTransport(Transport):
         """The per-iteration flush: hand every dirty outbox's frames to its socket."""
         self._flush_scheduled = False
         dirty, self._dirty = self._dirty, []
-        routed = False
+        routed, self._replied = self._replied, False
         for box in dirty:
             box.queued = False
             if box.blocked:
@@ -471,10 +499,7 @@ class ZmqTransport(Transport):
                 box.wake(self._backlog_hwm)
             return sent
         except _ZMQError as exc:
-            if exc.errno == errno.EHOSTUNREACH:
-                logger.debug("dropping %d bytes for a caller that is gone", box.nbytes)
-            else:
-                logger.warning("reply on the ROUTER failed: %s", exc)
+            self._reply_failed(exc, box.nbytes)
             box.clear()
             box.fail(NodeUnavailable("the caller's connection is gone"))
         box.blocked = False
@@ -484,6 +509,13 @@ class ZmqTransport(Transport):
         if box.waiters:
             box.wake(self._backlog_hwm)
         return sent
+
+    @staticmethod
+    def _reply_failed(exc: zmq.ZMQError, nbytes: int) -> None:
+        if exc.errno == errno.EHOSTUNREACH:
+            logger.debug("dropping %d bytes for a caller that is gone", nbytes)
+        else:
+            logger.warning("reply on the ROUTER failed, dropping %d bytes: %s", nbytes, exc)
 
     def _block(self, d: _Dealer) -> None:
         d.blocked = True
@@ -558,9 +590,10 @@ class ZmqTransport(Transport):
     # (answers computed synchronously): still one frame per peer for the whole batch, and it
     # saves the loop iteration that waiting for the call_soon flush would cost.
     #
-    # Wake-ups read first, without asking EVENTS: reading until EAGAIN both drains the socket
-    # and processes its pending commands (EVENTS costs about as much as a recv in pyzmq, and
-    # the wake-up is almost always for input). EVENTS is asked only when a send is blocked.
+    # Wake-ups read first, without asking EVENTS (the wake-up is almost always for input),
+    # then ask EVENTS after each frame delivered: that both tells whether another frame is
+    # queued and processes the socket's pending commands, so the FD edge is re-armed when the
+    # batch ends. (A recv that fails with EAGAIN would do the same at twice the cost.)
 
     def _on_router(self) -> None:
         """ROUTER wake-up: read every ready frame, then retry replies that were blocked."""
@@ -578,12 +611,16 @@ class ZmqTransport(Transport):
 
     def _read_router(self, sock: Any) -> None:
         # Sends made by deliver() wait for the flush at the end of this batch instead of
-        # scheduling one of their own (which would run as a no-op in the next iteration).
+        # scheduling one of their own (which would run as a no-op in the next iteration);
+        # the first reply of the batch still leaves at once (see reply()).
         scheduled, self._flush_scheduled = self._flush_scheduled, True
+        self._replied = False
         try:
             self._read_router_frames(sock)
         finally:
             self._flush_scheduled = scheduled
+        # The batch ended with a look at EVENTS after its last reply: re-armed already.
+        self._replied = False
         if self._dirty:
             self._flush()
 
@@ -616,8 +653,15 @@ class ZmqTransport(Transport):
                 deliver(frame, ident)
             except Exception:
                 logger.exception("deliver() raised; frame dropped")
+            # Ask EVENTS rather than recv until EAGAIN: half the cost, and it also processes
+            # the socket's commands, which re-arms the FD edge (deliver() may have sent).
+            try:
+                if not _get(sock, _EVENTS) & _POLLIN:
+                    break
+            except _ZMQError:  # closed by deliver()
+                break
         else:
-            # Budget used up: frames may still be queued, and no new edge will announce them.
+            # Batch used up: frames may still be queued, and no new edge will announce them.
             self._loop.call_soon(self._on_router)  # type: ignore[union-attr]
 
     def _on_dealer(self, d: _Dealer) -> None:
@@ -642,7 +686,8 @@ class ZmqTransport(Transport):
             self._flush()
 
     def _read_dealer_frames(self, d: _Dealer) -> None:
-        recv = d.sock.recv
+        sock = d.sock
+        recv = sock.recv
         deliver = self._deliver
         peer = d.peer
         budget = _READ_BUDGET
@@ -668,6 +713,11 @@ class ZmqTransport(Transport):
                 deliver(frame, peer)
             except Exception:
                 logger.exception("deliver() raised; frame dropped")
+            try:  # as in _read_router_frames
+                if not _get(sock, _EVENTS) & _POLLIN:
+                    break
+            except _ZMQError:  # closed by deliver() (the peer was forgotten)
+                break
         else:
             self._loop.call_soon(self._on_dealer, d)  # type: ignore[union-attr]
 
