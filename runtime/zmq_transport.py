@@ -51,6 +51,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+from collections.abc import Callable
 from typing import Any, Final
 
 import zmq
@@ -91,7 +92,7 @@ _Again: Final = zmq.Again
 _send: Final = zmq.backend.Socket.send
 # ``getsockopt(EVENTS)`` through the backend: half the cost of a ``recv`` that raises EAGAIN
 # (pyzmq builds an exception object, an Errno enum and imports for every EAGAIN).
-_get: Final = zmq.backend.Socket.get
+_get: Final[Callable[[Any, int], Any]] = zmq.backend.Socket.get
 _ZMQError: Final = zmq.ZMQError
 
 _DOWN_EVENTS: Final = (
