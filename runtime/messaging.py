@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from actors.errors import (
     ActorError,
+    ActorTimeout,
     MessageTooLarge,
     NodeUnavailable,
     ProtocolError,
@@ -34,7 +35,7 @@ from runtime.transport import Route, Transport
 if TYPE_CHECKING:
     pass
 
-__all__ = ["Messaging", "RemoteReply"]
+__all__ = ["Messaging", "RemoteReply", "ask_timeout"]
 
 log = logging.getLogger("shoal.messaging")
 
@@ -43,13 +44,38 @@ _LOG_INTERVAL: Final = 1.0
 
 
 class _Pending:
-    """An ask in flight to ``peer``: the future its caller awaits."""
+    """An ask in flight to ``peer``: the future its caller awaits and, for an actor ask, when
+    and how it times out (``expires`` on the loop clock, 0.0 if its caller keeps the time)."""
 
-    __slots__ = ("fut", "peer")
+    __slots__ = ("expires", "fut", "handle", "key", "method", "peer", "timeout", "type_name")
 
-    def __init__(self, fut: asyncio.Future[Any], peer: str) -> None:
+    def __init__(
+        self,
+        fut: asyncio.Future[Any],
+        peer: str,
+        type_name: str,
+        key: str,
+        method: str,
+        timeout: float,
+    ) -> None:
         self.fut = fut
         self.peer = peer
+        self.type_name = type_name
+        self.key = key
+        self.method = method
+        self.timeout = timeout
+        self.expires = 0.0
+        self.handle: asyncio.TimerHandle | None = None
+
+    def expire(self) -> None:
+        """Fail the caller with ActorTimeout (its deadline passed without an answer)."""
+        if not self.fut.done():
+            self.fut.set_exception(ask_timeout(self.type_name, self.key, self.method, self.timeout))
+
+
+def ask_timeout(type_name: str, key: str, method: str, timeout: float) -> ActorTimeout:
+    """The error of an ask to ``type_name``/``key``.``method`` that got no answer in time."""
+    return ActorTimeout(f"{type_name}/{key}.{method} did not answer within {timeout:g} s")
 
 
 class RemoteReply:
@@ -90,10 +116,12 @@ class Messaging:
 
     __slots__ = (
         "_corr",
+        "_last_expiry",
         "_last_log",
         "_on_control",
         "_on_request",
         "_pending",
+        "_sweeper",
         "address",
         "dropped",
         "max_frame",
@@ -114,6 +142,13 @@ class Messaging:
         self._on_request = on_request
         self._on_control = on_control
         self._pending: dict[int, _Pending] = {}
+        # Deadlines of actor asks: an ask whose deadline is not earlier than the one before
+        # it (every ask with the default timeout) is timed by one shared sweep over
+        # ``_pending``, which is in insertion order and so in deadline order for those; any
+        # other gets a timer of its own. A timer per ask would cost more than the rest of
+        # sending it.
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._last_expiry = 0.0
         self._corr = itertools.count(1)
         self._last_log = 0.0
         self.dropped = 0
@@ -128,7 +163,12 @@ class Messaging:
 
     async def close(self) -> None:
         """Fail every ask in flight and close the transport."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         for p in list(self._pending.values()):
+            if p.handle is not None:
+                p.handle.cancel()
             if not p.fut.done():
                 p.fut.set_exception(NodeUnavailable("the local node is stopping"))
         self._pending.clear()
@@ -152,7 +192,7 @@ class Messaging:
         env.corr = corr
         chunk = wire.encode_envelope(env, max_size=self.max_frame)
         fut: asyncio.Future[Any] = loop.create_future()
-        self._pending[corr] = _Pending(fut, peer)
+        self._pending[corr] = _Pending(fut, peer, "", "", "", 0.0)
         self.transport.send(peer, chunk)
         return corr, fut
 
@@ -168,9 +208,13 @@ class Messaging:
         hops: int,
         trace: int,
         loop: asyncio.AbstractEventLoop,
+        expires: float,
+        timeout: float,
     ) -> tuple[int, asyncio.Future[Any]]:
         """Send an ASK for an actor (the hot path of :meth:`request`); ``deadline`` is absolute
-        wall-clock time. The caller must :meth:`forget` the correlation id when done."""
+        wall-clock time (for the callee), ``expires`` the same instant on the loop clock, when
+        the future fails with ActorTimeout (naming ``timeout``). The caller must
+        :meth:`forget` the correlation id when done."""
         corr = next(self._corr)
         chunk = wire.encode_request(
             wire.ASK,
@@ -187,9 +231,32 @@ class Messaging:
             max_size=self.max_frame,
         )
         fut: asyncio.Future[Any] = loop.create_future()
-        self._pending[corr] = _Pending(fut, peer)
+        p = self._pending[corr] = _Pending(fut, peer, type_name, key, method, timeout)
+        if expires >= self._last_expiry:
+            self._last_expiry = p.expires = expires
+            if self._sweeper is None:
+                self._sweeper = loop.call_at(expires, self._sweep, loop)
+        else:
+            p.handle = loop.call_at(expires, p.expire)
         self.transport.send(peer, chunk)
         return corr, fut
+
+    def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Time out the swept asks whose deadline has passed; re-arm for the next one."""
+        self._sweeper = None
+        # Timers may fire up to half a millisecond early (uvloop's clock counts milliseconds):
+        # what is due within a millisecond is due now, or the sweep would re-arm and spin.
+        now = loop.time() + 0.001
+        due = []
+        for p in self._pending.values():
+            if p.expires:
+                if p.expires > now:
+                    self._sweeper = loop.call_at(p.expires, self._sweep, loop)
+                    break
+                if not p.fut.done():
+                    due.append(p)
+        for p in due:
+            p.expire()
 
     def tell(
         self,
@@ -220,7 +287,9 @@ class Messaging:
 
     def forget(self, corr: int) -> None:
         """Stop waiting for the reply to ``corr`` (answered, timed out or cancelled)."""
-        self._pending.pop(corr, None)
+        p = self._pending.pop(corr, None)
+        if p is not None and p.handle is not None:
+            p.handle.cancel()
 
     def post(self, peer: str, env: wire.Envelope) -> None:
         """Send a TELL or CONTROL envelope (no reply expected)."""

@@ -46,7 +46,7 @@ from runtime.catalog import Catalog
 from runtime.cluster import MAX_HOPS, Cluster
 from runtime.context import NODE, TURN, node_started, node_stopped
 from runtime.mailbox import Message, ReplySink
-from runtime.messaging import Messaging, RemoteReply
+from runtime.messaging import Messaging, RemoteReply, ask_timeout
 from runtime.transport import Route, Transport
 
 __all__ = ["Node"]
@@ -90,9 +90,7 @@ def _expire(
     fut: asyncio.Future[Any], type_name: str, key: str, method: str, timeout: float
 ) -> None:
     if not fut.done():
-        fut.set_exception(
-            ActorTimeout(f"{type_name}/{key}.{method} did not answer within {timeout:g} s")
-        )
+        fut.set_exception(ask_timeout(type_name, key, method, timeout))
 
 
 class Node:
@@ -414,9 +412,19 @@ class Node:
             if messaging.transport.backlog(host) >= self._hwm:
                 await self._drained(host, deadline)
             corr, fut = messaging.ask(
-                host, type_name, key, method_name, args, kwargs, wall_deadline, hops, chain, loop
+                host,
+                type_name,
+                key,
+                method_name,
+                args,
+                kwargs,
+                wall_deadline,
+                hops,
+                chain,
+                loop,
+                deadline,
+                timeout,
             )
-            handle = loop.call_at(deadline, _expire, fut, type_name, key, method_name, timeout)
             try:
                 return await fut
             except wire.Redirect as redirect:
@@ -427,7 +435,6 @@ class Node:
                         type_name, key, method_name, tuple(args), kwargs, timeout
                     )
             finally:
-                handle.cancel()
                 messaging.forget(corr)
         raise NodeUnavailable(f"{type_name}/{key} could not be located in {MAX_HOPS} hops")
 

@@ -215,3 +215,48 @@ async def test_tells_to_a_stalled_peer_get_backpressure_and_nothing_is_lost() ->
             assert len(await c.history.ask(timeout=20)) == sent
     finally:
         proc.kill()
+
+
+async def test_ask_deadlines_share_one_sweep_and_out_of_order_ones_get_a_timer() -> None:
+    """Asks whose deadlines come in order are timed out by one shared sweep; one with an
+    earlier deadline than the ask before it gets its own timer; a forgotten ask never fails."""
+    from actors import ActorTimeout
+    from runtime.memory_transport import MemoryNetwork, MemoryTransport
+    from runtime.messaging import Messaging
+
+    def ignore(*_: object) -> None:
+        pass
+
+    net = MemoryNetwork()
+    silent = MemoryTransport(net)  # a peer that never answers
+    await silent.start("mem://silent", ignore, ignore)
+    m = Messaging(MemoryTransport(net), ignore, ignore)
+    await m.start(None)
+    try:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+
+        def ask(key: str, timeout: float) -> tuple[int, asyncio.Future[object]]:
+            return m.ask(
+                "mem://silent", "T", key, "m", [], {}, 0.0, 0, 0, loop, now + timeout, timeout
+            )
+
+        _, first = ask("a", 0.3)
+        _, second = ask("b", 0.4)
+        _, early = ask("c", 0.1)  # earlier than the ask before it: a timer of its own
+        forgotten, never = ask("d", 0.2)
+        m.forget(forgotten)
+        with pytest.raises(ActorTimeout, match=r"T/c\.m did not answer within 0\.1 s"):
+            await asyncio.wait_for(early, 5)
+        assert not first.done() and not second.done()
+        with pytest.raises(ActorTimeout, match=r"T/a\.m did not answer within 0\.3 s"):
+            await asyncio.wait_for(first, 5)
+        assert loop.time() - now >= 0.3 - 0.002  # never before its deadline (1 ms clock)
+        assert not second.done()
+        with pytest.raises(ActorTimeout, match=r"T/b\.m"):
+            await asyncio.wait_for(second, 5)
+        assert loop.time() - now >= 0.4 - 0.002
+        assert not never.done()
+    finally:
+        await m.close()
+        await silent.close()
