@@ -75,12 +75,14 @@ def _first_step(
     turn: tuple[Activation, int, float], method: Method, inst: Any, args: Any, kwargs: Any
 ) -> tuple[Coroutine[Any, Any, Any] | None, Any]:
     """Inside the turn's context: call the method and, if it is a coroutine, run its first step.
-    Returns ``(None, result)``, or ``(coroutine, what it yielded)`` if it suspended; a coroutine
-    that finished raises StopIteration."""
+    Returns ``(None, result)``, or ``(coroutine, what it yielded)`` if it suspended."""
     TURN.set(turn)
     result = method.fn(inst, *args, **kwargs) if kwargs else method.fn(inst, *args)
     if method.is_async:
-        return result, result.send(None)
+        try:
+            return result, result.send(None)
+        except StopIteration as stop:  # finished without suspending: caught here, cheaply
+            return None, stop.value
     return None, result
 
 
@@ -196,9 +198,6 @@ class Activation:
             coro, value = ctx.run(
                 _first_step, (self, chain, deadline), method, self.instance, args, kwargs
             )
-        except StopIteration as stop:
-            self.end_turn()
-            return DONE, stop.value
         except Exception as exc:
             self.end_turn()
             return RAISED, remote_error(exc)
