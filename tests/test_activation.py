@@ -39,6 +39,12 @@ class Probe:
     def done_count(self) -> int:
         return self.finished
 
+    def stop_iteration(self) -> None:
+        raise StopIteration("from a plain method")
+
+    async def returns_at_once(self) -> str:
+        return "done"
+
 
 async def test_idle_target_runs_inline_in_the_callers_task() -> None:
     async with Node() as node:
@@ -88,3 +94,17 @@ async def test_stop_lets_running_turns_finish() -> None:
         call = asyncio.ensure_future(p.long(0.05))
         await asyncio.sleep(0)  # one loop pass: the call starts its turn
     assert call.done() and call.exception() is None
+
+
+async def test_a_plain_method_raising_stop_iteration_fails_the_turn() -> None:
+    """A turn that finishes in its first step returns its value; a StopIteration escaping a
+    plain method is an error of the turn, not a return value."""
+    from actors import RemoteError
+
+    async with Node() as node:
+        p = node.ref(Probe, "stop")
+        assert await p.returns_at_once() == "done"
+        with pytest.raises(RemoteError) as info:
+            await p.stop_iteration()
+        assert info.value.type_name == "StopIteration"
+        assert await p.done_count() == 0  # the actor still serves
