@@ -31,6 +31,7 @@ from actors.errors import (
 )
 from runtime import wire
 from runtime.transport import Route, Transport
+from runtime.wire import F_BODY, F_CORR, F_KIND
 
 if TYPE_CHECKING:
     pass
@@ -300,31 +301,34 @@ class Messaging:
     def on_frame(self, frame: bytes, route: Route) -> None:
         """Transport callback: decode a frame and dispatch each envelope in it."""
         try:
-            envs = wire.decode_frame(frame, max_size=self.max_frame)
+            items = wire.decode_fields(frame, max_size=self.max_frame)
         except ProtocolError as err:
             self._malformed(err, route)
             return
         received = self.received
-        for env in envs:
-            kind = env.kind
+        for fields in items:
+            kind = fields[F_KIND]
             received[kind] += 1
             if kind == wire.REPLY or kind == wire.ERROR:
-                pending = self._pending.get(env.corr)
+                # Replies need no Envelope object: just their corr and body.
+                corr = fields[F_CORR]
+                pending = self._pending.get(corr)
                 if pending is None or pending.fut.done():
-                    if kind == wire.ERROR and env.corr == 0:
-                        log.warning("peer reported: %s", wire.body_to_error(env.body))
+                    if kind == wire.ERROR and corr == 0:
+                        log.warning("peer reported: %s", wire.body_to_error(fields[F_BODY]))
                     continue  # the caller gave up already
                 if kind == wire.REPLY:
-                    pending.fut.set_result(env.body)
+                    pending.fut.set_result(fields[F_BODY])
                 else:
-                    pending.fut.set_exception(wire.body_to_error(env.body))
+                    pending.fut.set_exception(wire.body_to_error(fields[F_BODY]))
             elif kind == wire.CONTROL:
+                env = wire.envelope_of(fields)
                 try:
                     self._on_control(env, route)
                 except (ActorError, ValueError, TypeError, KeyError) as err:
                     log.warning("bad control message from %s: %s", env.sender or route, err)
             else:
-                self._on_request(env, route)
+                self._on_request(wire.envelope_of(fields), route)
 
     def _malformed(self, err: ProtocolError, route: Route) -> None:
         self.dropped += 1

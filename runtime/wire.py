@@ -93,6 +93,9 @@ __all__ = [
     "ERR_TOO_LARGE",
     "ERR_UNKNOWN_METHOD",
     "ERR_UNKNOWN_TYPE",
+    "F_BODY",
+    "F_CORR",
+    "F_KIND",
     "MAX_EXT_DEPTH",
     "REPLY",
     "TELL",
@@ -103,11 +106,13 @@ __all__ = [
     "Redirect",
     "body_to_error",
     "check_serializable",
+    "decode_fields",
     "decode_frame",
     "encode_envelope",
     "encode_frame",
     "encode_reply",
     "encode_request",
+    "envelope_of",
     "error_reply",
     "error_to_body",
     "register",
@@ -136,6 +141,10 @@ _U64: Final = (1 << 64) - 1
 _U32: Final = (1 << 32) - 1
 _INF: Final = float("inf")
 _N_FIELDS: Final = 14
+#: Indexes into an envelope array from :func:`decode_fields`.
+F_KIND: Final = 1
+F_CORR: Final = 2
+F_BODY: Final = 13
 
 
 class Kind(IntEnum):
@@ -734,7 +743,8 @@ def encode_frame(
     return data
 
 
-def _to_envelope(obj: Any) -> Envelope:
+def _validate(obj: Any) -> list[Any]:
+    """Check one decoded envelope array; return it (an int deadline made a float)."""
     if type(obj) is not list:
         raise ProtocolError(f"envelope must be a msgpack array, got {type(obj).__name__}")
     if not obj:
@@ -758,7 +768,7 @@ def _to_envelope(obj: Any) -> Envelope:
         hops,
         trace,
         epoch,
-        body,
+        _body,
     ) = obj
     if not (
         type(kind) is int
@@ -787,16 +797,19 @@ def _to_envelope(obj: Any) -> Envelope:
         if err is not None:
             raise ProtocolError(f"invalid envelope: {err}")
         if type(deadline) is int:
-            deadline = float(deadline)
+            obj[9] = float(deadline)
     elif kwargs:
         for k in kwargs:
             if type(k) is not str:
                 raise ProtocolError(
                     f"invalid envelope: kwargs keys must be str, got {type(k).__name__}"
                 )
-    return Envelope(
-        kind, corr, sender, type_name, key, method, args, kwargs, deadline, hops, trace, epoch, body
-    )
+    return obj
+
+
+def envelope_of(fields: list[Any]) -> Envelope:
+    """The :class:`Envelope` of one item of :func:`decode_fields`."""
+    return Envelope(*fields[1:])
 
 
 def decode_frame(
@@ -808,6 +821,16 @@ def decode_frame(
     empty, oversized, malformed or truncated msgpack, trailing garbage, a wrong protocol
     version, invalid fields, unknown ext codes or a failing registered decoder.
     """
+    return [Envelope(*fields[1:]) for fields in decode_fields(frame, codec, max_size)]
+
+
+def decode_fields(
+    frame: bytes, codec: Codec = DEFAULT_CODEC, max_size: int = DEFAULT_MAX_FRAME
+) -> list[list[Any]]:
+    """:func:`decode_frame` without building :class:`Envelope` objects: each envelope as its
+    validated array ``[version, kind, corr, sender, type_name, key, method, args, kwargs,
+    deadline, hops, trace, epoch, body]`` (index with the ``F_*`` constants). For the hot
+    path, where most envelopes are replies that only need their kind, corr and body."""
     try:
         size = len(frame)
     except Exception as exc:
@@ -825,11 +848,11 @@ def decode_frame(
         raise
     except Exception as exc:  # includes RecursionError, MemoryError and decode-hook errors
         raise ProtocolError(f"malformed frame: {_describe(exc)}") from exc
-    return [_to_envelope(obj)]
+    return [_validate(obj)]
 
 
-def _decode_rest(first: Any, rest: bytes, hook: Callable[[int, bytes], Any]) -> list[Envelope]:
-    out = [_to_envelope(first)]
+def _decode_rest(first: Any, rest: bytes, hook: Callable[[int, bytes], Any]) -> list[list[Any]]:
+    out = [_validate(first)]
     size = len(rest)
     unpacker = msgpack.Unpacker(
         ext_hook=hook,
@@ -841,7 +864,7 @@ def _decode_rest(first: Any, rest: bytes, hook: Callable[[int, bytes], Any]) -> 
     try:
         unpacker.feed(rest)
         for obj in unpacker:
-            out.append(_to_envelope(obj))
+            out.append(_validate(obj))
     except ProtocolError:
         raise
     except Exception as exc:

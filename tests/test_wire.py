@@ -33,6 +33,8 @@ from runtime.wire import (
     CONTROL,
     DEFAULT_CODEC,
     ERROR,
+    F_CORR,
+    F_KIND,
     MAX_EXT_DEPTH,
     REPLY,
     TELL,
@@ -42,9 +44,11 @@ from runtime.wire import (
     Kind,
     body_to_error,
     check_serializable,
+    decode_fields,
     decode_frame,
     encode_envelope,
     encode_frame,
+    envelope_of,
     error_reply,
     error_to_body,
     reply_to,
@@ -244,6 +248,25 @@ def test_roundtrip_multi_envelope_frame(envs: list[Envelope]) -> None:
     back = decode_frame(frame)
     assert len(back) == len(envs)
     assert all(same(a, b) for a, b in zip(back, envs, strict=True))
+
+
+@given(st.lists(envelopes, min_size=1, max_size=6))
+def test_decode_fields_gives_the_validated_arrays_of_decode_frame(envs: list[Envelope]) -> None:
+    frame = encode_frame(envs)
+    items = decode_fields(frame)
+    assert len(items) == len(envs)
+    for fields, env in zip(items, envs, strict=True):
+        assert fields[0] == VERSION and len(fields) == 14
+        assert (fields[F_KIND], fields[F_CORR]) == (env.kind, env.corr)
+        assert same(envelope_of(fields), env)
+
+
+def test_decode_fields_validates_like_decode_frame() -> None:
+    for bad in (raw_envelope(kind=9), raw_envelope(corr=-1), raw_envelope(sender=3)):
+        with pytest.raises(ProtocolError):
+            decode_fields(msgpack.packb(bad))
+    (fields,) = decode_fields(msgpack.packb(raw_envelope(deadline=12)))
+    assert type(fields[9]) is float  # an int deadline is made a float, as in decode_frame
 
 
 @given(values)
