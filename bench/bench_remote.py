@@ -5,25 +5,30 @@ Run: ``.venv/bin/python bench/bench_remote.py`` (``--quick`` for a smoke run of 
 
 Setup: a node process (``python -m runtime node --import bench.remote_actors``, started with
 ``tests.cluster.NodeProcess``) serves ``bench.RemoteCounter``; this process runs a pure client
-``Node(seeds=[server], serve=())`` on uvloop. The floors talk to two more server processes that
-this script starts (``--serve tcp`` and ``--serve zmq``): plain blocking Python loops (about the
-fastest a Python server gets) that decode a msgpack request ``[kind, corr, method, args]``,
-update a counter and, for an ask, answer ``[3, corr, result]``. Every floor client encodes and
-decodes its msgpack payloads per message, as shoal does.
+``Node(seeds=[server], serve=())`` on uvloop. The floors talk to three more server processes
+that this script starts: ``--serve tcp`` and ``--serve zmq`` are plain blocking Python loops
+(about the fastest a Python server gets), ``--serve azmq`` a zmq.asyncio ROUTER on uvloop that
+awaits ``recv_multipart``/``send_multipart`` per message. Each decodes a msgpack request
+``[kind, corr, method, args]``, updates a counter and, for an ask, answers
+``[3, corr, result]``. Every floor client encodes and decodes its msgpack payloads per message,
+as shoal does. The zmq.asyncio floor of the bars is a zmq.asyncio DEALER against the zmq.asyncio
+ROUTER (both ends on an event loop, as both shoal nodes are); a zmq.asyncio DEALER against the
+blocking ROUTER is shown for information.
 
 1. Sequential ask: ``await c.incr(1)`` N times, each call timed with ``perf_counter_ns``.
    Floors: raw blocking TCP (4-byte length prefix, TCP_NODELAY at both ends), raw sync pyzmq
-   DEALER -> ROUTER, and a zmq.asyncio DEALER (on uvloop) -> the same ROUTER. The four rows
-   take turns every 500 calls, so that a noisy neighbour hits them all alike.
+   DEALER -> ROUTER, zmq.asyncio DEALER -> ROUTER, and (information) a zmq.asyncio DEALER ->
+   the blocking ROUTER. The rows take turns every 500 calls, so that a noisy neighbour hits
+   them all alike.
 2. Tells: ``await c.incr.tell(1)`` N times (the await is the documented backpressure point; it
    does not yield while the link is below its high-water mark), then ``await c.peek()``, checked
    == N (a miscount is printed as a WARNING, not fatal); msgs/s from the first tell to that
-   reply. Floors: sync pyzmq ``send`` per message, and
-   zmq.asyncio ``await sock.send`` per message, each followed by an ask for the count (checked).
+   reply. Floors: sync pyzmq ``send`` per message, and zmq.asyncio ``await sock.send`` per
+   message (to each ROUTER), each followed by an ask for the count (checked).
 3. 100 in flight: 100 worker coroutines, each looping ``await c.incr(1)`` N/100 times, so 100
    asks are outstanding all the time but the tail. Floor: the same 100 workers over zmq.asyncio
-   on one DEALER (correlation id -> future, one reader task settling them). Information only:
-   sync pyzmq keeping a window of 100 requests outstanding.
+   on one DEALER (correlation id -> future, one reader task settling them), to each ROUTER.
+   Information only: sync pyzmq keeping a window of 100 requests outstanding.
 
 Rows and repetitions are interleaved (floors, shoal, floors, shoal, ...), every row is warmed up
 first, ``gc.collect()`` runs before each measurement, and the median over repetitions is shown.
