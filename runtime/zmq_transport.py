@@ -188,6 +188,7 @@ class ZmqTransport(Transport):
         "_router_blocked",
         "_router_fd",
         "_routes",
+        "_sent_direct",
         "address",
         "malformed",
     )
@@ -247,6 +248,8 @@ class ZmqTransport(Transport):
         self._flush_scheduled = False
         self._replied = False
         """A reply went out on the ROUTER at once since the last flush (the rest coalesce)."""
+        self._sent_direct = False
+        """A send went out on a DEALER at once since the last flush or read batch."""
         self._retry_handle: asyncio.TimerHandle | None = None
         self._closed = False
         self._last_malformed_log = -_MALFORMED_LOG_INTERVAL
@@ -338,10 +341,14 @@ class ZmqTransport(Transport):
             box = self._open_dealer(peer)
             if box is None:
                 return
-        if not self._flush_scheduled and not box.nbytes and not box.blocked:
-            # The first send of an iteration to an idle peer leaves at once (latency); the
-            # ones after it in the same iteration coalesce. The deferred flush still runs, to
-            # re-check the socket's edge-triggered readiness after this send.
+        if (
+            not self._flush_scheduled
+            and not self._sent_direct
+            and not box.nbytes
+            and not box.blocked
+        ):
+            # The first send since the last flush or read batch, to an idle peer, leaves at
+            # once (latency); the ones after it coalesce until the flush.
             try:
                 _send(box.sock, chunk, _NOBLOCK)
             except _Again:
@@ -349,11 +356,10 @@ class ZmqTransport(Transport):
             except _ZMQError:
                 pass  # the queued path below reports the failure
             else:
-                if not box.queued:
-                    box.queued = True
-                    self._dirty.append(box)
-                self._flush_scheduled = True
-                self._loop.call_soon(self._flush)  # type: ignore[union-attr]
+                self._sent_direct = True
+                # The send may have consumed the FD edge that announces input: look now,
+                # which is cheaper than a deferred flush (a loop iteration of its own).
+                self._recheck_dealer(box, False)
                 return
         box.chunks.append(chunk)
         box.nbytes += len(chunk)
@@ -387,9 +393,9 @@ class ZmqTransport(Transport):
                 else:
                     self._replied = True
                     if not self._flush_scheduled:
-                        # The flush re-checks the ROUTER's edge-triggered readiness.
-                        self._flush_scheduled = True
-                        self._loop.call_soon(self._flush)  # type: ignore[union-attr]
+                        # Not inside a read batch (which looks at EVENTS after each frame)
+                        # and no flush to come (which would look): re-check the edge now.
+                        self._recheck_router(False)
                     return
             box = self._routes[route] = Outbox(route)
         box.chunks.append(chunk)
@@ -419,6 +425,7 @@ class ZmqTransport(Transport):
     def _flush(self) -> None:
         """The per-iteration flush: hand every dirty outbox's frames to its socket."""
         self._flush_scheduled = False
+        self._sent_direct = False
         dirty, self._dirty = self._dirty, []
         routed, self._replied = self._replied, False
         for box in dirty:
@@ -566,7 +573,7 @@ class ZmqTransport(Transport):
 
     def _recheck_dealer(self, d: _Dealer, chase_out: bool) -> None:
         try:
-            ev = d.sock.getsockopt(_EVENTS)
+            ev = _get(d.sock, _EVENTS)
         except _ZMQError:
             return
         if ev & _POLLIN or (chase_out and d.blocked and ev & _POLLOUT):
@@ -579,7 +586,7 @@ class ZmqTransport(Transport):
         if sock is None:
             return
         try:
-            ev = sock.getsockopt(_EVENTS)
+            ev = _get(sock, _EVENTS)
         except _ZMQError:
             return
         if ev & _POLLIN or (chase_out and self._router_blocked and ev & _POLLOUT):
@@ -621,7 +628,7 @@ class ZmqTransport(Transport):
         finally:
             self._flush_scheduled = scheduled
         # The batch ended with a look at EVENTS after its last reply: re-armed already.
-        self._replied = False
+        self._replied = self._sent_direct = False
         if self._dirty:
             self._flush()
 
@@ -683,6 +690,8 @@ class ZmqTransport(Transport):
             self._read_dealer_frames(d)
         finally:
             self._flush_scheduled = scheduled
+        # Answers delivered: the next message sent (likely the next request) leaves at once.
+        self._sent_direct = False
         if self._dirty:
             self._flush()
 
