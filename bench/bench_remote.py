@@ -8,7 +8,8 @@ Setup: a node process (``python -m runtime node --import bench.remote_actors``, 
 ``Node(seeds=[server], serve=())`` on uvloop. The floors talk to three more server processes
 that this script starts: ``--serve tcp`` and ``--serve zmq`` are plain blocking Python loops
 (about the fastest a Python server gets), ``--serve azmq`` a zmq.asyncio ROUTER on uvloop that
-awaits ``recv_multipart``/``send_multipart`` per message. Each decodes a msgpack request
+awaits ``recv_multipart``/``send_multipart`` per message, ``--serve loopzmq`` a plain pyzmq
+ROUTER driven by ``add_reader`` on uvloop. Each decodes a msgpack request
 ``[kind, corr, method, args]``, updates a counter and, for an ask, answers
 ``[3, corr, result]``. Every floor client encodes and decodes its msgpack payloads per message,
 as shoal does. The zmq.asyncio floor of the bars is a zmq.asyncio DEALER against the zmq.asyncio
@@ -17,9 +18,11 @@ blocking ROUTER is shown for information.
 
 1. Sequential ask: ``await c.incr(1)`` N times, each call timed with ``perf_counter_ns``.
    Floors: raw blocking TCP (4-byte length prefix, TCP_NODELAY at both ends), raw sync pyzmq
-   DEALER -> ROUTER, zmq.asyncio DEALER -> ROUTER, and (information) a zmq.asyncio DEALER ->
-   the blocking ROUTER. The rows take turns every 500 calls, so that a noisy neighbour hits
-   them all alike.
+   DEALER -> ROUTER, zmq.asyncio DEALER -> ROUTER, and for information a zmq.asyncio DEALER ->
+   the blocking ROUTER and the event-loop floor: plain pyzmq sockets driven by ``add_reader``
+   on uvloop at both ends (``--serve loopzmq``, :class:`LoopDealer`), no framework at all --
+   what any event-loop node over pyzmq pays at least. The rows take turns every 500 calls, so
+   that a noisy neighbour hits them all alike.
 2. Tells: ``await c.incr.tell(1)`` N times (the await is the documented backpressure point; it
    does not yield while the link is below its high-water mark), then ``await c.peek()``, checked
    == N (a miscount is printed as a WARNING, not fatal); msgs/s from the first tell to that
@@ -66,12 +69,20 @@ from tests.cluster import NodeProcess
 
 ASK, TELL, REPLY = 1, 2, 3
 HWM = 10_000  # zmq SNDHWM/RCVHWM of every floor socket, as shoal's transport
+# Plain ints for the event-loop floor's hot loop (zmq's IntFlag members are slow to combine).
+NOBLOCK, SNDMORE, EVENTS, POLLIN = (
+    int(zmq.NOBLOCK),
+    int(zmq.SNDMORE),
+    int(zmq.EVENTS),
+    int(zmq.POLLIN),
+)
 HDR = struct.Struct("<I")  # the TCP floor's length prefix
 WIDTH = 100  # asks in flight
 BLOCK = 500  # sequential calls per row before the next row takes its turn
 # Row names of the zmq.asyncio floors: both ends on zmq.asyncio (the floor of the bars), and,
 # for information, a zmq.asyncio client against the blocking ROUTER.
 ASYNC_SEQ = "raw zmq.asyncio DEALER->ROUTER"
+LOOP_SEQ = "pyzmq add_reader on uvloop, both ends"
 HYBRID_SEQ = "zmq.asyncio DEALER->blocking ROUTER"
 ASYNC_TELL = "raw zmq.asyncio, await send per msg"
 HYBRID_TELL = "zmq.asyncio -> blocking ROUTER"
@@ -143,6 +154,38 @@ def serve_azmq() -> None:
             out = handle(msg)
             if out is not None:
                 await send([ident, out])
+
+    _exit_with_parent()
+    uvloop.run(main())
+
+
+def serve_loopzmq() -> None:
+    """The event-loop floor's server: a plain pyzmq ROUTER driven by ``add_reader`` on uvloop,
+    reading while EVENTS says POLLIN and answering at once. No framework: the least an
+    event-loop process does per message over pyzmq."""
+
+    async def main() -> None:
+        ctx = zmq.Context()
+        sock = ctx.socket(zmq.ROUTER)
+        for opt, value in ((zmq.LINGER, 0), (zmq.SNDHWM, HWM), (zmq.RCVHWM, HWM)):
+            sock.setsockopt(opt, value)
+        sock.bind("tcp://127.0.0.1:0")
+        print(sock.getsockopt_string(zmq.LAST_ENDPOINT), flush=True)
+        handle = counter_handler()
+        recv, send, get = sock.recv, sock.send, sock.getsockopt
+
+        def on_readable() -> None:
+            while get(EVENTS) & POLLIN:
+                ident = recv(NOBLOCK)
+                out = handle(recv(NOBLOCK))
+                if out is not None:
+                    send(ident, NOBLOCK | SNDMORE)
+                    send(out, NOBLOCK)
+
+        loop = asyncio.get_running_loop()
+        loop.add_reader(sock.FD, on_readable)
+        loop.call_soon(on_readable)
+        await asyncio.Event().wait()
 
     _exit_with_parent()
     uvloop.run(main())
@@ -274,6 +317,47 @@ async def zmq_async_seq(sock: Any, n: int, out: list[int]) -> None:
         t0 = pc()
         await send(packb([ASK, i, "incr", [1]]))
         unpackb(await recv())[2]
+        out[i] = pc() - t0
+
+
+class LoopDealer:
+    """The event-loop floor's client: a plain pyzmq DEALER driven by ``add_reader`` on the
+    running loop; an ask sends at once and awaits a future that the reader settles."""
+
+    def __init__(self, ctx: Any, address: str) -> None:
+        self.sock = dealer(ctx, address)
+        self.waiter: asyncio.Future[int] | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def _on_readable(self) -> None:
+        sock = self.sock
+        while sock.getsockopt(EVENTS) & POLLIN:
+            result = unpackb(sock.recv(NOBLOCK))[2]
+            if self.waiter is not None and not self.waiter.done():
+                self.waiter.set_result(result)
+
+    async def ask(self, i: int) -> int:
+        loop = self.loop
+        if loop is None:
+            loop = self.loop = asyncio.get_running_loop()
+            loop.add_reader(self.sock.FD, self._on_readable)
+        fut = self.waiter = loop.create_future()
+        self.sock.send(packb([ASK, i, "incr", [1]]), NOBLOCK)
+        if self.sock.getsockopt(EVENTS) & POLLIN:  # the send may have eaten the FD's edge
+            loop.call_soon(self._on_readable)
+        return await fut
+
+    def close(self) -> None:
+        if self.loop is not None and not self.loop.is_closed():
+            self.loop.remove_reader(self.sock.FD)
+        self.sock.close(linger=0)
+
+
+async def loop_seq(d: LoopDealer, n: int, out: list[int]) -> None:
+    pc = time.perf_counter_ns
+    for i in range(n):
+        t0 = pc()
+        await d.ask(i)
         out[i] = pc() - t0
 
 
@@ -425,7 +509,7 @@ def verdict(name: str, value: float, op: str, limit: float) -> list[Any]:
 class Clients:
     """The floors' client sockets and the shoal client node, opened and closed together."""
 
-    def __init__(self, tcp_addr: str, zmq_addr: str, azmq_addr: str) -> None:
+    def __init__(self, tcp_addr: str, zmq_addr: str, azmq_addr: str, loop_addr: str) -> None:
         self.ctx = zmq.Context()
         self.actx = zmq.asyncio.Context()
         self.tcp = Tcp(tcp_addr)
@@ -436,9 +520,11 @@ class Clients:
         self.zinflight = dealer(self.actx, azmq_addr)
         self.zhybrid = dealer(self.actx, zmq_addr)
         self.zhybrid_inflight = dealer(self.actx, zmq_addr)
+        self.zloop = LoopDealer(self.ctx, loop_addr)
 
     def close(self) -> None:
         self.tcp.close()
+        self.zloop.close()
         for s in (self.zsync, self.zasync, self.zinflight, self.zhybrid, self.zhybrid_inflight):
             s.close(linger=0)
         self.actx.destroy(linger=0)
@@ -452,6 +538,7 @@ async def bench_seq(cl: Clients, node: Node, n: int, reps: int) -> None:
         ("raw pyzmq sync DEALER->ROUTER", zmq_sync_seq, cl.zsync),
         (ASYNC_SEQ, zmq_async_seq, cl.zasync),
         (HYBRID_SEQ, zmq_async_seq, cl.zhybrid),
+        (LOOP_SEQ, loop_seq, cl.zloop),
         ("shoal: await c.incr(1)", shoal_seq, c),
     ]
     warm = max(1000, n // 10)
@@ -479,6 +566,10 @@ async def bench_seq(cl: Clients, node: Node, n: int, reps: int) -> None:
             verdict("shoal p50 / raw sync pyzmq p50", ours / sync_p50, "<=", 1.3),
             verdict("shoal p50 / zmq.asyncio p50", ours / async_p50, "<=", 0.7),
             verdict("(info) shoal / asyncio->blocking p50", ours / med[HYBRID_SEQ][0], "<=", 0.7),
+            verdict("(info) event-loop floor / sync pyzmq", med[LOOP_SEQ][0] / sync_p50, "<=", 1.3),
+            verdict(
+                "(info) event-loop floor / zmq.asyncio", med[LOOP_SEQ][0] / async_p50, "<=", 0.7
+            ),
         ],
     )
 
@@ -566,10 +657,8 @@ async def bench_inflight(cl: Clients, node: Node, n: int, reps: int) -> None:
     )
 
 
-async def bench(
-    args: argparse.Namespace, node_addr: str, tcp_addr: str, zmq_addr: str, azmq_addr: str
-) -> None:
-    cl = Clients(tcp_addr, zmq_addr, azmq_addr)
+async def bench(args: argparse.Namespace, node_addr: str, floors: dict[str, str]) -> None:
+    cl = Clients(floors["tcp"], floors["zmq"], floors["azmq"], floors["loopzmq"])
     try:
         async with Node(seeds=[node_addr], serve=()) as node:
             await bench_seq(cl, node, args.asks, args.reps)
@@ -602,7 +691,9 @@ async def profile_client(node_addr: str, n: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--serve", choices=["tcp", "zmq", "azmq"], help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--serve", choices=["tcp", "zmq", "azmq", "loopzmq"], help=argparse.SUPPRESS
+    )
     parser.add_argument("--asks", type=int, default=20_000, help="sequential asks per pass")
     parser.add_argument("--tells", type=int, default=200_000, help="tells per repetition")
     parser.add_argument("--inflight", type=int, default=30_000, help="calls, 100 in flight")
@@ -614,6 +705,8 @@ def main() -> None:
         return serve_zmq()
     if args.serve == "azmq":
         return serve_azmq()
+    if args.serve == "loopzmq":
+        return serve_loopzmq()
     if args.serve == "tcp":
         return serve_tcp()
     if args.quick:
@@ -626,18 +719,16 @@ def main() -> None:
         if args.profile:
             run(profile_client(server.address, args.asks))
             return
-        tcp_proc, tcp_addr = spawn_floor("tcp")
-        floors.append(tcp_proc)
-        zmq_proc, zmq_addr = spawn_floor("zmq")
-        floors.append(zmq_proc)
-        azmq_proc, azmq_addr = spawn_floor("azmq")
-        floors.append(azmq_proc)
+        addresses: dict[str, str] = {}
+        for kind in ("tcp", "zmq", "azmq", "loopzmq"):
+            proc, addresses[kind] = spawn_floor(kind)
+            floors.append(proc)
         print(
             f"python {sys.version.split()[0]}, pyzmq {zmq.__version__}, libzmq "
             f"{zmq.zmq_version()}, uvloop {uvloop.__version__}, {os.cpu_count()} CPUs; "
             f"every server in its own process on 127.0.0.1\n"
         )
-        run(bench(args, server.address, tcp_addr, zmq_addr, azmq_addr))
+        run(bench(args, server.address, addresses))
     finally:
         for proc in floors:
             stop_floor(proc)
