@@ -661,11 +661,14 @@ async def bench(args: argparse.Namespace, node_addr: str, floors: dict[str, str]
     cl = Clients(floors["tcp"], floors["zmq"], floors["azmq"], floors["loopzmq"])
     try:
         async with Node(seeds=[node_addr], serve=()) as node:
-            await bench_seq(cl, node, args.asks, args.reps)
-            print()
-            await bench_tell(cl, node, args.tells, args.reps)
-            print()
-            await bench_inflight(cl, node, args.inflight, args.reps)
+            if args.only in (None, "seq"):
+                await bench_seq(cl, node, args.asks, args.reps)
+                print()
+            if args.only in (None, "tell"):
+                await bench_tell(cl, node, args.tells, args.reps)
+                print()
+            if args.only in (None, "inflight"):
+                await bench_inflight(cl, node, args.inflight, args.reps)
     finally:
         cl.close()
 
@@ -699,6 +702,7 @@ def main() -> None:
     parser.add_argument("--inflight", type=int, default=30_000, help="calls, 100 in flight")
     parser.add_argument("--reps", type=int, default=3, help="repetitions (median is printed)")
     parser.add_argument("--quick", action="store_true", help="smoke run of a few seconds")
+    parser.add_argument("--only", choices=["seq", "tell", "inflight"], help="one section only")
     parser.add_argument("--profile", action="store_true", help="cProfile the client's asks")
     args = parser.parse_args()
     if args.serve == "zmq":
