@@ -133,7 +133,7 @@ class Messaging:
     def __init__(
         self,
         transport: Transport,
-        on_request: Callable[[wire.Envelope, Route], None],
+        on_request: Callable[[list[Any], Route], None],
         on_control: Callable[[wire.Envelope, Route], None],
         max_frame: int = wire.DEFAULT_MAX_FRAME,
     ) -> None:
@@ -328,7 +328,7 @@ class Messaging:
                 except (ActorError, ValueError, TypeError, KeyError) as err:
                     log.warning("bad control message from %s: %s", env.sender or route, err)
             else:
-                self._on_request(wire.envelope_of(fields), route)
+                self._on_request(fields, route)
 
     def _malformed(self, err: ProtocolError, route: Route) -> None:
         self.dropped += 1

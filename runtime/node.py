@@ -48,6 +48,17 @@ from runtime.context import NODE, TURN, node_started, node_stopped
 from runtime.mailbox import Message, ReplySink
 from runtime.messaging import Messaging, RemoteReply, ask_timeout
 from runtime.transport import Route, Transport
+from runtime.wire import (
+    F_ARGS,
+    F_CORR,
+    F_DEADLINE,
+    F_KEY,
+    F_KIND,
+    F_KWARGS,
+    F_METHOD,
+    F_TRACE,
+    F_TYPE,
+)
 
 __all__ = ["Node"]
 
@@ -716,32 +727,41 @@ class Node:
         self._cluster.activated(act)
         return act.epoch
 
-    def _on_request(self, env: wire.Envelope, route: Route) -> None:
-        """An ASK or TELL from the wire: deliver it here, or say where the actor lives."""
+    def _on_request(self, fields: list[Any], route: Route) -> None:
+        """An ASK or TELL from the wire (its validated array, see ``wire.decode_fields``):
+        deliver it here, or say where the actor lives."""
+        messaging = self._messaging
+        assert messaging is not None
+        is_ask = fields[F_KIND] == wire.ASK
+        deadline = 0.0
+        if is_ask and fields[F_DEADLINE]:
+            remaining = fields[F_DEADLINE] - time.time()
+            if remaining <= 0:
+                return  # the caller has given up already: never run it
+            deadline = self._loop.time() + remaining
+        # Fast path: a known method of an actor active here (no Envelope object).
+        table = self._catalog._by_type.get(fields[F_TYPE])
+        act = None if table is None else table.get(fields[F_KEY])
+        if type(act) is Activation and (self._serve is None or fields[F_TYPE] in self._serve):
+            method = act.type.methods.get(fields[F_METHOD])
+            if method is not None:
+                sink = RemoteReply(messaging, route, fields[F_CORR]) if is_ask else None
+                self._deliver(
+                    act, method, fields[F_ARGS], fields[F_KWARGS], fields[F_TRACE], deadline, sink
+                )
+                return
+        self._on_request_slow(wire.envelope_of(fields), route, deadline)
+
+    def _on_request_slow(self, env: wire.Envelope, route: Route, deadline: float) -> None:
+        """:meth:`_on_request` for an actor not active here, or a type or method unknown."""
         messaging, cluster = self._messaging, self._cluster
         assert messaging is not None and cluster is not None
-        is_ask = env.kind == wire.ASK
-        if not is_ask:
-            # Fast path for a stream of tells to an actor active here.
-            table = self._catalog._by_type.get(env.type_name)
-            act = None if table is None else table.get(env.key)
-            if type(act) is Activation and (self._serve is None or env.type_name in self._serve):
-                method = act.type.methods.get(env.method)
-                if method is not None:
-                    self._deliver(env, None, method, act, 0.0)
-                    return
-        sink = RemoteReply(messaging, route, env.corr) if is_ask else None
+        sink = RemoteReply(messaging, route, env.corr) if env.kind == wire.ASK else None
         try:
             atype = self._served(env.type_name)
             if atype is None:
                 raise UnknownActorType(f"{self._address} serves no actor type {env.type_name!r}")
             method = self._method(atype, env.method)
-            deadline = 0.0
-            if env.deadline:
-                remaining = env.deadline - time.time()
-                if remaining <= 0:
-                    return  # the caller has given up already: never run it
-                deadline = self._loop.time() + remaining
             act = self._catalog.get(atype, env.key)
             if act is None:
                 host = cluster.route(atype.name, env.key)
@@ -765,33 +785,36 @@ class Node:
         except ActorError as err:
             _fail(env, sink, err)
             return
-        self._deliver(env, sink, method, act, deadline)
+        self._deliver(act, method, env.args, env.kwargs, env.trace, deadline, sink)
 
     def _deliver(
         self,
-        env: wire.Envelope,
-        sink: RemoteReply | None,
-        method: Any,
         act: Activation,
+        method: Any,
+        args: Any,
+        kwargs: dict[str, Any],
+        chain: int,
         deadline: float,
+        sink: RemoteReply | None,
     ) -> None:
+        """Run a request from the wire on ``act`` now, or queue it: an ask answers ``sink``;
+        a tell (``sink`` None) starts a call chain of its own."""
         if sink is None:
             if act.can_run_now(0):
-                outcome, value = act.start_turn(method, env.args, env.kwargs, 0, 0.0, NO_REPLY)
+                outcome, value = act.start_turn(method, args, kwargs, 0, 0.0, NO_REPLY)
                 if outcome == RAISED:
                     log_tell_failure(act, value)
             else:
-                act.enqueue(Message(method, env.args, env.kwargs, None, 0.0, 0))
+                act.enqueue(Message(method, args, kwargs, None, 0.0, 0))
             return
-        chain = env.trace
         if act.can_run_now(chain):
-            outcome, value = act.start_turn(method, env.args, env.kwargs, chain, deadline, sink)
+            outcome, value = act.start_turn(method, args, kwargs, chain, deadline, sink)
             if outcome == DONE:
                 sink.set_result(value)
             elif outcome == RAISED:
                 sink.set_exception(value)
         else:
-            act.enqueue(Message(method, env.args, env.kwargs, sink, deadline, chain))
+            act.enqueue(Message(method, args, kwargs, sink, deadline, chain))
 
     def _send_elsewhere(self, env: wire.Envelope, sink: RemoteReply | None, host: str) -> None:
         """Redirect an ask (the caller re-sends it) or forward a tell to ``host``."""
@@ -827,7 +850,7 @@ class Node:
         except ActorError as err:
             _fail(env, sink, err)
             return
-        self._deliver(env, sink, method, act, deadline)
+        self._deliver(act, method, env.args, env.kwargs, env.trace, deadline, sink)
 
     async def _control_request(
         self, peer: str, op: str, body: Any, timeout: float | None = None

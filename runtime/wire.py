@@ -93,9 +93,19 @@ __all__ = [
     "ERR_TOO_LARGE",
     "ERR_UNKNOWN_METHOD",
     "ERR_UNKNOWN_TYPE",
+    "F_ARGS",
     "F_BODY",
     "F_CORR",
+    "F_DEADLINE",
+    "F_EPOCH",
+    "F_HOPS",
+    "F_KEY",
     "F_KIND",
+    "F_KWARGS",
+    "F_METHOD",
+    "F_SENDER",
+    "F_TRACE",
+    "F_TYPE",
     "MAX_EXT_DEPTH",
     "REPLY",
     "TELL",
@@ -141,9 +151,19 @@ _U64: Final = (1 << 64) - 1
 _U32: Final = (1 << 32) - 1
 _INF: Final = float("inf")
 _N_FIELDS: Final = 14
-#: Indexes into an envelope array from :func:`decode_fields`.
+#: Indexes into an envelope array from :func:`decode_fields` (0 is the version).
 F_KIND: Final = 1
 F_CORR: Final = 2
+F_SENDER: Final = 3
+F_TYPE: Final = 4
+F_KEY: Final = 5
+F_METHOD: Final = 6
+F_ARGS: Final = 7
+F_KWARGS: Final = 8
+F_DEADLINE: Final = 9
+F_HOPS: Final = 10
+F_TRACE: Final = 11
+F_EPOCH: Final = 12
 F_BODY: Final = 13
 
 
