@@ -18,7 +18,7 @@ import itertools
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from actors.errors import (
     ActorError,
@@ -32,9 +32,6 @@ from actors.errors import (
 from runtime import wire
 from runtime.transport import Route, Transport
 from runtime.wire import F_BODY, F_CORR, F_KIND
-
-if TYPE_CHECKING:
-    pass
 
 __all__ = ["Messaging", "RemoteReply", "ask_timeout"]
 
