@@ -24,9 +24,10 @@ each outbox's chunks into one frame and tries ``send(NOBLOCK)`` right away. ``EA
 the connection is at its high-water mark (or, thanks to ``IMMEDIATE``, not connected yet):
 the frames stay queued, ``backlog()`` grows, and the outbox is retried when the socket turns
 writable. Nothing bounds the outboxes except callers awaiting ``drained()``. For latency the
-first message of an iteration skips the queue: a ``send`` to a peer with nothing queued, and
-the first ``reply`` to a caller with nothing queued since the last flush (one per batch of
-frames read), go to the socket at once; the ones after them coalesce as above.
+first message of a burst skips the queue: the first ``send`` since the last flush or read
+batch (to a peer with nothing queued) and the first ``reply`` since then (to a caller with
+nothing queued) go to the socket at once, followed by a look at ``EVENTS``; the ones after
+them coalesce as above.
 
 Dead peers. Each DEALER has a socket monitor (an inproc PAIR read the same way). A
 disconnect, a failed handshake, a refused or timed-out connect, or a ZMTP heartbeat timeout
