@@ -62,7 +62,7 @@ import zmq.asyncio
 from _util import median, percentile, ratio, run, settle, table
 
 from actors import ActorRef, Node
-from bench.remote_actors import RemoteCounter
+from bench.remote_actors import Accounting, RemoteCounter, TaskCounter
 from tests.cluster import NodeProcess
 
 # -- the floors' protocol and servers (each in a process of its own) -----------------------------
@@ -657,12 +657,49 @@ async def bench_inflight(cl: Clients, node: Node, n: int, reps: int) -> None:
     )
 
 
+async def bench_accounting(node: Node, n: int) -> None:
+    """Hot-path accounting: tasks created and net allocated blocks per sequential remote ask,
+    on the client and on the serving node (a turn that does not suspend needs no task)."""
+    c = node.ref(RemoteCounter, "accounting")
+    acc = node.ref(Accounting, "only")
+    counter = TaskCounter()
+    loop = asyncio.get_running_loop()
+    previous = loop.get_task_factory()
+    counter.install()
+    try:
+        for _ in range(max(1000, n // 10)):  # warm: activations, route cache, buffers
+            await c.incr(1)
+        settle()
+        server0 = (await acc.tasks_created(), await acc.allocated_blocks())
+        tasks0, blocks0 = counter.created, sys.getallocatedblocks()
+        for _ in range(n):
+            await c.incr(1)
+        tasks, blocks = counter.created - tasks0, sys.getallocatedblocks() - blocks0
+        server1 = (await acc.tasks_created(), await acc.allocated_blocks())
+    finally:
+        loop.set_task_factory(previous)
+    table(
+        ["per remote ask", "tasks created", "net allocated blocks"],
+        [
+            ["client node", f"{tasks / n:.4f}", f"{blocks / n:+.4f}"],
+            [
+                "serving node",
+                f"{(server1[0] - server0[0]) / n:.4f}",
+                f"{(server1[1] - server0[1]) / n:+.4f}",
+            ],
+        ],
+        title=f"Hot-path accounting: {n:,} sequential remote asks (2 accounting asks included)",
+    )
+
+
 async def bench(args: argparse.Namespace, node_addr: str, floors: dict[str, str]) -> None:
     cl = Clients(floors["tcp"], floors["zmq"], floors["azmq"], floors["loopzmq"])
     try:
         async with Node(seeds=[node_addr], serve=()) as node:
             if args.only in (None, "seq"):
                 await bench_seq(cl, node, args.asks, args.reps)
+                print()
+                await bench_accounting(node, args.asks)
                 print()
             if args.only in (None, "tell"):
                 await bench_tell(cl, node, args.tells, args.reps)

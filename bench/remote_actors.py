@@ -1,8 +1,32 @@
-"""The actor that ``bench/bench_remote.py``'s node process serves (``--import``)."""
+"""The actors that ``bench/bench_remote.py``'s node process serves (``--import``)."""
 
 from __future__ import annotations
 
+import asyncio
+import sys
+from collections.abc import Coroutine, Generator
+from typing import Any
+
 from actors import actor
+
+
+class TaskCounter:
+    """A task factory that counts the tasks a loop creates (hot-path accounting)."""
+
+    def __init__(self) -> None:
+        self.created = 0
+
+    def __call__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        coro: Coroutine[Any, Any, Any] | Generator[Any, None, Any],
+        **kwargs: Any,
+    ) -> asyncio.Task[Any]:
+        self.created += 1
+        return asyncio.Task(coro, loop=loop, **kwargs)  # type: ignore[arg-type]
+
+    def install(self) -> None:
+        asyncio.get_running_loop().set_task_factory(self)  # type: ignore[arg-type]
 
 
 @actor(name="bench.RemoteCounter")
@@ -16,3 +40,22 @@ class RemoteCounter:
 
     async def peek(self) -> int:
         return self.count
+
+
+_SERVER_TASKS = TaskCounter()
+
+
+@actor(name="bench.Accounting")
+class Accounting:
+    """Reports the serving node process's task count and allocated blocks."""
+
+    def __init__(self) -> None:
+        loop = asyncio.get_running_loop()
+        if not isinstance(loop.get_task_factory(), TaskCounter):
+            _SERVER_TASKS.install()
+
+    def tasks_created(self) -> int:
+        return _SERVER_TASKS.created
+
+    def allocated_blocks(self) -> int:
+        return sys.getallocatedblocks()
