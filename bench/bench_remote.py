@@ -118,13 +118,20 @@ def _exit_with_parent() -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
-def serve_zmq() -> None:
-    ctx = zmq.Context()
+def floor_router(ctx: Any) -> tuple[Any, str]:
+    """A floor server's ROUTER (linger 0, the floors' HWM) bound to a free loopback port; its
+    address is printed for the parent to read, and returned."""
     sock = ctx.socket(zmq.ROUTER)
     for opt, value in ((zmq.LINGER, 0), (zmq.SNDHWM, HWM), (zmq.RCVHWM, HWM)):
         sock.setsockopt(opt, value)
     sock.bind("tcp://127.0.0.1:0")
-    print(sock.getsockopt_string(zmq.LAST_ENDPOINT), flush=True)
+    address: str = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+    print(address, flush=True)
+    return sock, address
+
+
+def serve_zmq() -> None:
+    sock, _ = floor_router(zmq.Context())
     _exit_with_parent()
     handle = counter_handler()
     recv, send, more = sock.recv, sock.send, zmq.SNDMORE
@@ -141,12 +148,7 @@ def serve_azmq() -> None:
     ``recv_multipart``/``send_multipart`` per message (how zmq.asyncio code is written)."""
 
     async def main() -> None:
-        ctx = zmq.asyncio.Context()
-        sock = ctx.socket(zmq.ROUTER)
-        for opt, value in ((zmq.LINGER, 0), (zmq.SNDHWM, HWM), (zmq.RCVHWM, HWM)):
-            sock.setsockopt(opt, value)
-        sock.bind("tcp://127.0.0.1:0")
-        print(sock.getsockopt_string(zmq.LAST_ENDPOINT), flush=True)
+        sock, _ = floor_router(zmq.asyncio.Context())
         handle = counter_handler()
         recv, send = sock.recv_multipart, sock.send_multipart
         while True:
@@ -165,12 +167,7 @@ def serve_loopzmq() -> None:
     event-loop process does per message over pyzmq."""
 
     async def main() -> None:
-        ctx = zmq.Context()
-        sock = ctx.socket(zmq.ROUTER)
-        for opt, value in ((zmq.LINGER, 0), (zmq.SNDHWM, HWM), (zmq.RCVHWM, HWM)):
-            sock.setsockopt(opt, value)
-        sock.bind("tcp://127.0.0.1:0")
-        print(sock.getsockopt_string(zmq.LAST_ENDPOINT), flush=True)
+        sock, _ = floor_router(zmq.Context())
         handle = counter_handler()
         recv, send, get = sock.recv, sock.send, sock.getsockopt
 

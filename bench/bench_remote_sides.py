@@ -48,12 +48,7 @@ def serve_bare() -> None:
     """A bare event-loop ROUTER that answers shoal ASK envelopes for ``incr``."""
 
     async def main() -> None:
-        ctx = zmq.Context()
-        sock = ctx.socket(zmq.ROUTER)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.bind("tcp://127.0.0.1:0")
-        address = sock.getsockopt_string(zmq.LAST_ENDPOINT)
-        print(address, flush=True)
+        sock, address = br.floor_router(zmq.Context())
         count = 0
         recv, send, get = sock.recv, sock.send, sock.getsockopt
 
