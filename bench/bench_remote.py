@@ -323,26 +323,34 @@ class LoopDealer:
 
     def __init__(self, ctx: Any, address: str) -> None:
         self.sock = dealer(ctx, address)
-        self.waiter: asyncio.Future[int] | None = None
+        self.waiter: asyncio.Future[Any] | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
+
+    def results(self, frame: bytes) -> list[Any]:
+        """The answers a frame carries (the floor protocol: one, ``[3, corr, result]``)."""
+        return [unpackb(frame)[2]]
 
     def _on_readable(self) -> None:
         sock = self.sock
         while sock.getsockopt(EVENTS) & POLLIN:
-            result = unpackb(sock.recv(NOBLOCK))[2]
-            if self.waiter is not None and not self.waiter.done():
-                self.waiter.set_result(result)
+            for result in self.results(sock.recv(NOBLOCK)):
+                if self.waiter is not None and not self.waiter.done():
+                    self.waiter.set_result(result)
 
-    async def ask(self, i: int) -> int:
+    def request(self, chunk: bytes) -> asyncio.Future[Any]:
+        """Send ``chunk`` at once; the future gets the answer."""
         loop = self.loop
         if loop is None:
             loop = self.loop = asyncio.get_running_loop()
             loop.add_reader(self.sock.FD, self._on_readable)
         fut = self.waiter = loop.create_future()
-        self.sock.send(packb([ASK, i, "incr", [1]]), NOBLOCK)
+        self.sock.send(chunk, NOBLOCK)
         if self.sock.getsockopt(EVENTS) & POLLIN:  # the send may have eaten the FD's edge
             loop.call_soon(self._on_readable)
-        return await fut
+        return fut
+
+    async def ask(self, i: int) -> Any:
+        return await self.request(packb([ASK, i, "incr", [1]]))
 
     def close(self) -> None:
         if self.loop is not None and not self.loop.is_closed():

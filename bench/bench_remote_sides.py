@@ -73,43 +73,23 @@ def serve_bare() -> None:
     uvloop.run(main())
 
 
-class BareClient:
-    """A bare event-loop DEALER that sends shoal ASK envelopes and awaits their REPLY."""
+class BareClient(br.LoopDealer):
+    """The event-loop floor's client speaking shoal's envelopes: ASK out, REPLY back."""
 
     def __init__(self, ctx: Any, address: str) -> None:
-        self.sock = br.dealer(ctx, address)
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self.waiter: asyncio.Future[Any] | None = None
+        super().__init__(ctx, address)
         self.corr = 0
 
-    def _on_readable(self) -> None:
-        sock = self.sock
-        while sock.getsockopt(EVENTS) & POLLIN:
-            for fields in wire.decode_fields(sock.recv(NOBLOCK)):
-                waiter = self.waiter
-                if fields[wire.F_KIND] == wire.REPLY and waiter is not None and not waiter.done():
-                    waiter.set_result(fields[wire.F_BODY])
+    def results(self, frame: bytes) -> list[Any]:
+        return [f[wire.F_BODY] for f in wire.decode_fields(frame) if f[wire.F_KIND] == wire.REPLY]
 
-    async def ask(self) -> Any:
-        loop = self.loop
-        if loop is None:
-            loop = self.loop = asyncio.get_running_loop()
-            loop.add_reader(self.sock.FD, self._on_readable)
+    async def ask(self, i: int = 0) -> Any:
         self.corr += 1
-        fut = self.waiter = loop.create_future()
         deadline = time.time() + 30
         chunk = wire.encode_request(
             wire.ASK, self.corr, "", TYPE, "x", "incr", (1,), {}, deadline, 0, 12345
         )
-        self.sock.send(chunk, NOBLOCK)
-        if self.sock.getsockopt(EVENTS) & POLLIN:
-            loop.call_soon(self._on_readable)
-        return await fut
-
-    def close(self) -> None:
-        if self.loop is not None and not self.loop.is_closed():
-            self.loop.remove_reader(self.sock.FD)
-        self.sock.close(linger=0)
+        return await self.request(chunk)
 
 
 async def measure(rows: dict[str, Callable[[], Awaitable[Any]]], blocks: int) -> dict[str, float]:
