@@ -763,6 +763,7 @@ class Node:
                 raise UnknownActorType(f"{self._address} serves no actor type {env.type_name!r}")
             method = self._method(atype, env.method)
             act = self._catalog.get(atype, env.key)
+            host = self._address
             if act is None:
                 host = cluster.route(atype.name, env.key)
                 if host == self._address and not cluster.serving():
@@ -778,10 +779,30 @@ class Node:
                         )
                         return
                     host = placed
-                if host != self._address:
-                    self._send_elsewhere(env, sink, host)
-                    return
-                act = self._activation(atype, env.key)
+        except ActorError as err:
+            _fail(env, sink, err)
+            return
+        if act is None:
+            self._deliver_at(host, env, sink, atype, method, deadline)
+        else:
+            self._deliver(act, method, env.args, env.kwargs, env.trace, deadline, sink)
+
+    def _deliver_at(
+        self,
+        host: str,
+        env: wire.Envelope,
+        sink: RemoteReply | None,
+        atype: ActorType,
+        method: Any,
+        deadline: float,
+    ) -> None:
+        """A request for an actor not active here, once placed: forward it to ``host``, or
+        activate the actor here and deliver it."""
+        try:
+            if host != self._address:
+                self._send_elsewhere(env, sink, host)
+                return
+            act = self._activation(atype, env.key)
         except ActorError as err:
             _fail(env, sink, err)
             return
@@ -843,14 +864,10 @@ class Node:
         assert self._cluster is not None
         try:
             host = await self._cluster.place(atype, env.key)
-            if host != self._address:
-                self._send_elsewhere(env, sink, host)
-                return
-            act = self._activation(atype, env.key)
         except ActorError as err:
             _fail(env, sink, err)
             return
-        self._deliver(act, method, env.args, env.kwargs, env.trace, deadline, sink)
+        self._deliver_at(host, env, sink, atype, method, deadline)
 
     async def _control_request(
         self, peer: str, op: str, body: Any, timeout: float | None = None
