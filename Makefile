@@ -6,7 +6,9 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint bench fuzz clean
 
-$(STAMP): pyproject.toml
+# The install also compiles the optional accelerator runtime/_fastzmq.pyx (needs a C compiler;
+# without one the install goes on and the transport uses pure pyzmq calls).
+$(STAMP): pyproject.toml setup.py runtime/_fastzmq.pyx
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
@@ -30,4 +32,4 @@ bench: $(STAMP)
 	for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build runtime/_fastzmq.c runtime/*.so

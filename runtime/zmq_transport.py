@@ -52,14 +52,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-from collections.abc import Callable
 from typing import Any, Final
 
 import zmq
-import zmq.backend
 from zmq.utils.monitor import parse_monitor_message
 
 from actors.errors import NodeUnavailable
+from runtime import _zmqcalls
 from runtime.transport import (
     DEFAULT_BACKLOG_HWM,
     DEFAULT_MAX_FRAME_BYTES,
@@ -88,13 +87,15 @@ _RCVMORE: Final = int(zmq.RCVMORE)
 _POLLIN: Final = int(zmq.POLLIN)
 _POLLOUT: Final = int(zmq.POLLOUT)
 _Again: Final = zmq.Again
-# The backend's send skips the sugar layer's routing_id/group handling (DRAFT sockets only),
-# which is over half the cost of a small send.
-_send: Final = zmq.backend.Socket.send
-# ``getsockopt(EVENTS)`` through the backend: half the cost of a ``recv`` that raises EAGAIN
-# (pyzmq builds an exception object, an Errno enum and imports for every EAGAIN).
-_get: Final[Callable[[Any, int], Any]] = zmq.backend.Socket.get
 _ZMQError: Final = zmq.ZMQError
+# The hot socket calls take a socket's token (None once closed): see runtime._zmqcalls.
+# ``events`` (getsockopt EVENTS) costs half a ``recv`` that fails with EAGAIN (pyzmq builds an
+# exception object, an Errno enum and imports for every EAGAIN).
+_token: Final = _zmqcalls.token
+_send: Final = _zmqcalls.send
+_events: Final = _zmqcalls.events
+_recv: Final = _zmqcalls.recv
+_recv_routed: Final = _zmqcalls.recv_routed
 
 _DOWN_EVENTS: Final = (
     zmq.EVENT_DISCONNECTED
@@ -127,12 +128,14 @@ def _ms(seconds: float) -> int:
 class _Dealer(Outbox):
     """The outbox of one peer together with the DEALER (and its monitor) that carries it."""
 
-    __slots__ = ("fd", "mon", "mon_fd", "peer", "sock")
+    __slots__ = ("fd", "h", "mon", "mon_fd", "peer", "sock")
 
     def __init__(self, peer: str, sock: Any, mon: Any) -> None:
         super().__init__(peer)
         self.peer = peer
         self.sock: Any = sock
+        self.h: Any = _token(sock)
+        """The socket's token for the hot calls; None once closed."""
         self.mon: Any = mon
         self.fd: int = sock.FD
         self.mon_fd: int = mon.FD
@@ -188,6 +191,7 @@ class ZmqTransport(Transport):
         "_router",
         "_router_blocked",
         "_router_fd",
+        "_router_h",
         "_routes",
         "_sent_direct",
         "address",
@@ -242,6 +246,7 @@ class ZmqTransport(Transport):
         self._peer_down: PeerDown = _ignore_peer
         self._router: Any = None
         self._router_fd = -1
+        self._router_h: Any = None
         self._dealers: dict[str, _Dealer] = {}
         self._routes: dict[bytes, Outbox] = {}
         self._router_blocked: dict[bytes, Outbox] = {}
@@ -280,6 +285,7 @@ class ZmqTransport(Transport):
             raise _endpoint_error(exc, listen) from exc
         self._router = sock
         self._router_fd = sock.FD
+        self._router_h = _token(sock)
         self.address = sock.getsockopt_string(zmq.LAST_ENDPOINT)
         self._loop.add_reader(self._router_fd, self._on_router)
         # The bind may already have left commands in the mailbox; look once.
@@ -303,6 +309,7 @@ class ZmqTransport(Transport):
         if self._router is not None:
             if loop is not None:
                 loop.remove_reader(self._router_fd)
+            self._router_h = None
             self._router.close(linger=0)
             self._router = None
         for box in self._routes.values():
@@ -328,6 +335,7 @@ class ZmqTransport(Transport):
         if self._loop is not None:
             self._loop.remove_reader(d.fd)
             self._loop.remove_reader(d.mon_fd)
+        d.h = None
         with contextlib.suppress(zmq.ZMQError):
             d.sock.disable_monitor()
         d.mon.close(linger=0)
@@ -351,7 +359,7 @@ class ZmqTransport(Transport):
             # The first send since the last flush or read batch, to an idle peer, leaves at
             # once (latency); the ones after it coalesce until the flush.
             try:
-                _send(box.sock, chunk, _NOBLOCK)
+                _send(box.h, chunk, _NOBLOCK)
             except _Again:
                 pass
             except _ZMQError:
@@ -377,7 +385,7 @@ class ZmqTransport(Transport):
             return
         box = self._routes.get(route)
         if box is None:
-            sock = self._router
+            sock = self._router_h
             if sock is None:
                 return  # closed: nowhere to send it
             if not self._replied:
@@ -444,7 +452,7 @@ class ZmqTransport(Transport):
 
     def _send_dealer(self, d: _Dealer) -> int:
         """Send ``d``'s frames until zmq pushes back; return how many went out."""
-        sock = d.sock
+        sock = d.h
         send = _send
         sent = 0
         frames = d.frames
@@ -486,7 +494,7 @@ class ZmqTransport(Transport):
 
     def _send_route(self, box: Outbox) -> int:
         """Send a reply outbox on the ROUTER (forgotten once empty); return frames sent."""
-        sock = self._router
+        sock = self._router_h
         ident = box.key
         assert isinstance(ident, bytes)
         frames = box.take_frames(self._max_frame)
@@ -574,7 +582,7 @@ class ZmqTransport(Transport):
 
     def _recheck_dealer(self, d: _Dealer, chase_out: bool) -> None:
         try:
-            ev = _get(d.sock, _EVENTS)
+            ev = _events(d.h)
         except _ZMQError:
             return
         if ev & _POLLIN or (chase_out and d.blocked and ev & _POLLOUT):
@@ -583,11 +591,8 @@ class ZmqTransport(Transport):
     def _recheck_router(self, chase_out: bool) -> None:
         # With ROUTER_MANDATORY, POLLOUT means "SOME caller's pipe has room", not necessarily
         # a blocked one's; that is why a fruitless retry must not chase it again.
-        sock = self._router
-        if sock is None:
-            return
         try:
-            ev = _get(sock, _EVENTS)
+            ev = _events(self._router_h)
         except _ZMQError:
             return
         if ev & _POLLIN or (chase_out and self._router_blocked and ev & _POLLOUT):
@@ -606,26 +611,25 @@ class ZmqTransport(Transport):
 
     def _on_router(self) -> None:
         """ROUTER wake-up: read every ready frame, then retry replies that were blocked."""
-        sock = self._router
-        if sock is None:
+        if self._router_h is None:
             return
-        self._read_router(sock)
+        self._read_router()
         if self._router_blocked:
             try:
-                ev = sock.getsockopt(_EVENTS)
+                ev = _events(self._router_h)
             except _ZMQError:
                 return
             if ev & _POLLOUT:
                 self._recheck_router(self._retry_router() > 0)
 
-    def _read_router(self, sock: Any) -> None:
+    def _read_router(self) -> None:
         # Sends made by deliver() wait for the flush at the end of this batch instead of
         # scheduling one of their own (which would run as a no-op in the next iteration);
         # the first reply of the batch still leaves at once (see reply()).
         scheduled, self._flush_scheduled = self._flush_scheduled, True
         self._replied = False
         try:
-            self._read_router_frames(sock)
+            self._read_router_frames()
         finally:
             self._flush_scheduled = scheduled
         # The batch ended with a look at EVENTS after its last reply: re-armed already.
@@ -633,8 +637,8 @@ class ZmqTransport(Transport):
         if self._dirty:
             self._flush()
 
-    def _read_router_frames(self, sock: Any) -> None:
-        recv = sock.recv
+    def _read_router_frames(self) -> None:
+        recv_routed = _recv_routed
         deliver = self._deliver
         budget = _READ_BUDGET
         for _ in range(self._recv_batch):
@@ -642,18 +646,15 @@ class ZmqTransport(Transport):
                 self._loop.call_soon(self._on_router)  # type: ignore[union-attr]
                 break
             try:
-                ident = recv(_NOBLOCK)
-                # A message arrives whole, so the rest of its parts are already here. A
-                # Frame (copy=False) carries the "more" flag, saving a getsockopt(RCVMORE).
-                msg = recv(_NOBLOCK, False)
-                if msg.more:
-                    while msg.more:
-                        msg = recv(_NOBLOCK, False)
+                ident, frame, more = recv_routed(self._router_h)
+                if more:
+                    # A message arrives whole, so the rest of its parts are already here.
+                    while more:
+                        _, more = _recv(self._router_h)
                     self._malformed("multipart message on the ROUTER")
                     continue
             except _ZMQError:  # EAGAIN: drained (or the socket was closed meanwhile)
                 break
-            frame = msg.bytes
             if not frame:
                 self._malformed("empty frame on the ROUTER")
                 continue
@@ -665,7 +666,7 @@ class ZmqTransport(Transport):
             # Ask EVENTS rather than recv until EAGAIN: half the cost, and it also processes
             # the socket's commands, which re-arms the FD edge (deliver() may have sent).
             try:
-                if not _get(sock, _EVENTS) & _POLLIN:
+                if not _events(self._router_h) & _POLLIN:
                     break
             except _ZMQError:  # closed by deliver()
                 break
@@ -678,7 +679,7 @@ class ZmqTransport(Transport):
         self._read_dealer(d)
         if d.blocked:
             try:
-                ev = d.sock.getsockopt(_EVENTS)
+                ev = _events(d.h)
             except _ZMQError:
                 return
             if ev & _POLLOUT:
@@ -697,8 +698,7 @@ class ZmqTransport(Transport):
             self._flush()
 
     def _read_dealer_frames(self, d: _Dealer) -> None:
-        sock = d.sock
-        recv = sock.recv
+        recv = _recv
         deliver = self._deliver
         peer = d.peer
         budget = _READ_BUDGET
@@ -707,15 +707,14 @@ class ZmqTransport(Transport):
                 self._loop.call_soon(self._on_dealer, d)  # type: ignore[union-attr]
                 break
             try:
-                msg = recv(_NOBLOCK, False)
-                if msg.more:
-                    while msg.more:
-                        msg = recv(_NOBLOCK, False)
+                frame, more = recv(d.h)
+                if more:
+                    while more:
+                        _, more = recv(d.h)
                     self._malformed(f"multipart message from {peer}")
                     continue
             except _ZMQError:  # EAGAIN: drained (or the socket was closed meanwhile)
                 break
-            frame = msg.bytes
             if not frame:
                 self._malformed(f"empty frame from {peer}")
                 continue
@@ -725,7 +724,7 @@ class ZmqTransport(Transport):
             except Exception:
                 logger.exception("deliver() raised; frame dropped")
             try:  # as in _read_router_frames
-                if not _get(sock, _EVENTS) & _POLLIN:
+                if not _events(d.h) & _POLLIN:
                     break
             except _ZMQError:  # closed by deliver() (the peer was forgotten)
                 break

@@ -1,0 +1,142 @@
+"""The transport's hot socket calls: the compiled set and the pure pyzmq set behave alike."""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import zmq
+
+from runtime import _zmqcalls
+from tests.cluster import ROOT
+
+PURE = SimpleNamespace(
+    token=_zmqcalls._py_token,
+    events=_zmqcalls._py_events,
+    send=_zmqcalls._py_send,
+    recv=_zmqcalls._py_recv,
+    recv_routed=_zmqcalls._py_recv_routed,
+)
+
+
+def _compiled() -> SimpleNamespace | None:
+    try:
+        from runtime import _fastzmq
+    except ImportError:
+        return None
+    return SimpleNamespace(
+        token=_zmqcalls._c_token,
+        events=_fastzmq.events,
+        send=_fastzmq.send,
+        recv=_fastzmq.recv,
+        recv_routed=_fastzmq.recv_routed,
+    )
+
+
+COMPILED = _compiled()
+IMPLS = [pytest.param(PURE, id="pure")]
+if COMPILED is not None:
+    IMPLS.append(pytest.param(COMPILED, id="compiled"))
+
+
+@pytest.fixture(params=IMPLS)
+def calls(request: pytest.FixtureRequest) -> SimpleNamespace:
+    impl: SimpleNamespace = request.param
+    return impl
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[Any, Any]]:
+    """A ROUTER and a DEALER connected over inproc (delivery is synchronous: no waiting)."""
+    ctx = zmq.Context()
+    router = ctx.socket(zmq.ROUTER)
+    dealer = ctx.socket(zmq.DEALER)
+    try:
+        router.bind("inproc://calls")
+        dealer.connect("inproc://calls")
+        yield router, dealer
+    finally:
+        router.close(linger=0)
+        dealer.close(linger=0)
+        ctx.term()
+
+
+def test_compiled_calls_are_used_when_built() -> None:
+    if os.environ.get("SHOAL_NO_EXTENSIONS", "") not in ("", "0"):
+        assert not _zmqcalls.ACCELERATED
+    else:
+        assert _zmqcalls.ACCELERATED == (COMPILED is not None)
+        if COMPILED is not None:
+            assert _zmqcalls.events is COMPILED.events
+
+
+def test_no_extensions_forces_the_pure_calls() -> None:
+    env = dict(os.environ, SHOAL_NO_EXTENSIONS="1", PYTHONPATH=str(ROOT))
+    out = subprocess.run(
+        [sys.executable, "-c", "from runtime import _zmqcalls; print(_zmqcalls.ACCELERATED)"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert out.stdout.strip() == "False"
+
+
+def test_request_and_reply(calls: SimpleNamespace, pair: tuple[Any, Any]) -> None:
+    router, dealer = pair
+    r, d = calls.token(router), calls.token(dealer)
+    assert not calls.events(r) & zmq.POLLIN
+    calls.send(d, b"hello", zmq.NOBLOCK)
+    assert calls.events(r) & zmq.POLLIN
+    ident, data, more = calls.recv_routed(r)
+    assert (data, more) == (b"hello", 0)
+    assert not calls.events(r) & zmq.POLLIN
+    calls.send(r, ident, zmq.NOBLOCK | zmq.SNDMORE)
+    calls.send(r, b"world" * 1000, zmq.NOBLOCK)
+    assert calls.events(d) & zmq.POLLIN
+    assert calls.recv(d) == (b"world" * 1000, 0)
+    assert calls.events(d) == zmq.POLLOUT
+
+
+def test_parts_report_more(calls: SimpleNamespace, pair: tuple[Any, Any]) -> None:
+    router, dealer = pair
+    r, d = calls.token(router), calls.token(dealer)
+    dealer.send_multipart([b"a", b"", b"c"])
+    ident, data, more = calls.recv_routed(r)
+    assert (data, more) == (b"a", 1)
+    assert calls.recv(r) == (b"", 1)
+    assert calls.recv(r) == (b"c", 0)
+    router.send_multipart([ident, b"x", b"y"])
+    assert calls.recv(d) == (b"x", 1)
+    assert calls.recv(d) == (b"y", 0)
+
+
+def test_nothing_to_read_raises_again(calls: SimpleNamespace, pair: tuple[Any, Any]) -> None:
+    router, dealer = pair
+    with pytest.raises(zmq.Again):
+        calls.recv(calls.token(dealer))
+    with pytest.raises(zmq.Again):
+        calls.recv_routed(calls.token(router))
+
+
+def test_errors_are_pyzmqs(calls: SimpleNamespace, pair: tuple[Any, Any]) -> None:
+    router, dealer = pair
+    router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+    r = calls.token(router)
+    with pytest.raises(zmq.ZMQError) as unreachable:
+        calls.send(r, b"nobody", zmq.NOBLOCK | zmq.SNDMORE)
+    assert unreachable.value.errno == errno.EHOSTUNREACH
+    for call in (calls.events, calls.recv, calls.recv_routed):
+        with pytest.raises(zmq.ZMQError) as closed:
+            call(None)  # the token of a socket the transport closed
+        assert closed.value.errno == errno.ENOTSOCK
+    with pytest.raises(zmq.ZMQError) as closed:
+        calls.send(None, b"x", zmq.NOBLOCK)
+    assert closed.value.errno == errno.ENOTSOCK
