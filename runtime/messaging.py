@@ -183,8 +183,9 @@ class Messaging:
     def request(
         self, peer: str, env: wire.Envelope, loop: asyncio.AbstractEventLoop
     ) -> tuple[int, asyncio.Future[Any]]:
-        """Send an ASK; the future gets the reply (or the typed error). The caller must
-        :meth:`forget` the correlation id when done. Encoding errors (``SerializationError``,
+        """Send an ASK; the future gets the reply (or the typed error). An answered ask is
+        forgotten on arrival; a caller that stops waiting earlier (timeout, cancellation) must
+        :meth:`forget` the correlation id. Encoding errors (``SerializationError``,
         ``MessageTooLarge``) raise here, before anything is sent."""
         corr = next(self._corr)
         env.corr = corr
@@ -211,8 +212,8 @@ class Messaging:
     ) -> tuple[int, asyncio.Future[Any]]:
         """Send an ASK for an actor (the hot path of :meth:`request`); ``deadline`` is absolute
         wall-clock time (for the callee), ``expires`` the same instant on the loop clock, when
-        the future fails with ActorTimeout (naming ``timeout``). The caller must
-        :meth:`forget` the correlation id when done."""
+        the future fails with ActorTimeout (naming ``timeout``). As with :meth:`request`, a
+        caller that stops waiting before the answer must :meth:`forget` the correlation id."""
         corr = next(self._corr)
         chunk = wire.encode_request(
             wire.ASK,
@@ -309,15 +310,20 @@ class Messaging:
             if kind == wire.REPLY or kind == wire.ERROR:
                 # Replies need no Envelope object: just their corr and body.
                 corr = fields[F_CORR]
-                pending = self._pending.get(corr)
-                if pending is None or pending.fut.done():
+                pending = self._pending.pop(corr, None)  # answered: forgotten here
+                if pending is None:
                     if kind == wire.ERROR and corr == 0:
                         log.warning("peer reported: %s", wire.body_to_error(fields[F_BODY]))
                     continue  # the caller gave up already
+                if pending.handle is not None:
+                    pending.handle.cancel()
+                fut = pending.fut
+                if fut.done():
+                    continue  # timed out or cancelled, not yet forgotten
                 if kind == wire.REPLY:
-                    pending.fut.set_result(fields[F_BODY])
+                    fut.set_result(fields[F_BODY])
                 else:
-                    pending.fut.set_exception(wire.body_to_error(fields[F_BODY]))
+                    fut.set_exception(wire.body_to_error(fields[F_BODY]))
             elif kind == wire.CONTROL:
                 env = wire.envelope_of(fields)
                 try:
