@@ -351,18 +351,21 @@ class Node:
         kwargs: dict[str, Any],
         timeout: float | None,
     ) -> Coroutine[Any, Any, Any]:
-        """The coroutine of an ask. When the actor is known to live on another node it is the
-        remote ask itself (one coroutine less on the hot path); anything else (local actors,
-        placement, unknown names, no quorum) takes :meth:`_ask_any` when awaited."""
+        """The coroutine of an ask. When the ring sends the actor to another node and it is
+        not active here, it is the remote ask itself (one coroutine less on the hot path), and
+        deciding that has no side effect; anything else (local actors, placement, unknown
+        names, no quorum) is decided by :meth:`_ask_any` when awaited."""
         cluster = self._cluster
         if cluster is not None:
             atype = self._types.get(type_name)
-            if atype is None or method_name in atype.methods:
+            if atype is None or (
+                method_name in atype.methods and self._catalog.get(atype, key) is None
+            ):
                 try:
-                    host = self._elsewhere(atype, type_name, key)
+                    host = cluster.route(type_name, key)
                 except ActorError:
-                    host = None  # raised again by _ask_any, when awaited
-                if host and host != self._address:
+                    host = self._address  # raised again by _ask_any, when awaited
+                if host != self._address:
                     return self._remote_ask(
                         host, type_name, key, method_name, args, kwargs, timeout
                     )

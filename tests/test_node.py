@@ -135,6 +135,16 @@ async def test_unknown_method_and_private_names(node: Node) -> None:
         c.no_such_method.tell()
 
 
+async def test_an_ask_does_nothing_until_awaited(node: Node) -> None:
+    c = node.ref(Counter, "lazy")
+    bad = c.no_such_method()  # errors too are raised by the await, not by the call
+    first = c.incr(5)
+    assert await c.peek() == 0  # nothing was sent or run for `first` yet
+    assert await first == 5
+    with pytest.raises(UnknownMethod):
+        await bad
+
+
 async def test_unknown_actor_type(node: Node) -> None:
     with pytest.raises(UnknownActorType):
         await node.ref("NoSuchActor", "x").anything()
