@@ -48,7 +48,7 @@ def serve_bare() -> None:
     """A bare event-loop ROUTER that answers shoal ASK envelopes for ``incr``."""
 
     async def main() -> None:
-        sock, address = br.floor_router(zmq.Context())
+        sock, _ = br.floor_router(zmq.Context())
         count = 0
         recv, send, get = sock.recv, sock.send, sock.getsockopt
 
@@ -62,7 +62,7 @@ def serve_bare() -> None:
                     if fields[wire.F_METHOD] == "incr":
                         count += fields[wire.F_ARGS][0]
                     send(ident, NOBLOCK | SNDMORE)
-                    send(wire.encode_reply(fields[wire.F_CORR], address, count), NOBLOCK)
+                    send(wire.encode_reply(fields[wire.F_CORR], "", count), NOBLOCK)
 
         loop = asyncio.get_running_loop()
         loop.add_reader(sock.FD, on_readable)

@@ -96,7 +96,7 @@ class RemoteReply:
         self._done = True
         m = self._messaging
         try:
-            chunk = wire.encode_reply(self._corr, m.address, result, max_size=m.max_frame)
+            chunk = wire.encode_reply(self._corr, "", result, max_size=m.max_frame)
         except SerializationError as err:
             chunk = m.encode_error(self._corr, SerializationError(f"result: {err}"))
         m.transport.reply(self._route, chunk)
@@ -177,7 +177,7 @@ class Messaging:
     def encode_error(self, corr: int, exc: BaseException) -> bytes:
         """An ERROR envelope answering ``corr`` with ``exc`` (its traceback if it has one)."""
         tb = exc.remote_traceback if isinstance(exc, RemoteError) else ""
-        env = wire.Envelope(wire.ERROR, corr, self.address, body=wire.error_to_body(exc, tb))
+        env = wire.Envelope(wire.ERROR, corr, body=wire.error_to_body(exc, tb))
         return wire.encode_envelope(env, max_size=self.max_frame)
 
     def request(
@@ -218,7 +218,7 @@ class Messaging:
         chunk = wire.encode_request(
             wire.ASK,
             corr,
-            self.address,
+            "",  # no sender: the connection is the route back
             type_name,
             key,
             method,
@@ -271,7 +271,7 @@ class Messaging:
         chunk = wire.encode_request(
             wire.TELL,
             0,
-            self.address,
+            "",  # no sender: the connection is the route back
             type_name,
             key,
             method,

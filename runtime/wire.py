@@ -3,28 +3,34 @@
 This module does no I/O: it turns :class:`Envelope` objects into bytes and back. Transports
 (ZeroMQ, in-process queues, ...) only move the bytes.
 
-Envelope (protocol version 1)
+Envelope (protocol version 2)
 -----------------------------
-An envelope is ONE msgpack array of exactly 14 elements, in this order::
+An envelope is ONE msgpack array of 4 to 14 elements, in this order::
 
-    idx  field      msgpack type     meaning
-    0    version    int              always VERSION (= 1); checked first
-    1    kind       int              1 ASK, 2 TELL, 3 REPLY, 4 ERROR, 5 CONTROL
-    2    corr       int  u64         correlation id (0 for TELL); REPLY/ERROR echo the ASK's
-    3    sender     str              sender node address, may be ""
-    4    type_name  str              actor type
-    5    key        str              actor key
-    6    method     str              method name
-    7    args       array            positional arguments
-    8    kwargs     map str -> any   keyword arguments
-    9    deadline   float (or int)   absolute unix wall-clock seconds, 0.0 = none; kept across hops
-    10   hops       int  u32         how many times the envelope was forwarded
-    11   trace      int  u64         call-chain / trace id
-    12   epoch      int  u64         activation epoch (fencing token), 0 when unknown
-    13   body       any              REPLY: the result; ERROR: error body (below); CONTROL: any
+    idx  field      msgpack type     default  meaning
+    0    version    int                       always VERSION (= 2); checked first
+    1    kind       int                       1 ASK, 2 TELL, 3 REPLY, 4 ERROR, 5 CONTROL
+    2    corr       int  u64                  correlation id (0 for TELL); REPLY/ERROR echo it
+    3    body       any                       REPLY: the result; ERROR: error body (below);
+                                              CONTROL: any; nil for ASK and TELL
+    4    type_name  str              ""       actor type
+    5    key        str              ""       actor key
+    6    method     str              ""       method name
+    7    args       array            []       positional arguments
+    8    deadline   float (or int)   0.0      absolute unix wall-clock seconds, 0.0 = none;
+                                              kept across hops
+    9    trace      int  u64         0        call-chain / trace id
+    10   kwargs     map str -> any   {}       keyword arguments
+    11   hops       int  u32         0        how many times the envelope was forwarded
+    12   sender     str              ""       sender node address
+    13   epoch      int  u64         0        activation epoch (fencing token), 0 = unknown
 
-Integers are never bools (``true`` in an int field is rejected). ``deadline`` must be finite
-and >= 0; an int is accepted and becomes a float.
+Trailing elements that hold their default may be left out, and encoders leave out every one
+they can: a REPLY is ``[2, 3, corr, result]``, an ASK without keyword arguments ends at
+``trace``. The order puts what each kind needs first. Integers are never bools (``true`` in
+an int field is rejected). ``deadline`` must be finite and >= 0; an int is accepted and becomes
+a float. The runtime leaves ``sender`` empty on requests and replies (the connection is the
+route back); CONTROL messages carry it.
 
 Frame
 -----
@@ -132,7 +138,7 @@ __all__ = [
 
 T = TypeVar("T")
 
-VERSION: Final = 1
+VERSION: Final = 2
 """Protocol version; the first element of every encoded envelope."""
 
 DEFAULT_MAX_FRAME: Final = 64 * 1024 * 1024
@@ -151,20 +157,21 @@ _U64: Final = (1 << 64) - 1
 _U32: Final = (1 << 32) - 1
 _INF: Final = float("inf")
 _N_FIELDS: Final = 14
+_MIN_FIELDS: Final = 4
 #: Indexes into an envelope array from :func:`decode_fields` (0 is the version).
 F_KIND: Final = 1
 F_CORR: Final = 2
-F_SENDER: Final = 3
+F_BODY: Final = 3
 F_TYPE: Final = 4
 F_KEY: Final = 5
 F_METHOD: Final = 6
 F_ARGS: Final = 7
-F_KWARGS: Final = 8
-F_DEADLINE: Final = 9
-F_HOPS: Final = 10
-F_TRACE: Final = 11
-F_EPOCH: Final = 12
-F_BODY: Final = 13
+F_DEADLINE: Final = 8
+F_TRACE: Final = 9
+F_KWARGS: Final = 10
+F_HOPS: Final = 11
+F_SENDER: Final = 12
+F_EPOCH: Final = 13
 
 
 class Kind(IntEnum):
@@ -667,22 +674,21 @@ def encode_envelope(
                     f"invalid envelope: kwargs keys must be str, got {type(k).__name__}"
                 )
     data = codec.packb(
-        [
-            VERSION,
+        _trimmed(
             kind,
             corr,
-            sender,
+            env.body,
             type_name,
             key,
             method,
             args,
-            kwargs,
             deadline,
-            hops,
             trace,
+            kwargs,
+            hops,
+            sender,
             epoch,
-            env.body,
-        ]
+        )
     )
     if len(data) > max_size:
         raise MessageTooLarge(
@@ -690,6 +696,82 @@ def encode_envelope(
             f"{len(data)} bytes, over the limit of {max_size}"
         )
     return data
+
+
+def _trimmed(
+    kind: int,
+    corr: int,
+    body: Any,
+    type_name: str,
+    key: str,
+    method: str,
+    args: list[Any],
+    deadline: float,
+    trace: int,
+    kwargs: dict[str, Any],
+    hops: int,
+    sender: str,
+    epoch: int,
+) -> list[Any]:
+    """The wire array of validated fields, without the trailing ones that hold their default
+    (every default is falsy, and a falsy value of a validated field is its default)."""
+    if epoch:
+        return [
+            VERSION,
+            kind,
+            corr,
+            body,
+            type_name,
+            key,
+            method,
+            args,
+            deadline,
+            trace,
+            kwargs,
+            hops,
+            sender,
+            epoch,
+        ]
+    if sender:
+        return [
+            VERSION,
+            kind,
+            corr,
+            body,
+            type_name,
+            key,
+            method,
+            args,
+            deadline,
+            trace,
+            kwargs,
+            hops,
+            sender,
+        ]
+    if hops:
+        return [
+            VERSION,
+            kind,
+            corr,
+            body,
+            type_name,
+            key,
+            method,
+            args,
+            deadline,
+            trace,
+            kwargs,
+            hops,
+        ]
+    if kwargs:
+        return [VERSION, kind, corr, body, type_name, key, method, args, deadline, trace, kwargs]
+    if trace:
+        return [VERSION, kind, corr, body, type_name, key, method, args, deadline, trace]
+    fields = [VERSION, kind, corr, body, type_name, key, method, args, deadline]
+    n = 9
+    while n > _MIN_FIELDS and not fields[n - 1]:
+        n -= 1
+    return fields if n == 9 else fields[:n]
 
 
 def encode_request(
@@ -712,22 +794,21 @@ def encode_request(
     (names are str, ``kwargs`` keys are str because they came through ``**``); only the
     arguments need the codec's checks. Raises like :func:`encode_envelope`."""
     data = codec.packb(
-        [
-            VERSION,
+        _trimmed(
             kind,
             corr,
-            sender,
+            None,
             type_name,
             key,
             method,
             args if type(args) is list else list(args),
-            kwargs,
             deadline,
-            hops,
             trace,
+            kwargs,
+            hops,
+            sender,
             0,
-            None,
-        ]
+        )
     )
     if len(data) > max_size:
         raise MessageTooLarge(
@@ -747,7 +828,10 @@ def encode_reply(
     """Encode a REPLY envelope (the hot answer path): the same bytes as
     ``encode_envelope(Envelope(REPLY, corr, sender, body=result))`` without building and
     re-checking a header this module writes itself. Raises like :func:`encode_envelope`."""
-    data = codec.packb([VERSION, REPLY, corr, sender, "", "", "", [], {}, 0.0, 0, 0, 0, result])
+    if sender:
+        data = codec.packb([VERSION, REPLY, corr, result, "", "", "", [], 0.0, 0, {}, 0, sender])
+    else:
+        data = codec.packb([VERSION, REPLY, corr, result])
     if len(data) > max_size:
         raise MessageTooLarge(f"encoded reply is {len(data)} bytes, over the limit of {max_size}")
     return data
@@ -772,23 +856,29 @@ def _validate(obj: Any) -> list[Any]:
     version = obj[0]
     if type(version) is not int or version != VERSION:
         raise ProtocolError(f"unsupported protocol version {version!r} (expected {VERSION})")
-    if len(obj) != _N_FIELDS:
-        raise ProtocolError(f"envelope must have {_N_FIELDS} elements, got {len(obj)}")
+    n = len(obj)
+    if n != _N_FIELDS:
+        if n < _MIN_FIELDS or n > _N_FIELDS:
+            raise ProtocolError(
+                f"envelope must have {_MIN_FIELDS} to {_N_FIELDS} elements, got {n}"
+            )
+        # The defaults of the trailing fields left out (fresh: args and kwargs are mutable).
+        obj += ["", "", "", [], 0.0, 0, {}, 0, "", 0][n - _MIN_FIELDS :]
     (
         _,
         kind,
         corr,
-        sender,
+        _body,
         type_name,
         key,
         method,
         args,
-        kwargs,
         deadline,
-        hops,
         trace,
+        kwargs,
+        hops,
+        sender,
         epoch,
-        _body,
     ) = obj
     if not (
         type(kind) is int
@@ -817,7 +907,7 @@ def _validate(obj: Any) -> list[Any]:
         if err is not None:
             raise ProtocolError(f"invalid envelope: {err}")
         if type(deadline) is int:
-            obj[9] = float(deadline)
+            obj[F_DEADLINE] = float(deadline)
     elif kwargs:
         for k in kwargs:
             if type(k) is not str:
@@ -829,7 +919,25 @@ def _validate(obj: Any) -> list[Any]:
 
 def envelope_of(fields: list[Any]) -> Envelope:
     """The :class:`Envelope` of one item of :func:`decode_fields`."""
-    return Envelope(*fields[1:])
+    (
+        _,
+        kind,
+        corr,
+        body,
+        type_name,
+        key,
+        method,
+        args,
+        deadline,
+        trace,
+        kwargs,
+        hops,
+        sender,
+        epoch,
+    ) = fields
+    return Envelope(
+        kind, corr, sender, type_name, key, method, args, kwargs, deadline, hops, trace, epoch, body
+    )
 
 
 def decode_frame(
@@ -841,16 +949,17 @@ def decode_frame(
     empty, oversized, malformed or truncated msgpack, trailing garbage, a wrong protocol
     version, invalid fields, unknown ext codes or a failing registered decoder.
     """
-    return [Envelope(*fields[1:]) for fields in decode_fields(frame, codec, max_size)]
+    return [envelope_of(fields) for fields in decode_fields(frame, codec, max_size)]
 
 
 def decode_fields(
     frame: bytes, codec: Codec = DEFAULT_CODEC, max_size: int = DEFAULT_MAX_FRAME
 ) -> list[list[Any]]:
     """:func:`decode_frame` without building :class:`Envelope` objects: each envelope as its
-    validated array ``[version, kind, corr, sender, type_name, key, method, args, kwargs,
-    deadline, hops, trace, epoch, body]`` (index with the ``F_*`` constants). For the hot
-    path, where most envelopes are replies that only need their kind, corr and body."""
+    validated array of all 14 fields (left-out ones filled with their defaults), in wire order
+    ``[version, kind, corr, body, type_name, key, method, args, deadline, trace, kwargs, hops,
+    sender, epoch]`` (index with the ``F_*`` constants). For the hot path, where most
+    envelopes are replies that only need their kind, corr and body."""
     try:
         size = len(frame)
     except Exception as exc:

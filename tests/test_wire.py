@@ -34,6 +34,7 @@ from runtime.wire import (
     DEFAULT_CODEC,
     ERROR,
     F_CORR,
+    F_DEADLINE,
     F_KIND,
     MAX_EXT_DEPTH,
     REPLY,
@@ -134,22 +135,22 @@ def ask(**kw: Any) -> Envelope:
 
 
 def raw_envelope(**kw: Any) -> list[Any]:
-    """The wire array of a valid envelope, with fields overridden by name."""
+    """The wire array of a valid envelope (all 14 fields), with fields overridden by name."""
     order = [
         "version",
         "kind",
         "corr",
-        "sender",
+        "body",
         "type_name",
         "key",
         "method",
         "args",
-        "kwargs",
         "deadline",
-        "hops",
         "trace",
+        "kwargs",
+        "hops",
+        "sender",
         "epoch",
-        "body",
     ]
     vals: dict[str, Any] = dict(
         zip(order, msgpack.unpackb(encode_envelope(ask()), strict_map_key=False), strict=True)
@@ -236,7 +237,9 @@ def user_codec() -> Codec:
 @given(envelopes)
 def test_roundtrip_single(env: Envelope) -> None:
     data = encode_envelope(env)
-    assert data[:2] == bytes([0x9E, VERSION])  # fixarray(14), version
+    assert 0x94 <= data[0] <= 0x9E and data[1] == VERSION  # fixarray(4..14), version
+    fields = msgpack.unpackb(data, strict_map_key=False)
+    assert fields[-1] or len(fields) == 4  # trailing defaults are left out
     (back,) = decode_frame(data)
     assert same(back, env)
 
@@ -266,7 +269,7 @@ def test_decode_fields_validates_like_decode_frame() -> None:
         with pytest.raises(ProtocolError):
             decode_fields(msgpack.packb(bad))
     (fields,) = decode_fields(msgpack.packb(raw_envelope(deadline=12)))
-    assert type(fields[9]) is float  # an int deadline is made a float, as in decode_frame
+    assert type(fields[F_DEADLINE]) is float  # an int deadline is made a float, as in decode_frame
 
 
 @given(values)
@@ -287,6 +290,27 @@ def test_defaults_and_tuples() -> None:
     (back,) = decode_frame(encode_envelope(env))
     assert back.args == [1, [2, 3]]  # tuples come back as lists
     assert (back.corr, back.sender, back.kwargs, back.deadline, back.body) == (0, "", {}, 0.0, None)
+
+
+def test_left_out_fields_take_their_defaults() -> None:
+    (reply,) = decode_frame(msgpack.packb([VERSION, REPLY, 7, {"n": 1}]))
+    assert reply == Envelope(REPLY, 7, body={"n": 1})
+    assert encode_envelope(reply) == msgpack.packb([VERSION, REPLY, 7, {"n": 1}])
+    tell = Envelope(TELL, type_name="T", key="k", method="m", args=[1], trace=9)
+    assert msgpack.unpackb(encode_envelope(tell)) == [
+        VERSION,
+        TELL,
+        0,
+        None,
+        "T",
+        "k",
+        "m",
+        [1],
+        0.0,
+        9,
+    ]
+    a, b = decode_frame(encode_frame([Envelope(TELL), Envelope(TELL)]))
+    assert a.args is not b.args and a.kwargs is not b.kwargs  # defaults are fresh objects
 
 
 def test_int_deadline_becomes_float() -> None:
@@ -311,7 +335,7 @@ def test_registered_types_nested() -> None:
     # the default codec does not know these types
     with pytest.raises(ProtocolError, match="unknown ext type code"):
         decode_frame(encode_envelope(env, c))
-    with pytest.raises(SerializationError, match="Point"):
+    with pytest.raises(SerializationError, match="Segment"):  # the body is encoded first
         encode_envelope(env)
 
 
@@ -541,7 +565,7 @@ def test_oversized_frame_rejected_before_parsing() -> None:
         decode_frame(frame * 3, max_size=len(frame) * 2)
 
 
-@pytest.mark.parametrize("version", [0, 2, 255, -1, "1", 1.0, True, None])
+@pytest.mark.parametrize("version", [0, 1, 3, 255, -1, "2", 2.0, True, None])
 def test_wrong_version(version: Any) -> None:
     frame = msgpack.packb(raw_envelope(version=version))
     with pytest.raises(ProtocolError, match="version"):
@@ -559,8 +583,8 @@ def test_wrong_version(version: Any) -> None:
         (b"\xc1", "malformed"),
         (b"\x90", "empty array"),
         (msgpack.packb({"a": 1}), "array"),
-        (msgpack.packb([1, 2, 3]), "14 elements"),
-        (msgpack.packb([*raw_envelope(), None]), "14 elements"),
+        (msgpack.packb([VERSION, 2, 3]), "4 to 14 elements"),
+        (msgpack.packb([*raw_envelope(), None]), "4 to 14 elements"),
         (b"\x91" * 100_000 + b"\xc0", "malformed"),
         (b"\xdd\xff\xff\xff\xff", "malformed"),
         (b"\xdb\xff\xff\xff\xff" + b"a" * 10, "malformed"),

@@ -71,7 +71,7 @@ def test_compiled_calls_are_used_when_built() -> None:
     if os.environ.get("SHOAL_NO_EXTENSIONS", "") not in ("", "0"):
         assert not _zmqcalls.ACCELERATED
     else:
-        assert _zmqcalls.ACCELERATED == (COMPILED is not None)
+        assert (COMPILED is not None) == _zmqcalls.ACCELERATED
         if COMPILED is not None:
             assert _zmqcalls.events is COMPILED.events
 
@@ -127,7 +127,7 @@ def test_nothing_to_read_raises_again(calls: SimpleNamespace, pair: tuple[Any, A
 
 
 def test_errors_are_pyzmqs(calls: SimpleNamespace, pair: tuple[Any, Any]) -> None:
-    router, dealer = pair
+    router, _ = pair
     router.setsockopt(zmq.ROUTER_MANDATORY, 1)
     r = calls.token(router)
     with pytest.raises(zmq.ZMQError) as unreachable:
