@@ -613,7 +613,53 @@ class ZmqTransport(Transport):
         """ROUTER wake-up: read every ready frame, then retry replies that were blocked."""
         if self._router_h is None:
             return
-        self._read_router()
+        # Sends made by deliver() wait for the flush at the end of this batch instead of
+        # scheduling one of their own (which would run as a no-op in the next iteration);
+        # the first reply of the batch still leaves at once (see reply()).
+        scheduled, self._flush_scheduled = self._flush_scheduled, True
+        self._replied = False
+        deliver = self._deliver
+        budget = _READ_BUDGET
+        try:
+            for _ in range(self._recv_batch):
+                if budget <= 0:
+                    self._loop.call_soon(self._on_router)  # type: ignore[union-attr]
+                    break
+                try:
+                    ident, frame, more = _recv_routed(self._router_h)
+                    if more:
+                        # A message arrives whole, so the rest of its parts are already here.
+                        while more:
+                            _, more = _recv(self._router_h)
+                        self._malformed("multipart message on the ROUTER")
+                        continue
+                except _ZMQError:  # EAGAIN: drained (or the socket was closed meanwhile)
+                    break
+                if not frame:
+                    self._malformed("empty frame on the ROUTER")
+                    continue
+                budget -= len(frame)
+                try:
+                    deliver(frame, ident)
+                except Exception:
+                    logger.exception("deliver() raised; frame dropped")
+                # Ask EVENTS rather than recv until EAGAIN: half the cost, and it also
+                # processes the socket's commands, which re-arms the FD edge (deliver() may
+                # have sent).
+                try:
+                    if not _events(self._router_h) & _POLLIN:
+                        break
+                except _ZMQError:  # closed by deliver()
+                    break
+            else:
+                # Batch used up: frames may still be queued, and no edge will announce them.
+                self._loop.call_soon(self._on_router)  # type: ignore[union-attr]
+        finally:
+            self._flush_scheduled = scheduled
+        # The batch ended with a look at EVENTS after its last reply: re-armed already.
+        self._replied = self._sent_direct = False
+        if self._dirty:
+            self._flush()
         if self._router_blocked:
             try:
                 ev = _events(self._router_h)
@@ -622,61 +668,48 @@ class ZmqTransport(Transport):
             if ev & _POLLOUT:
                 self._recheck_router(self._retry_router() > 0)
 
-    def _read_router(self) -> None:
-        # Sends made by deliver() wait for the flush at the end of this batch instead of
-        # scheduling one of their own (which would run as a no-op in the next iteration);
-        # the first reply of the batch still leaves at once (see reply()).
+    def _on_dealer(self, d: _Dealer) -> None:
+        """DEALER wake-up: read answers from the peer; resume sending if it became writable.
+        Reads as :meth:`_on_router` does."""
         scheduled, self._flush_scheduled = self._flush_scheduled, True
-        self._replied = False
+        deliver = self._deliver
+        peer = d.peer
+        budget = _READ_BUDGET
         try:
-            self._read_router_frames()
+            for _ in range(self._recv_batch):
+                if budget <= 0:
+                    self._loop.call_soon(self._on_dealer, d)  # type: ignore[union-attr]
+                    break
+                try:
+                    frame, more = _recv(d.h)
+                    if more:
+                        while more:
+                            _, more = _recv(d.h)
+                        self._malformed(f"multipart message from {peer}")
+                        continue
+                except _ZMQError:  # EAGAIN: drained (or the socket was closed meanwhile)
+                    break
+                if not frame:
+                    self._malformed(f"empty frame from {peer}")
+                    continue
+                budget -= len(frame)
+                try:
+                    deliver(frame, peer)
+                except Exception:
+                    logger.exception("deliver() raised; frame dropped")
+                try:
+                    if not _events(d.h) & _POLLIN:
+                        break
+                except _ZMQError:  # closed by deliver() (the peer was forgotten)
+                    break
+            else:
+                self._loop.call_soon(self._on_dealer, d)  # type: ignore[union-attr]
         finally:
             self._flush_scheduled = scheduled
-        # The batch ended with a look at EVENTS after its last reply: re-armed already.
-        self._replied = self._sent_direct = False
+        # Answers delivered: the next message sent (likely the next request) leaves at once.
+        self._sent_direct = False
         if self._dirty:
             self._flush()
-
-    def _read_router_frames(self) -> None:
-        recv_routed = _recv_routed
-        deliver = self._deliver
-        budget = _READ_BUDGET
-        for _ in range(self._recv_batch):
-            if budget <= 0:
-                self._loop.call_soon(self._on_router)  # type: ignore[union-attr]
-                break
-            try:
-                ident, frame, more = recv_routed(self._router_h)
-                if more:
-                    # A message arrives whole, so the rest of its parts are already here.
-                    while more:
-                        _, more = _recv(self._router_h)
-                    self._malformed("multipart message on the ROUTER")
-                    continue
-            except _ZMQError:  # EAGAIN: drained (or the socket was closed meanwhile)
-                break
-            if not frame:
-                self._malformed("empty frame on the ROUTER")
-                continue
-            budget -= len(frame)
-            try:
-                deliver(frame, ident)
-            except Exception:
-                logger.exception("deliver() raised; frame dropped")
-            # Ask EVENTS rather than recv until EAGAIN: half the cost, and it also processes
-            # the socket's commands, which re-arms the FD edge (deliver() may have sent).
-            try:
-                if not _events(self._router_h) & _POLLIN:
-                    break
-            except _ZMQError:  # closed by deliver()
-                break
-        else:
-            # Batch used up: frames may still be queued, and no new edge will announce them.
-            self._loop.call_soon(self._on_router)  # type: ignore[union-attr]
-
-    def _on_dealer(self, d: _Dealer) -> None:
-        """DEALER wake-up: read answers from the peer; resume sending if it became writable."""
-        self._read_dealer(d)
         if d.blocked:
             try:
                 ev = _events(d.h)
@@ -685,51 +718,6 @@ class ZmqTransport(Transport):
             if ev & _POLLOUT:
                 d.blocked = False
                 self._recheck_dealer(d, self._send_dealer(d) > 0)
-
-    def _read_dealer(self, d: _Dealer) -> None:
-        scheduled, self._flush_scheduled = self._flush_scheduled, True
-        try:
-            self._read_dealer_frames(d)
-        finally:
-            self._flush_scheduled = scheduled
-        # Answers delivered: the next message sent (likely the next request) leaves at once.
-        self._sent_direct = False
-        if self._dirty:
-            self._flush()
-
-    def _read_dealer_frames(self, d: _Dealer) -> None:
-        recv = _recv
-        deliver = self._deliver
-        peer = d.peer
-        budget = _READ_BUDGET
-        for _ in range(self._recv_batch):
-            if budget <= 0:
-                self._loop.call_soon(self._on_dealer, d)  # type: ignore[union-attr]
-                break
-            try:
-                frame, more = recv(d.h)
-                if more:
-                    while more:
-                        _, more = recv(d.h)
-                    self._malformed(f"multipart message from {peer}")
-                    continue
-            except _ZMQError:  # EAGAIN: drained (or the socket was closed meanwhile)
-                break
-            if not frame:
-                self._malformed(f"empty frame from {peer}")
-                continue
-            budget -= len(frame)
-            try:
-                deliver(frame, peer)
-            except Exception:
-                logger.exception("deliver() raised; frame dropped")
-            try:  # as in _read_router_frames
-                if not _events(d.h) & _POLLIN:
-                    break
-            except _ZMQError:  # closed by deliver() (the peer was forgotten)
-                break
-        else:
-            self._loop.call_soon(self._on_dealer, d)  # type: ignore[union-attr]
 
     def _malformed(self, what: str) -> None:
         self.malformed += 1
