@@ -49,7 +49,10 @@ class MethodRef:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Coroutine[Any, Any, Any]:
         ref = self._ref
-        return ref.node._ask(ref.type_name, ref.key, self._name, args, kwargs, None)
+        node = ref._bound  # ref.node, inline: this is the hot path of every ask
+        if node is None or node._closed:
+            node = ref.node
+        return node._ask(ref.type_name, ref.key, self._name, args, kwargs, None)
 
     def ask(self, *args: Any, timeout: float | None = None, **kwargs: Any) -> Awaitable[Any]:
         """Ask with options: ``timeout`` (seconds) overrides the node's default deadline."""

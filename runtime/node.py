@@ -358,8 +358,9 @@ class Node:
         cluster = self._cluster
         if cluster is not None:
             atype = self._types.get(type_name)
+            active = self._catalog._by_type.get(type_name)
             if atype is None or (
-                method_name in atype.methods and self._catalog.get(atype, key) is None
+                method_name in atype.methods and (active is None or key not in active)
             ):
                 try:
                     host = cluster.route(type_name, key)

@@ -793,23 +793,15 @@ def encode_request(
     :func:`encode_envelope` without an Envelope object. The header values come from the node
     (names are str, ``kwargs`` keys are str because they came through ``**``); only the
     arguments need the codec's checks. Raises like :func:`encode_envelope`."""
-    data = codec.packb(
-        _trimmed(
-            kind,
-            corr,
-            None,
-            type_name,
-            key,
-            method,
-            args if type(args) is list else list(args),
-            deadline,
-            trace,
-            kwargs,
-            hops,
-            sender,
-            0,
+    if type(args) is not list:
+        args = list(args)
+    if trace and not (kwargs or hops or sender):  # an ask or tell from the runtime
+        fields = [VERSION, kind, corr, None, type_name, key, method, args, deadline, trace]
+    else:
+        fields = _trimmed(
+            kind, corr, None, type_name, key, method, args, deadline, trace, kwargs, hops, sender, 0
         )
-    )
+    data = codec.packb(fields)
     if len(data) > max_size:
         raise MessageTooLarge(
             f"encoded {Kind(kind).name} to {type_name}/{key}.{method} is "

@@ -367,8 +367,13 @@ class ZmqTransport(Transport):
             else:
                 self._sent_direct = True
                 # The send may have consumed the FD edge that announces input: look now,
-                # which is cheaper than a deferred flush (a loop iteration of its own).
-                self._recheck_dealer(box, False)
+                # which is cheaper than a deferred flush (a loop iteration of its own). As
+                # _recheck_dealer(box, False), inline.
+                try:
+                    if _events(box.h) & _POLLIN:
+                        self._loop.call_soon(self._on_dealer, box)  # type: ignore[union-attr]
+                except _ZMQError:
+                    pass
                 return
         box.chunks.append(chunk)
         box.nbytes += len(chunk)
