@@ -18,9 +18,10 @@ $(STAMP): pyproject.toml setup.py runtime/_fastzmq.pyx
 demo: $(STAMP)
 	$(VENV)/bin/shoal demo
 
-## test: ruff, mypy (strict) and the whole pytest suite
+## test: ruff, mypy (strict), the whole pytest suite, then the transport's tests without the accelerator
 test: $(STAMP) lint
 	$(PY) -m pytest -q -p no:cacheprovider
+	SHOAL_NO_EXTENSIONS=1 $(PY) -m pytest -q -p no:cacheprovider tests/test_zmqcalls.py tests/test_transport.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check actors router runtime tests bench examples

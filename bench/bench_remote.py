@@ -63,6 +63,7 @@ from _util import median, percentile, ratio, run, settle, table
 
 from actors import ActorRef, Node
 from bench.remote_actors import Accounting, RemoteCounter, TaskCounter
+from runtime import _zmqcalls
 from tests.cluster import NodeProcess
 
 # -- the floors' protocol and servers (each in a process of its own) -----------------------------
@@ -772,7 +773,8 @@ def main() -> None:
         print(
             f"python {sys.version.split()[0]}, pyzmq {zmq.__version__}, libzmq "
             f"{zmq.zmq_version()}, uvloop {uvloop.__version__}, {os.cpu_count()} CPUs; "
-            f"every server in its own process on 127.0.0.1\n"
+            f"every server in its own process on 127.0.0.1; shoal's socket calls: "
+            f"{'compiled (runtime._fastzmq)' if _zmqcalls.ACCELERATED else 'pure pyzmq'}\n"
         )
         run(bench(args, server.address, addresses))
     finally:
