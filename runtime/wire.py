@@ -795,12 +795,20 @@ def encode_request(
     arguments need the codec's checks. Raises like :func:`encode_envelope`."""
     if type(args) is not list:
         args = list(args)
-    if trace and not (kwargs or hops or sender):  # an ask or tell from the runtime
-        fields = [VERSION, kind, corr, None, type_name, key, method, args, deadline, trace]
-    else:
+    # The runtime's usual shapes first (an ask ends at its trace, a tell at its args); the
+    # rest as _trimmed lays them out.
+    if kwargs or hops or sender:
         fields = _trimmed(
             kind, corr, None, type_name, key, method, args, deadline, trace, kwargs, hops, sender, 0
         )
+    elif trace:
+        fields = [VERSION, kind, corr, None, type_name, key, method, args, deadline, trace]
+    elif deadline:
+        fields = [VERSION, kind, corr, None, type_name, key, method, args, deadline]
+    elif args:
+        fields = [VERSION, kind, corr, None, type_name, key, method, args]
+    else:
+        fields = _trimmed(kind, corr, None, type_name, key, method, args, 0.0, 0, {}, 0, "", 0)
     data = codec.packb(fields)
     if len(data) > max_size:
         raise MessageTooLarge(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import random
 import threading
@@ -915,10 +916,16 @@ def test_encode_reply_matches_encode_envelope() -> None:
 def test_encode_request_matches_encode_envelope() -> None:
     from runtime.wire import ASK, TELL, Envelope, encode_envelope, encode_request
 
-    for kind in (ASK, TELL):
-        fast = encode_request(kind, 5, "tcp://n:1", "T", "k", "m", (1, "a"), {"x": [2]}, 9.5, 1, 77)
+    shapes = itertools.product(
+        (ASK, TELL), ("", "tcp://n:1"), ("", "T"), ([], [1, "a"]), ({}, {"x": [2]}),
+        (0.0, 9.5), (0, 1), (0, 77),
+    )  # fmt: skip
+    for kind, sender, name, args, kwargs, deadline, hops, trace in shapes:
+        fast = encode_request(
+            kind, 5, sender, name, "k", "m", tuple(args), kwargs, deadline, hops, trace
+        )
         slow = encode_envelope(
-            Envelope(kind, 5, "tcp://n:1", "T", "k", "m", [1, "a"], {"x": [2]}, 9.5, 1, 77)
+            Envelope(kind, 5, sender, name, "k", "m", args, kwargs, deadline, hops, trace)
         )
         assert fast == slow
     with pytest.raises(SerializationError):
