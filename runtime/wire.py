@@ -857,6 +857,13 @@ def _validate(obj: Any) -> list[Any]:
     if type(version) is not int or version != VERSION:
         raise ProtocolError(f"unsupported protocol version {version!r} (expected {VERSION})")
     n = len(obj)
+    if n == _MIN_FIELDS:
+        # The shortest form (a reply, mostly): only kind and corr to check, the rest defaults.
+        kind = obj[1]
+        corr = obj[2]
+        if type(kind) is int and 1 <= kind <= 5 and type(corr) is int and 0 <= corr <= _U64:
+            obj += ["", "", "", [], 0.0, 0, {}, 0, "", 0]
+            return obj
     if n != _N_FIELDS:
         if n < _MIN_FIELDS or n > _N_FIELDS:
             raise ProtocolError(
