@@ -674,22 +674,9 @@ def encode_envelope(
                     f"invalid envelope: kwargs keys must be str, got {type(k).__name__}"
                 )
     data = codec.packb(
-        _trimmed(
-            kind,
-            corr,
-            env.body,
-            type_name,
-            key,
-            method,
-            args,
-            deadline,
-            trace,
-            kwargs,
-            hops,
-            sender,
-            epoch,
-        )
-    )
+        _trimmed(kind, corr, env.body, type_name, key, method, args, deadline, trace, kwargs,
+                 hops, sender, epoch)
+    )  # fmt: skip
     if len(data) > max_size:
         raise MessageTooLarge(
             f"encoded {Kind(kind).name} to {type_name}/{key}.{method} is "
@@ -715,63 +702,12 @@ def _trimmed(
 ) -> list[Any]:
     """The wire array of validated fields, without the trailing ones that hold their default
     (every default is falsy, and a falsy value of a validated field is its default)."""
-    if epoch:
-        return [
-            VERSION,
-            kind,
-            corr,
-            body,
-            type_name,
-            key,
-            method,
-            args,
-            deadline,
-            trace,
-            kwargs,
-            hops,
-            sender,
-            epoch,
-        ]
-    if sender:
-        return [
-            VERSION,
-            kind,
-            corr,
-            body,
-            type_name,
-            key,
-            method,
-            args,
-            deadline,
-            trace,
-            kwargs,
-            hops,
-            sender,
-        ]
-    if hops:
-        return [
-            VERSION,
-            kind,
-            corr,
-            body,
-            type_name,
-            key,
-            method,
-            args,
-            deadline,
-            trace,
-            kwargs,
-            hops,
-        ]
-    if kwargs:
-        return [VERSION, kind, corr, body, type_name, key, method, args, deadline, trace, kwargs]
-    if trace:
-        return [VERSION, kind, corr, body, type_name, key, method, args, deadline, trace]
-    fields = [VERSION, kind, corr, body, type_name, key, method, args, deadline]
-    n = 9
+    fields = [VERSION, kind, corr, body, type_name, key, method, args, deadline, trace, kwargs,
+              hops, sender, epoch]  # fmt: skip
+    n = _N_FIELDS
     while n > _MIN_FIELDS and not fields[n - 1]:
         n -= 1
-    return fields if n == 9 else fields[:n]
+    return fields if n == _N_FIELDS else fields[:n]
 
 
 def encode_request(
@@ -926,25 +862,11 @@ def _validate(obj: Any) -> list[Any]:
 
 def envelope_of(fields: list[Any]) -> Envelope:
     """The :class:`Envelope` of one item of :func:`decode_fields`."""
-    (
-        _,
-        kind,
-        corr,
-        body,
-        type_name,
-        key,
-        method,
-        args,
-        deadline,
-        trace,
-        kwargs,
-        hops,
-        sender,
-        epoch,
-    ) = fields
+    f = fields
     return Envelope(
-        kind, corr, sender, type_name, key, method, args, kwargs, deadline, hops, trace, epoch, body
-    )
+        f[F_KIND], f[F_CORR], f[F_SENDER], f[F_TYPE], f[F_KEY], f[F_METHOD], f[F_ARGS],
+        f[F_KWARGS], f[F_DEADLINE], f[F_HOPS], f[F_TRACE], f[F_EPOCH], f[F_BODY],
+    )  # fmt: skip
 
 
 def decode_frame(
