@@ -59,3 +59,31 @@ class Accounting:
 
     def allocated_blocks(self) -> int:
         return sys.getallocatedblocks()
+
+
+class _Lag:
+    """The longest delay of a 10 ms timer on this process's loop since the last reset."""
+
+    max = 0.0
+    running = False
+
+    @classmethod
+    def tick(cls, loop: asyncio.AbstractEventLoop, due: float) -> None:
+        cls.max = max(cls.max, loop.time() - due)
+        loop.call_at(loop.time() + 0.01, cls.tick, loop, loop.time() + 0.01)
+
+
+@actor(name="bench.LoopLag")
+class LoopLag:
+    """Measures how long the node's loop goes without running a timer (a stalled loop looks
+    like a dead node to failure detection)."""
+
+    def start(self) -> None:
+        if not _Lag.running:
+            _Lag.running = True
+            loop = asyncio.get_running_loop()
+            loop.call_at(loop.time() + 0.01, _Lag.tick, loop, loop.time() + 0.01)
+        _Lag.max = 0.0
+
+    def max_lag(self) -> float:
+        return _Lag.max

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import click
 import pytest
 
-from runtime.cli import parse_resources
+from runtime.cli import GC_THRESHOLD, parse_resources
 from runtime.demo import run_demo
-from tests.cluster import NodeProcess
+from tests.cluster import ROOT, NodeProcess
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -25,6 +29,35 @@ def test_node_prints_its_address_and_leaves_on_sigterm() -> None:
     try:
         assert node.address.startswith("tcp://127.0.0.1:")
         assert not node.address.endswith(":0")
+        assert node.terminate() == 0
+    finally:
+        node.kill()
+
+
+@pytest.mark.parametrize("threshold", [None, 0, 5000])
+def test_tune_gc_sets_the_young_generation_threshold(threshold: int | None) -> None:
+    # In a process of its own: the collector's settings are process-wide.
+    arg = "" if threshold is None else str(threshold)
+    code = (
+        "import gc; from runtime.cli import tune_gc; default = gc.get_threshold()[0]; "
+        f"tune_gc({arg}); print(default, gc.get_threshold()[0], gc.get_freeze_count() > 0)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    default, now, frozen = out.stdout.split()
+    expected = {None: GC_THRESHOLD, 0: int(default), 5000: 5000}[threshold]
+    assert (int(now), frozen) == (expected, str(threshold != 0))
+
+
+def test_node_takes_a_gc_threshold() -> None:
+    node = NodeProcess(extra=["--gc-threshold", "0"])
+    try:
         assert node.terminate() == 0
     finally:
         node.kill()
