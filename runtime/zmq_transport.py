@@ -4,6 +4,8 @@ Why plain (synchronous) pyzmq sockets and not ``zmq.asyncio``: ``zmq.asyncio`` w
 ``recv`` in a future and every wake-up in extra callbacks; the node only needs "tell me when
 frames arrive" and "send this now if you can", so we drive non-blocking sockets directly from
 the event loop with ``loop.add_reader(sock.FD)``. There is no task and no future per message.
+The hot calls (send, recv, ``getsockopt(EVENTS)``) go through :mod:`runtime._zmqcalls`:
+straight to libzmq when the optional compiled accelerator is built, through pyzmq otherwise.
 
 The ZMQ_FD pitfall. A zmq socket's FD is *edge triggered*: it becomes readable when commands
 reach the socket's mailbox, and ANY zmq call on the socket (``recv``, ``send``,
