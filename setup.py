@@ -12,9 +12,11 @@ except ImportError:  # a build without isolation and without Cython: pure Python
     ext_modules = []
 else:
     ext_modules = cythonize(
-        [Extension("runtime._fastzmq", ["runtime/_fastzmq.pyx"], optional=True)],
+        [Extension("runtime._fastzmq", ["runtime/_fastzmq.pyx"])],
         compiler_directives={"language_level": "3"},
         quiet=True,
     )
+    for ext in ext_modules:
+        ext.optional = True  # a failed compile skips it (cythonize drops the flag if given)
 
 setup(ext_modules=ext_modules)
