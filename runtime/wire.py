@@ -731,9 +731,9 @@ def encode_request(
     arguments need the codec's checks. Raises like :func:`encode_envelope`."""
     if type(args) is not list:
         args = list(args)
-    # The runtime's usual shapes first (an ask ends at its trace, a tell at its args); the
+    # The runtime's usual shapes directly (an ask ends at its trace, a tell at its args); the
     # rest as _trimmed lays them out.
-    if kwargs or hops or sender:
+    if kwargs or hops or sender or not (trace or deadline or args):
         fields = _trimmed(
             kind, corr, None, type_name, key, method, args, deadline, trace, kwargs, hops, sender, 0
         )
@@ -741,10 +741,8 @@ def encode_request(
         fields = [VERSION, kind, corr, None, type_name, key, method, args, deadline, trace]
     elif deadline:
         fields = [VERSION, kind, corr, None, type_name, key, method, args, deadline]
-    elif args:
-        fields = [VERSION, kind, corr, None, type_name, key, method, args]
     else:
-        fields = _trimmed(kind, corr, None, type_name, key, method, args, 0.0, 0, {}, 0, "", 0)
+        fields = [VERSION, kind, corr, None, type_name, key, method, args]
     data = codec.packb(fields)
     if len(data) > max_size:
         raise MessageTooLarge(
@@ -765,7 +763,7 @@ def encode_reply(
     ``encode_envelope(Envelope(REPLY, corr, sender, body=result))`` without building and
     re-checking a header this module writes itself. Raises like :func:`encode_envelope`."""
     if sender:
-        data = codec.packb([VERSION, REPLY, corr, result, "", "", "", [], 0.0, 0, {}, 0, sender])
+        data = codec.packb(_trimmed(REPLY, corr, result, "", "", "", [], 0.0, 0, {}, 0, sender, 0))
     else:
         data = codec.packb([VERSION, REPLY, corr, result])
     if len(data) > max_size:
@@ -793,20 +791,22 @@ def _validate(obj: Any) -> list[Any]:
     if type(version) is not int or version != VERSION:
         raise ProtocolError(f"unsupported protocol version {version!r} (expected {VERSION})")
     n = len(obj)
-    if n == _MIN_FIELDS:
-        # The shortest form (a reply, mostly): only kind and corr to check, the rest defaults.
-        kind = obj[1]
-        corr = obj[2]
-        if type(kind) is int and 1 <= kind <= 5 and type(corr) is int and 0 <= corr <= _U64:
-            obj += ["", "", "", [], 0.0, 0, {}, 0, "", 0]
-            return obj
     if n != _N_FIELDS:
         if n < _MIN_FIELDS or n > _N_FIELDS:
             raise ProtocolError(
                 f"envelope must have {_MIN_FIELDS} to {_N_FIELDS} elements, got {n}"
             )
         # The defaults of the trailing fields left out (fresh: args and kwargs are mutable).
-        obj += ["", "", "", [], 0.0, 0, {}, 0, "", 0][n - _MIN_FIELDS :]
+        tail = ["", "", "", [], 0.0, 0, {}, 0, "", 0]
+        if n != _MIN_FIELDS:
+            obj += tail[n - _MIN_FIELDS :]
+        else:
+            # The shortest form (a reply, mostly): only kind and corr to check.
+            obj += tail
+            kind = obj[1]
+            corr = obj[2]
+            if type(kind) is int and 1 <= kind <= 5 and type(corr) is int and 0 <= corr <= _U64:
+                return obj
     (
         _,
         kind,
