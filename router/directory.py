@@ -2,21 +2,67 @@
 
 For every actor id the ring owner of its key is the authority on where its single activation
 lives. By default the owner also hosts it, so a call takes one hop and needs no lookup; this
-directory records only the exceptions: actors hosted by another node (placed elsewhere, moved,
-or left where they were when a join moved ownership of their key to this node).
+directory records only the exceptions: actors hosted by another node (handed over, moved, or
+left where they were when a join moved ownership of their key to this node).
+
+One activation under churn: settled views
+-----------------------------------------
+
+SWIM's views are neither numbered nor agreed: while a member joins, leaves or dies, two nodes
+may each compute that they own a key. The directory therefore does not trust a view until the
+other members have confirmed it. A node's *view* is the set of hosting members it knows; each
+change of it begins a new round (:class:`ViewSync`). The node sends the view (its SWIM records)
+to every other member of it; a member that receives it merges it into its own SWIM state
+*before* it answers, and answers with every activation it hosts and does not own. The view is
+*settled* once every other member has answered for this round.
+
+**Invariant.** A node activates an actor only as its owner in a settled view (or when one is
+handed to it, by a leave or a migration, from the node that held it). Then no two live
+activations of one actor exist, provided that SWIM removes only members that have stopped
+serving (see below).
+
+**Argument.** Let N own key ``k`` in its view V, settled at time t, and M be any other member of
+V. M answered the round after merging V into its own view V_M, and it answered only if V_M
+still holds N alive. The owner of ``k`` is the first eligible member clockwise from ``k``'s
+position; N is first in V. V_M contains N, and every member of V_M that is not in V is a member
+M learned of and N did not; members of V that M lacks were removed by M (dead). Removing members
+other than N cannot move ``k`` away from N, and adding members can only put a newcomer before N.
+So the owner of ``k`` in V_M is N or a member that is not in V -- never M. From its answer on,
+M does not activate ``k``, and views M adopts later keep that property until M removes N.
+Activations of ``k`` M held before answering are in the answer, so N records them as
+exceptions (and redirects to them) instead of activating ``k`` again. A member that is not in V
+either joined after N's round (it must settle too, so it hears from N first, and N then holds
+it in its view) or was removed from V. Hence when N activates ``k``, no other member will, and
+none hosts it unrecorded. Each change of V restarts the round, so N never activates on the
+strength of answers about an older view.
+
+**Removals.** A member removed by SWIM may still be alive (a partition, a frozen process). The
+invariant then rests on the runtime's serving rule: a node without quorum serves nothing, and a
+node whose own loop stalled serves nothing until the cluster confirms it is still a member
+(SWIM's doubt state). A removed node learns it was removed and drops its activations; the
+epochs below let storage refuse its stale writes if it ever gets that far.
+
+**Cost.** A round is one request and one answer per member per view change (O(n) per node,
+O(n^2) in the cluster), paid only when the membership changes. Until its view is settled a node
+holds first calls to actors it owns (they wait, then go where the settled view says), but keeps
+serving the activations it has; a member that does not answer (frozen, dead) holds the round
+until SWIM removes it.
+
+Epochs
+------
 
 Each registration carries an epoch, a fencing token that grows with every new activation of an
-actor anywhere in the cluster, so a stale duplicate left behind by a partition can be told from
-the current activation (and refused when it tries to commit state).
+actor anywhere in the cluster, so a stale duplicate can be told from the current activation: the
+first registration wins, and a host whose registration lost is told to drop its activation.
 
 Sans-io: plain data and decisions, no sockets, no clocks read (callers pass ``now``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
-__all__ = ["Directory", "Entry", "EpochClock"]
+__all__ = ["Directory", "Entry", "EpochClock", "ViewSync"]
 
 ActorId = tuple[str, str]
 
@@ -116,3 +162,44 @@ class Directory:
         for aid, _ in moved:
             del self._entries[aid]
         return moved
+
+
+class ViewSync:
+    """Which members have confirmed this node's current view (see the module docstring).
+
+    :meth:`begin` starts a round for a new view and says whom to ask; :meth:`confirmed`
+    records an answer and says whether the view is now settled. An answer for an older round
+    counts for nothing.
+    """
+
+    __slots__ = ("_waiting", "round")
+
+    def __init__(self) -> None:
+        self.round = 0
+        self._waiting: set[str] = set()
+
+    @property
+    def settled(self) -> bool:
+        """Whether every other member of the current view has confirmed it."""
+        return not self._waiting
+
+    @property
+    def waiting(self) -> frozenset[str]:
+        """The members that have not confirmed the current view yet."""
+        return frozenset(self._waiting)
+
+    def begin(self, others: Iterable[str]) -> int:
+        """A new view whose other members are ``others``: returns the new round's number."""
+        self.round += 1
+        self._waiting = set(others)
+        return self.round
+
+    def confirmed(self, round: int, member: str) -> bool:
+        """``member`` confirmed round ``round``; returns whether the view is settled now."""
+        if round == self.round:
+            self._waiting.discard(member)
+        return not self._waiting
+
+    def is_current(self, round: int, member: str) -> bool:
+        """Whether an answer from ``member`` for ``round`` is still awaited."""
+        return round == self.round and member in self._waiting

@@ -11,9 +11,10 @@ Placement and single activation (see also the README's "Cluster" section):
 * The directory records only exceptions: activations that stayed on a node when a join moved
   ownership of their key elsewhere (the host registers them with the new owner). Callers that
   reach an owner for such an actor get a redirect and cache the host: one extra hop, once.
-* For ``HANDOFF_WINDOW`` seconds after a membership change, an owner that has no entry and no
-  activation for an actor asks the other members that could host it before it activates it,
-  so that a registration still in flight cannot lead to a second activation.
+* An owner activates only in a *settled* view: after every membership change it sends its view
+  to every other member, which merge it before they answer with the activations they host and
+  do not own (``router.directory`` states the invariant and argues it). First calls that reach
+  an owner whose view is not settled wait for it, then go where the settled view says.
 * Partition rule (from SWIM): a member that cannot reach a majority of the last agreed view
   refuses to serve (``NodeUnavailable``) and drops its activations; the majority side removes
   the unreachable members and reactivates their actors. Healed members learn they were declared
@@ -36,11 +37,12 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Final
 
 from actors.errors import ActorError, NodeUnavailable, UnknownActorType
-from router.directory import Directory, EpochClock
+from router.directory import Directory, EpochClock, ViewSync
 from router.membership import Member, Membership
 from router.ring import Ring
 from router.swim import Status, Swim, SwimConfig
 from runtime import migration, wire
+from runtime.activation import MIGRATING
 from runtime.messaging import Messaging, RemoteReply
 from runtime.transport import Route
 
@@ -53,15 +55,19 @@ __all__ = ["Cluster"]
 
 log = logging.getLogger("shoal.cluster")
 
-#: Seconds after a membership change during which an owner asks the other members before it
-#: activates an actor it has no record of.
-HANDOFF_WINDOW: Final = 5.0
+#: Seconds one view-sync request waits for its answer before it is sent again.
+SYNC_TIMEOUT: Final = 1.0
+#: Seconds between attempts to reach a member that did not confirm a view.
+SYNC_RETRY: Final = 0.05
 #: Seconds between a client's member-list refreshes.
 CLIENT_REFRESH: Final = 1.0
 #: Most cached locations per actor type (beyond it, owners are computed on every call).
 ROUTE_CACHE: Final = 1 << 17
-#: Most hops (redirects and forwards) one message may take.
+#: Most hops (forwards) one tell may take.
 MAX_HOPS: Final = 3
+#: Most redirects one ask follows. Members that disagree about the ring for a moment may send
+#: an ask back and forth; the caller then waits a little before it follows the redirect again.
+MAX_REDIRECTS: Final = 10
 
 
 class Cluster:
@@ -98,7 +104,10 @@ class Cluster:
                 self._swim_config,
             )
         self._locations: dict[str, dict[str, str]] = {}
-        self._changed_at = -HANDOFF_WINDOW
+        self.sync = ViewSync()
+        self._settled = asyncio.Event()
+        self._settled.set()  # alone, the view is settled
+        self._sync_tasks: set[asyncio.Task[None]] = set()
         self._placing: dict[tuple[str, str], asyncio.Future[str]] = {}
         self._task: asyncio.Task[None] | None = None
         self._seeds: list[str] = []
@@ -135,6 +144,8 @@ class Cluster:
 
     async def close(self) -> None:
         """Stop the protocol loop (without leaving: see :meth:`leave`)."""
+        for task in list(self._sync_tasks):
+            task.cancel()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -246,6 +257,7 @@ class Cluster:
                 self.node._drop_all_activations("this node was declared dead by the cluster")
                 self.directory = Directory()
                 self._locations.clear()
+                self._begin_sync()  # whatever the ring looks like, trust it only once confirmed
         self._synced.set()
         self._ring_changed(old_ring)
 
@@ -263,24 +275,113 @@ class Cluster:
         if ring.members == old_ring.members:
             return
         self._locations.clear()
-        self._changed_at = asyncio.get_running_loop().time()
         log.info("%s: ring is now %s", self.address, list(ring.members))
         if self.hosting:
-            self._register_moved()
+            # Entries for keys we no longer own are the new owners' business now: they learn
+            # them from the hosts themselves, in their own view-sync rounds.
+            self.directory.take_unowned(self.owns)
+            self._begin_sync()
 
-    def _register_moved(self) -> None:
-        """Activations that stay here though their key moved: register them with the owner;
-        directory entries this node no longer owns: pass them to their owners."""
+    # -- view synchronisation (see router.directory) --------------------------------------------
+
+    @property
+    def settled(self) -> bool:
+        """Whether every other member has confirmed this node's current view."""
+        return self._settled.is_set()
+
+    def _begin_sync(self) -> None:
+        """A new view: ask every other member to merge it and tell what it hosts."""
+        others = [a for a in self.membership.ring.members if a != self.address]
+        number = self.sync.begin(others)
+        if self.sync.settled:
+            self._settled.set()
+            return
+        self._settled.clear()
+        loop = asyncio.get_running_loop()
+        for peer in others:
+            task = loop.create_task(self._confirm(number, peer))
+            self._sync_tasks.add(task)
+            task.add_done_callback(self._sync_tasks.discard)
+
+    def _view_records(self) -> list[list[Any]]:
+        """Our view as SWIM records (for a peer to merge)."""
+        if self.swim is None:
+            return []
+        return [
+            [address, incarnation, int(status), meta]
+            for address, (incarnation, status, meta) in self.swim.members().items()
+        ]
+
+    async def _confirm(self, number: int, peer: str) -> None:
+        """Send round ``number``'s view to ``peer`` until it confirms it (or the round ends)."""
+        while self.sync.is_current(number, peer):
+            if peer not in self.membership.members:
+                return  # removed: the next round no longer waits for it
+            try:
+                answer = await self.node._control_request(
+                    peer, "vsync", self._view_records(), SYNC_TIMEOUT
+                )
+            except (ActorError, TimeoutError) as err:
+                log.debug("%s did not confirm view round %d: %s", peer, number, err)
+                answer = None
+            if not self.sync.is_current(number, peer):
+                return
+            if isinstance(answer, list):
+                self._learn_hosted(peer, answer)
+                if self.sync.confirmed(number, peer):
+                    log.info("%s: view settled (round %d)", self.address, number)
+                    self._settled.set()
+                return
+            await asyncio.sleep(SYNC_RETRY)
+
+    def _learn_hosted(self, host: str, entries: list[Any]) -> None:
+        """A member's answer to our view: the activations it hosts and does not own. Those we
+        own become directory entries (exceptions)."""
+        for item in entries:
+            if not (
+                isinstance(item, list)
+                and len(item) == 3
+                and isinstance(item[0], str)
+                and isinstance(item[1], str)
+                and isinstance(item[2], int)
+            ):
+                raise ValueError("a hosted entry is [type_name, key, epoch]")
+            type_name, key, epoch = item
+            self.epochs.observe(epoch)
+            if self.owns(type_name, key):
+                self._register(type_name, key, host, epoch)
+
+    def _hosted_elsewhere_owned(self) -> list[list[Any]]:
+        """Our activations whose owner is another member (the answer to a view-sync)."""
+        out: list[list[Any]] = []
         for act in self.node._catalog:
             if act.type.stateless:
                 continue
             owner = self._owner_or_none(act.type.name, act.key)
             if owner is not None and owner != self.address:
-                self._post(owner, "register", [act.type.name, act.key, self.address, act.epoch])
-        for (type_name, key), entry in self.directory.take_unowned(self.owns):
-            owner = self._owner_or_none(type_name, key)
-            if owner is not None:
-                self._post(owner, "register", [type_name, key, entry.host, entry.epoch])
+                out.append([act.type.name, act.key, act.epoch])
+        return out
+
+    def _register(self, type_name: str, key: str, host: str, epoch: int) -> str:
+        """Record ``host``'s activation in our directory partition, unless the actor already
+        lives elsewhere: then the later registration loses and its host is told to drop it
+        (fencing). Returns the winner's host."""
+        act = self.node._catalog.lookup(type_name, key)
+        if (
+            act is not None
+            and not isinstance(act, list)
+            and act.status != MIGRATING  # the registering host is where it is going
+            and host != self.address
+        ):
+            winner = self.address
+        else:
+            winner = self.directory.register(type_name, key, host, epoch).host
+        if winner != host:
+            log.warning(
+                "%s/%s registered by %s but lives on %s: superseded", type_name, key, host, winner
+            )
+            self._post(host, "supersede", [type_name, key, epoch, winner])
+        return winner
 
     # -- placement ------------------------------------------------------------------------------
 
@@ -333,8 +434,10 @@ class Cluster:
             table.pop(key, None)
 
     async def place(self, atype: ActorType, key: str) -> str:
-        """Where an actor this node owns and does not host should live: another host known to
-        the directory (or to the previous owner, just after a change), or here."""
+        """Where an actor this node owns and does not host should live: the host its directory
+        entry names, or here once the view is settled (or, while this node leaves, its
+        successor, where it is activated first). The answer may also be another node, when the
+        view that settled has given the actor to it."""
         actor_id = (atype.name, key)
         pending = self._placing.get(actor_id)
         if pending is not None:
@@ -353,43 +456,51 @@ class Cluster:
             del self._placing[actor_id]
 
     def place_now(self, atype: ActorType, key: str) -> str | None:
-        """The placement decision if it needs no network round trip, else None."""
+        """The placement decision if it needs no waiting, else None."""
+        if (atype.name, key) in self._placing:
+            return None
+        return self._decide(atype, key)
+
+    def _decide(self, atype: ActorType, key: str) -> str | None:
         entry = self.directory.lookup(atype.name, key)
         if entry is not None:
             if entry.host != self.address and entry.host in self.membership:
                 return entry.host
             self.directory.unregister(atype.name, key, entry.host)
-        if (atype.name, key) in self._placing or self._unsettled():
+        if self.leaving or not self._settled.is_set():
             return None
         return self.address
 
-    def _unsettled(self) -> bool:
-        """Whether the ring changed within the last ``HANDOFF_WINDOW`` seconds."""
-        return asyncio.get_running_loop().time() - self._changed_at <= HANDOFF_WINDOW
-
     async def _place(self, atype: ActorType, key: str) -> str:
-        decided = self.place_now(atype, key)
-        if decided is not None:
-            return decided
-        # Just after a change, the actor may still live where the old ring put it (and that
-        # host's registration may be in flight): ask the members that could host it.
-        members = self.membership.members
-        peers = [
-            a
-            for a, m in members.items()
-            if a != self.address and m.can_host(atype.name, atype.resources)
-        ]
-        answers = await asyncio.gather(
-            *(self.node._control_request(p, "lookup", [atype.name, key], 1.0) for p in peers),
-            return_exceptions=True,
-        )
-        for peer, host in zip(peers, answers, strict=True):
-            if isinstance(host, BaseException):
-                log.info("%s did not answer a lookup of %s/%s: %s", peer, atype.name, key, host)
-            elif isinstance(host, str) and host != self.address and host in self.membership:
-                self.directory.register(atype.name, key, host, 0)
-                return host
-        return self.address
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + self.node.default_timeout
+        while True:
+            decided = self._decide(atype, key)
+            if decided is not None:
+                return decided
+            if self.leaving:
+                return await self._place_on_successor(atype, key)
+            try:
+                async with asyncio.timeout_at(give_up):
+                    await self._settled.wait()
+            except TimeoutError:
+                raise NodeUnavailable(
+                    f"{self.address} could not settle its view of the cluster "
+                    f"(waiting for {sorted(self.sync.waiting)})"
+                ) from None
+            owner = self.owner(atype.name, key)
+            if owner != self.address:
+                return owner
+
+    async def _place_on_successor(self, atype: ActorType, key: str) -> str:
+        """While leaving: activate a new actor on the member that takes our keys over, and
+        record it there, so no call for it needs this node again."""
+        target = self.node._successor(atype, key)
+        if target is None:
+            raise NodeUnavailable(f"no other member can host {atype.name}/{key}")
+        epoch = await self.node._control_request(target, "handoff", [atype.name, key, None, 0])
+        self.directory.register(atype.name, key, target, epoch if isinstance(epoch, int) else 0)
+        return target
 
     def activated(self, act: Activation) -> None:
         """A new activation here: if this node is not its owner, register it there."""
@@ -472,23 +583,35 @@ class Cluster:
                 if previous is not None:
                     # a migration: the entry moves from the previous host to the new one
                     self.directory.unregister(type_name, key, str(previous))
-                winner = self.directory.register(type_name, key, host, epoch)
-                answer = winner.host
+                answer = self._register(type_name, key, host, epoch)
             else:
                 self.directory.unregister(type_name, key, host, epoch)
-        elif op == "lookup":
-            type_name, key = _actor_body(body, 2)
-            if node._catalog.lookup(type_name, key) is not None:
-                answer = self.address
-            else:
-                entry = self.directory.lookup(type_name, key)
-                answer = entry.host if entry is not None else None
+        elif op == "vsync":
+            if self.swim is None:
+                raise ValueError("a client takes no part in membership")
+            now = asyncio.get_running_loop().time()
+            # Merge the sender's view before answering: from here on we do not activate what
+            # it owns in it (see router.directory).
+            self._send(self.swim.receive(env.sender, ["sync", body, False], now))
+            self._apply_events()
+            answer = (
+                self._hosted_elsewhere_owned() if env.sender in self.membership.members else None
+            )
+        elif op == "supersede":
+            type_name, key, epoch, winner = _actor_body(body, 4)
+            if not isinstance(epoch, int) or not isinstance(winner, str):
+                raise ValueError("supersede body is [type_name, key, epoch, winner]")
+            node._supersede(type_name, key, epoch, winner)
         elif op == "locate":
             type_name, key = _actor_body(body, 2)
             answer = self.address if node._catalog.lookup(type_name, key) else None
             if answer is None:
                 entry = self.directory.lookup(type_name, key)
                 answer = entry.host if entry is not None else None
+        elif op == "epoch":
+            type_name, key = _actor_body(body, 2)
+            act = node._catalog.lookup(type_name, key)
+            answer = None if act is None or isinstance(act, list) else act.epoch
         elif op == "handoff":
             type_name, key, state, epoch = _actor_body(body, 4)
             if not isinstance(epoch, int):

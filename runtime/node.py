@@ -43,7 +43,7 @@ from runtime.activation import (
     new_chain,
 )
 from runtime.catalog import Catalog
-from runtime.cluster import MAX_HOPS, Cluster
+from runtime.cluster import MAX_HOPS, MAX_REDIRECTS, Cluster
 from runtime.context import NODE, TURN, node_started, node_stopped
 from runtime.mailbox import Message, ReplySink
 from runtime.messaging import Messaging, RemoteReply, ask_timeout
@@ -449,7 +449,8 @@ class Node:
         messaging, cluster = self._messaging, self._cluster
         assert messaging is not None and cluster is not None
         wall_deadline = time.time() + (deadline - now)  # absolute: it survives hops
-        for hops in range(MAX_HOPS + 1):
+        visited: list[str] = []
+        for hops in range(MAX_REDIRECTS + 1):
             if messaging.transport.backlog(host) >= self._hwm:
                 await self._drained(host, deadline)
             corr, fut = messaging.ask(
@@ -469,8 +470,16 @@ class Node:
             try:
                 return await fut  # an answered ask is forgotten by Messaging
             except wire.Redirect as redirect:
+                visited.append(host)
                 host = str(redirect)
                 cluster.learned(type_name, key, host)
+                if host in visited:
+                    # Sent back: the two disagree about the ring until gossip reaches one of
+                    # them. Give it a moment (growing) before following the redirect again.
+                    pause = min(0.005 * (1 << visited.count(host)), 0.2)
+                    if loop.time() + pause >= deadline:
+                        raise ask_timeout(type_name, key, method_name, timeout) from None
+                    await asyncio.sleep(pause)
                 if host == self._address:
                     return await self._ask_any(
                         type_name, key, method_name, tuple(args), kwargs, timeout
@@ -478,7 +487,9 @@ class Node:
             except BaseException:  # timed out or cancelled: stop waiting for the answer
                 messaging.forget(corr)
                 raise
-        raise NodeUnavailable(f"{type_name}/{key} could not be located in {MAX_HOPS} hops")
+        raise NodeUnavailable(
+            f"{type_name}/{key} could not be located in {MAX_REDIRECTS} redirects"
+        )
 
     async def _drained(self, peer: str, deadline: float) -> None:
         assert self._messaging is not None
@@ -546,12 +557,16 @@ class Node:
         cluster = self._cluster
         assert cluster is not None
         serving = cluster.serving()
-        if serving and atype is not None and self._catalog.get(atype, key) is not None:
+        if (
+            (serving or cluster.leaving)
+            and atype is not None
+            and self._catalog.get(atype, key) is not None
+        ):
             return None
         host = cluster.route(type_name, key)
         if host != self._address:
             return host
-        if not serving:
+        if not serving and not cluster.leaving:
             raise NodeUnavailable(f"{self._address} has no quorum: it serves no actors")
         if atype is None:
             return None
@@ -742,6 +757,36 @@ class Node:
                 if msg.reply is not None and not msg.reply.done():
                     msg.reply.set_exception(err)
 
+    def _supersede(self, type_name: str, key: str, epoch: int, winner: str) -> None:
+        """The owner says another activation of the actor won: drop ours (if it is still the
+        one with ``epoch``) without ``on_deactivate``, and send what it held to ``winner``."""
+        act = self._catalog.lookup(type_name, key)
+        if not isinstance(act, Activation) or act.epoch != epoch:
+            return
+        log.warning("%s/%s (epoch %d) superseded by %s: dropped", type_name, key, epoch, winner)
+        backlog = act.take_backlog()
+        self._catalog._remove(act, notify=False)
+        act.status = DEAD
+        assert self._cluster is not None
+        self._cluster.learned(type_name, key, winner)
+        for msg in backlog:
+            self._reroute(msg, act.type, key, winner)
+
+    async def epoch(self, ref: ActorRef) -> int | None:
+        """The fencing epoch of ``ref``'s live activation, or None if it is not active.
+
+        Every activation is registered with the epoch it was created with; epochs grow with
+        every new activation of an actor anywhere in the cluster, so storage can refuse a
+        write that carries an older one."""
+        act = self._catalog.lookup(ref.type_name, ref.key)
+        if isinstance(act, Activation):
+            return act.epoch
+        host = await self.locate(ref)
+        if host is None or host == self._address:
+            return None
+        answer = await self._control_request(host, "epoch", [ref.type_name, ref.key])
+        return answer if isinstance(answer, int) and not isinstance(answer, bool) else None
+
     def _receive_handoff(self, type_name: str, key: str, state: Any) -> int:
         """Activate an actor handed over (leave, migration) with its state; returns its epoch."""
         atype = self._served(type_name)
@@ -797,11 +842,8 @@ class Node:
             host = self._address
             if act is None:
                 host = cluster.route(atype.name, env.key)
-                if host == self._address and not cluster.serving():
-                    successor = self._successor(atype, env.key) if cluster.leaving else None
-                    if successor is None:
-                        raise NodeUnavailable(f"{self._address} serves no actors now")
-                    host = successor
+                if host == self._address and not cluster.serving() and not cluster.leaving:
+                    raise NodeUnavailable(f"{self._address} serves no actors now")
                 if host == self._address:
                     placed = cluster.place_now(atype, env.key)
                     if placed is None:
@@ -870,14 +912,11 @@ class Node:
 
     def _send_elsewhere(self, env: wire.Envelope, sink: RemoteReply | None, host: str) -> None:
         """Redirect an ask (the caller re-sends it) or forward a tell to ``host``."""
-        if env.hops >= MAX_HOPS:
+        if sink is None and env.hops >= MAX_HOPS:
             err = NodeUnavailable(f"{env.type_name}/{env.key} not located in {MAX_HOPS} hops")
-            if sink is not None:
-                sink.set_exception(err)
-            else:
-                log.warning("tell to %s/%s dropped: %s", env.type_name, env.key, err)
+            log.warning("tell to %s/%s dropped: %s", env.type_name, env.key, err)
             return
-        if sink is not None:
+        if sink is not None:  # the caller follows redirects, up to its own limit
             sink.set_exception(wire.Redirect(host))
         else:
             self._remote_tell(
