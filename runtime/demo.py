@@ -65,9 +65,24 @@ def _storage_step(db: sqlite3.Connection, key: str, n: int) -> int:
     return total
 
 
-async def run_demo(nodes: int = 3, calls: int = 2000) -> int:
-    """Run the demo; returns the process exit code."""
+class _Checks:
+    """What the demo shows, verified as it goes: each failed check is printed and counted."""
+
+    def __init__(self) -> None:
+        self.failed: list[str] = []
+
+    def __call__(self, ok: bool, what: str) -> bool:
+        if not ok:
+            self.failed.append(what)
+            print(f"CHECK FAILED: {what}")
+        return ok
+
+
+async def run_demo(nodes: int = 3, calls: int = 2000, recovery_timeout: float = 30.0) -> int:
+    """Run the demo; returns the process exit code: 0 if every check of what it shows held
+    (membership, placement, counts, the live move, the recovery, the storage run), 1 if not."""
     procs: list[subprocess.Popen[str]] = []
+    check = _Checks()
     try:
         print(f"starting {nodes} node processes on loopback ...")
         first, address = await _start_node([])
@@ -82,11 +97,16 @@ async def run_demo(nodes: int = 3, calls: int = 2000) -> int:
 
         async with Node(seeds=addresses[:1], serve=()) as client:
             print(f"client joined: {len(client.members)} members")
+            check(
+                sorted(client.members) == sorted(addresses),
+                f"the client sees the {nodes} nodes (it sees {client.members})",
+            )
             keys = [f"tally-{i}" for i in range(12)]
             placement: dict[str, list[str]] = {}
             for key in keys:
-                await client.ref(Tally, key).add(0)
+                check(await client.ref(Tally, key).add(0) == 0, f"{key} starts at 0")
                 where = await client.locate(client.ref(Tally, key))
+                check(where in addresses, f"{key} is hosted by a node (located at {where})")
                 placement.setdefault(where or "?", []).append(key)
             print("actors activated by their first message, placed by consistent hashing:")
             for addr in addresses:
@@ -100,6 +120,7 @@ async def run_demo(nodes: int = 3, calls: int = 2000) -> int:
                 lat.append(time.perf_counter() - t0)
             actor_p50 = statistics.median(lat) * 1e6
             total = await ref.add(0)
+            check(total == calls, f"tally-0 counted {calls} sequential adds (it has {total})")
             print(
                 f"{calls} sequential asks to one remote actor: p50 {actor_p50:.0f} us; "
                 f"total {total}"
@@ -109,6 +130,11 @@ async def run_demo(nodes: int = 3, calls: int = 2000) -> int:
                 *(client.ref(Tally, keys[i % len(keys)]).add(1) for i in range(calls * 5))
             )
             rate = len(results) / (time.perf_counter() - t0)
+            totals = await asyncio.gather(*(client.ref(Tally, k).add(0) for k in keys))
+            check(
+                sum(totals) == calls + calls * 5,
+                f"the {len(keys)} tallies hold every add ({sum(totals)} of {calls * 6})",
+            )
             print(
                 f"{calls * 5} concurrent asks over {len(keys)} actors on {nodes} nodes: "
                 f"{rate:,.0f} calls/s"
@@ -119,10 +145,10 @@ async def run_demo(nodes: int = 3, calls: int = 2000) -> int:
             before = await ref.add(0)
             await client.migrate(ref, to=there)
             after = await ref.add(0)
-            print(
-                f"live migration of tally-0 from {here} to {await client.locate(ref)}: "
-                f"state {before} -> {after}"
-            )
+            moved_to = await client.locate(ref)
+            print(f"live migration of tally-0 from {here} to {moved_to}: state {before} -> {after}")
+            check(moved_to == there, f"tally-0 moved to {there} (it is at {moved_to})")
+            check(after == before, f"tally-0 kept its state over the move ({before} -> {after})")
 
             if nodes >= 3:
                 victim_at = addresses[-1]
@@ -130,18 +156,31 @@ async def run_demo(nodes: int = 3, calls: int = 2000) -> int:
                 victim = procs[-1]
                 victim.kill()
                 t0 = time.perf_counter()
-                while True:
+                answered: list[int] | None = None
+                while time.perf_counter() - t0 < recovery_timeout:
                     try:
-                        await asyncio.gather(
+                        answered = await asyncio.gather(
                             *(client.ref(Tally, k).add.ask(0, timeout=0.5) for k in victims)
                         )
                         break
                     except ActorError:
                         await asyncio.sleep(0.05)
-                print(
-                    f"SIGKILL of {victim_at}: its {len(victims)} actors answer again from the "
-                    f"survivors after {time.perf_counter() - t0:.1f} s (state was in memory only)"
-                )
+                if check(
+                    answered is not None,
+                    f"the killed node's actors answer again within {recovery_timeout:g} s",
+                ):
+                    print(
+                        f"SIGKILL of {victim_at}: its {len(victims)} actors answer again from "
+                        f"the survivors after {time.perf_counter() - t0:.1f} s "
+                        "(state was in memory only)"
+                    )
+                    hosts = await asyncio.gather(
+                        *(client.locate(client.ref(Tally, k)) for k in victims)
+                    )
+                    check(
+                        all(h in addresses[:-1] for h in hosts),
+                        f"the killed node's actors run on the survivors (at {hosts})",
+                    )
 
         with tempfile.TemporaryDirectory() as tmp:
             db = sqlite3.connect(Path(tmp) / "state.db")
@@ -151,7 +190,9 @@ async def run_demo(nodes: int = 3, calls: int = 2000) -> int:
                 t0 = time.perf_counter()
                 _storage_step(db, "tally-0", 1)
                 lat.append(time.perf_counter() - t0)
+            row = db.execute("SELECT total FROM tally WHERE key = 'tally-0'").fetchone()
             db.close()
+        check(row is not None and row[0] == calls, f"storage counted {calls} steps (has {row})")
         storage_p50 = statistics.median(lat) * 1e6
         print(
             f"{calls} sequential steps through storage (SQLite, commit per step): "
@@ -161,6 +202,10 @@ async def run_demo(nodes: int = 3, calls: int = 2000) -> int:
             f"state kept in a live actor over the network vs state through storage: "
             f"{storage_p50 / actor_p50:.1f}x faster"
         )
+        if check.failed:
+            print(f"{len(check.failed)} checks failed")
+            return 1
+        print("all checks passed")
         return 0
     finally:
         for proc in procs:

@@ -1,22 +1,40 @@
-"""Real node processes for multi-node tests: started on loopback, always cleaned up."""
+"""Real node processes for multi-node tests: started on loopback, always cleaned up.
+
+A :class:`NodeProcess`'s output is drained by a thread of its own into ``output``, so a chatty
+node never blocks on a full pipe. Inside an async test use the ``a``-prefixed methods
+(:meth:`NodeProcess.astart`, :meth:`NodeProcess.aterminate`, :meth:`NodeProcess.await_output`):
+a blocking wait on the test's loop would freeze the client node's SWIM with it.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import os
-import select
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
+from typing import Any
 
 from actors import ActorError, Node
+from router.ring import Ring
 
 ROOT = Path(__file__).resolve().parent.parent
+
+#: Every node process started and not yet reaped: killed at exit whatever happened.
+_LIVE: set[NodeProcess] = set()
+
+
+@atexit.register
+def _kill_leftovers() -> None:
+    for proc in list(_LIVE):
+        proc.kill()
 
 
 class NodeProcess:
@@ -38,6 +56,9 @@ class NodeProcess:
             cmd += ["--import", module]
         cmd += list(extra)
         env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+        self.output: list[str] = []
+        self._changed = threading.Condition()
+        self._eof = False
         self.proc = subprocess.Popen(
             cmd,
             cwd=ROOT,
@@ -47,39 +68,67 @@ class NodeProcess:
             stdin=subprocess.DEVNULL,
             text=True,
         )
-        self.output: list[str] = []
-        self.address = self._wait_for_address(timeout)
+        _LIVE.add(self)
+        self._reader = threading.Thread(
+            target=self._drain, name=f"node-{self.proc.pid}-output", daemon=True
+        )
+        self._reader.start()
+        try:
+            self.address = self._wait_for_address(timeout)
+        except BaseException:
+            self.kill()
+            raise
+
+    @classmethod
+    async def astart(cls, **kwargs: Any) -> NodeProcess:
+        """Start a node process without blocking the running loop."""
+        return await asyncio.to_thread(cls, **kwargs)
+
+    def _drain(self) -> None:
+        """The reader thread: every line the node prints goes to ``output`` until EOF."""
+        stdout = self.proc.stdout
+        assert stdout is not None
+        try:
+            for line in stdout:
+                with self._changed:
+                    self.output.append(line)
+                    self._changed.notify_all()
+        except (OSError, ValueError):
+            pass
+        finally:
+            with self._changed:
+                self._eof = True
+                self._changed.notify_all()
 
     def _wait_for_address(self, timeout: float) -> str:
-        assert self.proc.stdout is not None
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([self.proc.stdout], [], [], 0.2)
-            if ready:
-                line = self.proc.stdout.readline()
-                if not line and self.proc.poll() is not None:
+        with self._changed:
+            while True:
+                for line in self.output:
+                    if line.startswith("listening on "):
+                        return line.split()[-1]
+                left = deadline - time.monotonic()
+                if self._eof or left <= 0:
                     break
-                self.output.append(line)
-                if line.startswith("listening on "):
-                    return line.split()[-1]
-            elif self.proc.poll() is not None:
-                break
-        self.kill()
-        raise RuntimeError(f"node did not start: {''.join(self.output)}")
+                self._changed.wait(left)
+        raise RuntimeError(f"node did not start: {self.read_output()}")
 
-    def read_output(self, timeout: float) -> str:
-        """Whatever the node printed since, reading for up to ``timeout`` seconds."""
-        assert self.proc.stdout is not None
+    def read_output(self) -> str:
+        """Everything the node printed so far."""
+        with self._changed:
+            return "".join(self.output)
+
+    async def await_output(self, text: str, timeout: float) -> str:
+        """Wait (without blocking the loop) until the node has printed ``text``; returns the
+        whole output, or fails with it past ``timeout``."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([self.proc.stdout], [], [], 0.05)
-            if not ready:
-                continue
-            line = self.proc.stdout.readline()
-            if not line:
-                break
-            self.output.append(line)
-        return "".join(self.output)
+        while True:
+            out = self.read_output()
+            if text in out:
+                return out
+            if time.monotonic() > deadline or self._eof:
+                raise AssertionError(f"{text!r} not printed within {timeout} s:\n{out}")
+            await asyncio.sleep(0.05)
 
     @property
     def pid(self) -> int:
@@ -89,89 +138,116 @@ class NodeProcess:
         if self.proc.poll() is None:
             os.kill(self.proc.pid, sig)
 
+    def _reap(self) -> None:
+        """After the process ended: let the reader reach EOF, then close the pipe."""
+        self._reader.join(timeout=10)
+        if not self._reader.is_alive() and self.proc.stdout is not None:
+            self.proc.stdout.close()
+        _LIVE.discard(self)
+
     def kill(self) -> None:
         """SIGKILL and reap (idempotent)."""
         if self.proc.poll() is None:
             self.proc.kill()
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=10)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
+        self._reap()
 
     def terminate(self, timeout: float = 15.0) -> int:
-        """SIGTERM, wait for a graceful exit (SIGKILL past ``timeout``); returns the exit code."""
+        """SIGTERM, wait for a graceful exit (SIGKILL past ``timeout``); returns the exit code.
+        Blocks: in an async test use :meth:`aterminate`."""
         self.signal(signal.SIGTERM)
         try:
             code = self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.kill()
             code = -9
-        if self.proc.stdout is not None:
-            self.output.extend(self.proc.stdout.readlines())
-            self.proc.stdout.close()
+        self._reap()
         return code
+
+    async def aterminate(self, timeout: float = 15.0) -> int:
+        """:meth:`terminate` in a thread, so the loop (and its SWIM) keeps running."""
+        return await asyncio.to_thread(self.terminate, timeout)
 
 
 @contextmanager
-def cluster(size: int, **kwargs: object) -> Iterator[list[NodeProcess]]:
+def cluster(size: int, **kwargs: Any) -> Iterator[list[NodeProcess]]:
     """``size`` node processes, each seeded with the first; all killed on exit."""
     nodes: list[NodeProcess] = []
     try:
-        nodes.append(NodeProcess(**kwargs))  # type: ignore[arg-type]
+        nodes.append(NodeProcess(**kwargs))
         for _ in range(size - 1):
-            nodes.append(NodeProcess(seeds=[nodes[0].address], **kwargs))  # type: ignore[arg-type]
+            nodes.append(NodeProcess(seeds=[nodes[0].address], **kwargs))
         yield nodes
     finally:
         for n in nodes:
             n.kill()
 
 
-def info_keys(client: Node, addresses: list[str]) -> dict[str, str]:
-    """A NodeInfo key owned by each address (so each call runs on that node)."""
-    assert client._cluster is not None
+def ring_owner(members: Sequence[str], type_name: str, key: str) -> str:
+    """The member that owns (and by default hosts) an actor on a ring of ``members``, as
+    ``placement="hash"`` places it when every member serves the type."""
+    return Ring(members).owner_of(type_name, key)
+
+
+async def info_keys(client: Node, addresses: Sequence[str]) -> dict[str, str]:
+    """A NodeInfo key hosted by each address (so each call runs on that node), found by
+    asking the actors where they run."""
     found: dict[str, str] = {}
     i = 0
     while len(found) < len(addresses):
         key = f"info-{i}"
-        owner = client._cluster.owner("NodeInfo", key)
-        found.setdefault(owner, key)
+        found.setdefault(await client.ref("NodeInfo", key).address(), key)
         i += 1
-        assert i < 10_000
+        assert i < 1_000, f"no NodeInfo key lands on some of {addresses}: {found}"
+    assert sorted(found) == sorted(addresses), found
     return found
 
 
 async def until(
-    predicate: Callable[[], Awaitable[bool]], timeout: float, step: float = 0.05
+    predicate: Callable[[], Awaitable[object] | object], timeout: float, step: float = 0.05
 ) -> float:
-    """Poll ``predicate`` until true; returns the seconds it took (fails past ``timeout``)."""
+    """Poll ``predicate`` (sync or async) until it returns a true value; returns the seconds it
+    took. Past ``timeout`` it fails, naming the last value and the last ``ActorError`` seen."""
     start = time.monotonic()
+    last_value: object = None
+    last_error: ActorError | None = None
     while True:
         try:
-            if await predicate():
+            value = predicate()
+            if isinstance(value, Awaitable):
+                value = await value
+            if value:
                 return time.monotonic() - start
-        except ActorError:
-            pass
+            last_value = value
+        except ActorError as err:
+            last_error = err
         if time.monotonic() - start > timeout:
-            raise AssertionError(f"condition not met within {timeout} s")
+            raise AssertionError(
+                f"condition not met within {timeout} s: last value {last_value!r}, "
+                f"last error {last_error!r}"
+            )
         await asyncio.sleep(step)
 
 
-async def converged_client(procs: list[NodeProcess], members: int) -> Node:
+@asynccontextmanager
+async def converged_client(procs: list[NodeProcess], members: int) -> AsyncIterator[Node]:
+    """A pure client of ``procs`` once it and every node see ``members`` members; stopped on
+    exit, also when waiting for convergence fails."""
     client = Node(seeds=[p.address for p in procs], serve=(), default_timeout=10)
     await client.start()
+    try:
+        await until(lambda: len(client.members) == members, 15)
+        addresses = sorted(p.address for p in procs)
+        for key in (await info_keys(client, addresses)).values():
 
-    async def converged() -> bool:
-        return len(client.members) == members
+            async def sees_all(key: str = key) -> bool:
+                return sorted(await client.ref("NodeInfo", key).view()) == addresses
 
-    await until(converged, 15)
-    addresses = sorted(p.address for p in procs)
-    for key in info_keys(client, addresses).values():
-
-        async def sees_all(key: str = key) -> bool:
-            return sorted(await client.ref("NodeInfo", key).view()) == addresses
-
-        await until(sees_all, 15)
-    return client
+            await until(sees_all, 15)
+        yield client
+    finally:
+        await client.stop()
 
 
 class ProbeLoad:
@@ -185,6 +261,7 @@ class ProbeLoad:
         self._timeout = timeout
         self._backoff = backoff
         self._stop = asyncio.Event()
+        self._progress = asyncio.Event()
         self._seq = 0
         self._workers = [asyncio.ensure_future(self._run(k)) for k in keys]
 
@@ -197,6 +274,7 @@ class ProbeLoad:
             try:
                 await self.client.ref("Probe", key).touch.ask(call_id, timeout=self._timeout)
                 self.outcomes[key].append(("ok", call_id))
+                self._progress.set()
             except (NodeUnavailable, ActorTimeout) as err:
                 self.outcomes[key].append((type(err).__name__, call_id))
                 await asyncio.sleep(self._backoff)
@@ -204,6 +282,26 @@ class ProbeLoad:
     def acked(self, key: str) -> set[int]:
         """The call ids that were answered."""
         return {cid for kind, cid in self.outcomes[key] if kind == "ok"}
+
+    async def advance(self, acks: int, timeout: float, keys: Sequence[str] | None = None) -> None:
+        """Wait until every key (of ``keys``, default all) has ``acks`` more answered calls
+        than now: the load is running, not merely started."""
+        keys = list(self.outcomes) if keys is None else list(keys)
+        want = {k: len(self.acked(k)) + acks for k in keys}
+        behind = keys
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    behind = [k for k in keys if len(self.acked(k)) < want[k]]
+                    if not behind:
+                        return
+                    self._progress.clear()
+                    await self._progress.wait()
+        except TimeoutError:
+            raise AssertionError(
+                f"{len(behind)} keys got fewer than {acks} answers within {timeout} s, "
+                f"e.g. {behind[0]}: {self.outcomes[behind[0]][-5:]}"
+            ) from None
 
     async def stop(self, timeout: float) -> None:
         self._stop.set()

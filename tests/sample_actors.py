@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from typing import Any
 
 import actors
-from actors import actor
+from actors import actor, data
+from actors.data import DataRef
 from runtime.context import current_node
 
 #: Turns in progress in this process per pool, and the most seen at once (stateless workers).
@@ -21,6 +23,7 @@ class Counter:
         self.seen: list[Any] = []
         self.inflight = 0
         self.max_inflight = 0
+        self.timed: list[Any] = []
 
     async def incr(self, n: int = 1) -> int:
         self.count += n
@@ -72,6 +75,25 @@ class Counter:
     async def tell_other(self, key: str, item: Any) -> None:
         actors.ref(Counter, key).record.tell(item)
 
+    async def timed_call(self, key: str, method: str, timeout: float, *args: Any) -> Any:
+        """Asks Counter ``key`` with a ``timeout`` of its own; records (see ``last_timed``) how
+        the nested ask ended and after how many seconds, even if this turn's caller gave up."""
+        t0 = time.monotonic()
+        try:
+            result = await getattr(actors.ref(Counter, key), method).ask(*args, timeout=timeout)
+            outcome = "ok"
+        except actors.ActorError as err:
+            result, outcome = None, type(err).__name__
+        self.timed = [outcome, time.monotonic() - t0]
+        return result
+
+    def last_timed(self) -> list[Any]:
+        return self.timed
+
+    def blob(self, size: int) -> bytes:
+        """A result of ``size`` bytes (for frame-size limits)."""
+        return b"x" * size
+
     def _secret(self) -> str:
         return "never"
 
@@ -88,6 +110,10 @@ class Interleaver:
         await asyncio.sleep(seconds)
         self.inflight -= 1
         return self.max_inflight
+
+    def running(self) -> int:
+        """Turns of ``work`` in progress now (reentrant: answers while they run)."""
+        return self.inflight
 
 
 @actor(stateless=True, max_workers=4)
@@ -210,3 +236,25 @@ class Meter:
     def received(self) -> list[int]:
         messaging = current_node()._messaging
         return list(messaging.received) if messaging is not None else []
+
+
+@actor
+class Shelf:
+    """Keeps named data on the node it runs on."""
+
+    async def keep(self, key: str, payload: Any) -> DataRef:
+        return await data.put(key, payload)
+
+    def where(self) -> str:
+        return current_node().address
+
+
+@actor
+class Reader:
+    """Reads data kept on any node, from the node it runs on."""
+
+    async def fetch(self, ref: DataRef) -> Any:
+        return await ref.get()
+
+    def where(self) -> str:
+        return current_node().address

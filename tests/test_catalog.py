@@ -53,16 +53,32 @@ async def test_idle_deactivation_then_fresh_reactivation() -> None:
         assert (await journal.read()).count(["activate", "idle"]) == 2
 
 
-async def test_busy_activation_is_not_collected() -> None:
+async def test_busy_activation_is_not_collected_while_an_idle_one_is() -> None:
     async with Node() as node:
+        journal = node.ref(Journal, "life")
+        assert await node.ref(Ephemeral, "left-alone").incr() == 1
         e = node.ref(Ephemeral, "busy")
-        for _ in range(30):  # keeps it busy for about 3 idle periods' worth of quanta
-            await e.incr()
+        start = time.monotonic()
+        counts = []
+        for _ in range(30):
+            counts.append(await e.incr())
+            # The sleep is the behaviour under test: time passes between messages, each gap
+            # well under idle_after (0.2 s), all of them together three times over it.
             await asyncio.sleep(0.02)
-        assert ["deactivate", "busy", 30] not in await node.ref(Journal, "life").read()
+        assert time.monotonic() - start >= 3 * 0.2
+        assert counts == list(range(1, 31))  # never reactivated: the state was kept
+        events = await journal.read()
+        assert events.count(["activate", "busy"]) == 1, events
+        assert not [ev for ev in events if ev[:2] == ["deactivate", "busy"]], events
+
+        # ... while the collector was at work: the actor left alone went
+        async def peer_collected() -> bool:
+            return ["deactivate", "left-alone", 1] in await journal.read()
+
+        await _poll(peer_collected)
 
 
-async def test_deactivate_idle_on_demand_and_stop_runs_on_deactivate() -> None:
+async def test_stop_runs_on_deactivate_of_every_activation() -> None:
     events: list[str] = []
 
     @actor(name="Hooked")
@@ -81,18 +97,121 @@ async def test_deactivate_idle_on_demand_and_stop_runs_on_deactivate() -> None:
         assert await node.ref(Hooked, "a").hello() == "hi"
         assert await node.ref("Hooked", "b").hello() == "hi"
         assert node.activation_count == 2
+        assert sorted(events) == ["up a", "up b"]
     assert sorted(events) == ["down a", "down b", "up a", "up b"]
+    assert node.activation_count == 0
+
+
+async def test_deactivate_idle_takes_exactly_the_idle_activations() -> None:
+    """``Node.deactivate_idle()`` deactivates now every activation idle for its
+    ``idle_after`` (idleness on the catalog's coarse clock: the time since a turn last began)
+    and leaves busy and recent ones. So that nothing but this call collects, the background
+    collector is held first: it is made to collect a ``Holder`` whose ``on_deactivate`` waits
+    (the collector deactivates one activation at a time, so it stops there)."""
+    collector_held, unhold = asyncio.Event(), asyncio.Event()
+    release, busy_release = asyncio.Event(), asyncio.Event()
+    started: list[str] = []
+    down: list[str] = []
+
+    @actor(name="Idler", idle_after=0.2)
+    class Idler:
+        async def on_deactivate(self) -> None:
+            down.append(self.key)
+
+        async def long_turn(self) -> str:
+            started.append(self.key)
+            await release.wait()
+            return self.key
+
+        async def busy_turn(self) -> str:
+            await busy_release.wait()
+            return self.key
+
+        def ping(self) -> str:
+            return self.key
+
+    @actor(name="Holder", idle_after=0.2)
+    class Holder:
+        async def on_deactivate(self) -> None:
+            collector_held.set()
+            await unhold.wait()
+
+        def ping(self) -> str:
+            return self.key
+
+    async with Node() as node:
+        idler = lambda key: node.ref(Idler, key)  # noqa: E731
+        # Two turns begin, and go on past idle_after: once they end, their actors are idle.
+        longs = [asyncio.ensure_future(idler(k).long_turn()) for k in ("idle-1", "idle-2")]
+
+        async def both_started() -> bool:
+            return len(started) == 2
+
+        await _poll(both_started)
+        busy = asyncio.ensure_future(idler("busy").busy_turn())  # still running at the end
+        assert await node.ref(Holder, "h").ping() == "h"  # its turn began after the long ones
+        await asyncio.wait_for(collector_held.wait(), 5)  # idle_after later: collector held
+        try:
+            assert await idler("recent").ping() == "recent"  # a turn just now: not idle
+            release.set()
+            assert await asyncio.wait_for(asyncio.gather(*longs), 5) == ["idle-1", "idle-2"]
+            assert down == []
+            assert node.activation_count == 5  # idle-1, idle-2, busy, recent, h (going)
+
+            assert await node.deactivate_idle() == 2
+            assert sorted(down) == ["idle-1", "idle-2"]
+            assert node.activation_count == 3
+            assert await node.locate(idler("idle-1")) is None
+            assert await node.locate(idler("idle-2")) is None
+            assert await node.locate(idler("busy")) == node.address
+            assert await node.locate(idler("recent")) == node.address
+            assert await node.deactivate_idle() == 0  # nothing else is idle
+            assert sorted(down) == ["idle-1", "idle-2"]
+        finally:
+            unhold.set()
+            busy_release.set()
+        assert await asyncio.wait_for(busy, 5) == "busy"
+
+
+async def test_calls_queued_during_async_on_activate_run_after_it_in_order() -> None:
+    activating, gate = asyncio.Event(), asyncio.Event()
+
+    @actor(name="SlowStart")
+    class SlowStart:
+        def __init__(self) -> None:
+            self.log: list[object] = []
+
+        async def on_activate(self) -> None:
+            self.log.append("activate")
+            activating.set()
+            await gate.wait()
+            self.log.append("activated")
+
+        def note(self, i: int) -> list[object]:
+            self.log.append(i)
+            return list(self.log)
+
+    async with Node() as node:
+        r = node.ref(SlowStart, "s")
+        calls = [asyncio.ensure_future(r.note(i)) for i in range(5)]
+        await asyncio.wait_for(activating.wait(), 5)
+        assert not any(c.done() for c in calls)  # all wait for on_activate
+        gate.set()
+        results = await asyncio.wait_for(asyncio.gather(*calls), 5)
+        for i, log in enumerate(results):
+            assert log == ["activate", "activated", *range(i + 1)], log
 
 
 async def test_messages_arriving_during_deactivation_reach_a_fresh_activation() -> None:
-    gate = asyncio.Event()
+    entered, gate = asyncio.Event(), asyncio.Event()
 
-    @actor(name="SlowDown")
+    @actor(name="SlowDown", idle_after=0.2)
     class SlowDown:
         def __init__(self) -> None:
             self.n = 0
 
         async def on_deactivate(self) -> None:
+            entered.set()
             await gate.wait()
 
         def bump(self) -> int:
@@ -102,16 +221,12 @@ async def test_messages_arriving_during_deactivation_reach_a_fresh_activation() 
     async with Node() as node:
         r = node.ref(SlowDown, "x")
         assert await r.bump() == 1
-        act = node._catalog.lookup("SlowDown", "x")
-        assert act is not None and not isinstance(act, list)
-        deactivation = asyncio.ensure_future(node._catalog.deactivate(act))
-        await asyncio.sleep(0)  # let the deactivation start and suspend in on_deactivate
+        await asyncio.wait_for(entered.wait(), 5)  # idle: the collector is deactivating it
         pending = asyncio.ensure_future(r.bump())
-        await asyncio.sleep(0)
-        assert not pending.done()
+        done, _ = await asyncio.wait({pending}, timeout=0.05)
+        assert not done  # it waits for the deactivation to end ...
         gate.set()
-        await deactivation
-        assert await asyncio.wait_for(pending, 5) == 1  # a fresh activation served it
+        assert await asyncio.wait_for(pending, 5) == 1  # ... and a fresh activation serves it
 
 
 async def test_stateless_pool_is_bounded() -> None:
@@ -119,9 +234,7 @@ async def test_stateless_pool_is_bounded() -> None:
         p = node.ref(Pool, "bounded")
         await p.reset()
         await asyncio.gather(*(p.work(0.01) for _ in range(50)))
-        pool = node._catalog.lookup("Pool", "bounded")
-        assert isinstance(pool, list)
-        assert 1 < len(pool) <= 4
+        assert 1 < node.activation_count <= 4  # the pool's workers are all that is active
 
 
 async def test_failed_activation_is_not_kept() -> None:

@@ -9,6 +9,7 @@ import sys
 import click
 import pytest
 
+from runtime import demo
 from runtime.cli import GC_THRESHOLD, parse_resources
 from runtime.demo import run_demo
 from tests.cluster import ROOT, NodeProcess
@@ -68,5 +69,19 @@ def test_node_with_unknown_import_fails_clearly() -> None:
         NodeProcess(imports=["no_such_module"], timeout=20)
 
 
-async def test_demo_runs() -> None:
-    assert await run_demo(nodes=2, calls=50) == 0
+async def test_demo_runs_and_its_checks_hold(capsys: pytest.CaptureFixture[str]) -> None:
+    assert await run_demo(nodes=3, calls=50) == 0
+    out = capsys.readouterr().out
+    assert "CHECK FAILED" not in out and "all checks passed" in out, out
+    assert "live migration of tally-0" in out and "SIGKILL of" in out, out
+
+
+async def test_demo_exits_non_zero_when_a_check_fails(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The storage half of the comparison stores nothing: the demo must notice and say so.
+    monkeypatch.setattr(demo, "_storage_step", lambda db, key, n: n)
+    assert await run_demo(nodes=2, calls=20) == 1
+    out = capsys.readouterr().out
+    assert "CHECK FAILED: storage counted 20 steps" in out, out
+    assert "1 checks failed" in out and "all checks passed" not in out, out

@@ -6,6 +6,7 @@ import pytest
 
 from actors import ActorError, Node, data
 from actors.data import DataRef
+from tests.sample_actors import Reader, Shelf
 
 
 async def test_put_then_local_get_returns_the_same_object() -> None:
@@ -33,16 +34,28 @@ async def test_remote_get_fetches_over_the_wire() -> None:
     from runtime.memory_transport import MemoryNetwork, MemoryTransport
 
     net = MemoryNetwork()
-    a = Node(listen="mem://data-a", transport=MemoryTransport(net))
-    b = Node(listen="mem://data-b", seeds=["mem://data-a"], transport=MemoryTransport(net))
+    # a keeps the data (it hosts only Shelf), b reads it (it hosts only Reader)
+    a = Node(listen="mem://data-a", serve=[Shelf], transport=MemoryTransport(net))
+    b = Node(
+        listen="mem://data-b",
+        seeds=["mem://data-a"],
+        serve=[Reader],
+        transport=MemoryTransport(net),
+        default_timeout=5,
+    )
     await a.start()
-    await b.start()
     try:
-        ref = a._data_put("shard-1", {"rows": [1, 2, 3]})
-        assert ref.node == "mem://data-a"
-        assert await b._data_get(ref) == {"rows": [1, 2, 3]}
-        with pytest.raises(ActorError):
-            await b._data_get(DataRef("missing", "mem://data-a"))
+        await b.start()
+        try:
+            shelf, reader = a.ref(Shelf, "s"), a.ref(Reader, "r")
+            assert await shelf.where() == a.address
+            assert await reader.where() == b.address
+            ref = await shelf.keep("shard-1", {"rows": [1, 2, 3]})
+            assert ref == DataRef("shard-1", a.address)  # a DataRef crossed the wire back
+            assert await reader.fetch(ref) == {"rows": [1, 2, 3]}  # fetched from a by b
+            with pytest.raises(ActorError, match="missing"):
+                await reader.fetch(DataRef("missing", a.address))
+        finally:
+            await b.stop()
     finally:
-        await b.stop()
         await a.stop()

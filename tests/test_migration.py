@@ -13,25 +13,36 @@ pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
 
 async def test_migrate_moves_state_and_loses_no_message() -> None:
     with cluster(3) as procs:
-        client = await converged_client(procs, 3)
-        try:
-            assert client._cluster is not None
+        async with converged_client(procs, 3) as client:
             key = "mover"
             c = client.ref("Counter", key)
             assert await c.incr(5) == 5
-            home = client._cluster.owner("Counter", key)
-            assert await client.locate(c) == home
+            home = await client.locate(c)  # activated by its first call: on its ring owner
+            assert home in {p.address for p in procs}
             away = next(p.address for p in procs if p.address != home)
             elsewhere = next(p.address for p in procs if p.address not in (home, away))
 
+            answered = 0
+            under_load = asyncio.Event()
+
             async def load(n: int) -> list[int]:
-                return [await c.incr(1) for _ in range(n)]
+                nonlocal answered
+                results = []
+                for _ in range(n):
+                    results.append(await c.incr(1))
+                    answered += 1
+                    if answered >= 16:
+                        under_load.set()
+                return results
 
             loads = [asyncio.ensure_future(load(25)) for _ in range(8)]
             for _ in range(20):
                 c.incr.tell(1)
-            await asyncio.sleep(0.01)
+            # migrate while the asks are flowing: 16 of the 200 answered, most still to come
+            await asyncio.wait_for(under_load.wait(), 15)
             await client.migrate(c, to=away)
+            print(f"{answered} of 200 asks answered when the migration ended")
+            assert answered < 200, "the load ended before the migration: it proves nothing"
             results = await asyncio.wait_for(asyncio.gather(*loads), 30)
             assert await client.locate(c) == away
             total = 5 + 8 * 25 + 20
@@ -45,5 +56,3 @@ async def test_migrate_moves_state_and_loses_no_message() -> None:
             await client.migrate(c, to=home)  # and back to the owner
             assert await client.locate(c) == home
             assert await c.incr(1) == total + 2
-        finally:
-            await client.stop()

@@ -7,6 +7,8 @@ transport lands, against a second real node process, so remote semantics equal l
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -22,7 +24,7 @@ from actors import (
     UnknownMethod,
 )
 from tests.cluster import NodeProcess, cluster
-from tests.sample_actors import Counter, Deadlocker, Fragile, Interleaver, Pool
+from tests.sample_actors import Counter, Deadlocker, Fragile, Interleaver, Journal, Pool, Probe
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -185,21 +187,51 @@ async def test_call_chain_reentrancy_a_b_a_completes(node: Node) -> None:
 
 
 async def test_cross_chain_deadlock_fails_with_timeout(node: Node) -> None:
-    # the nested asks inherit the outer deadline, so both chains give up at 0.5 s
     x, y = node.ref(Deadlocker, "x"), node.ref(Deadlocker, "y")
+    t0 = time.monotonic()
     results = await asyncio.gather(
         x.hold_then_call.ask("y", 0.05, timeout=0.5),
         y.hold_then_call.ask("x", 0.05, timeout=0.5),
         return_exceptions=True,
     )
-    assert all(isinstance(r, ActorTimeout | RemoteError) for r in results), results
-    # Both chains end at the same instant: the caller's own timer, or the callee's nested
+    # Both chains end at their deadline: the caller's own timer, or the callee's nested
     # timeout (a RemoteError naming ActorTimeout) if its reply is read first.
-    assert any(
+    assert all(
         isinstance(r, ActorTimeout)
         or (isinstance(r, RemoteError) and r.type_name == "ActorTimeout")
         for r in results
     ), results
+    # The nested asks (default timeout 10 s or more) inherit the outer 0.5 s deadline, so both
+    # turns have ended by then and the actors answer at once; without the inheritance they
+    # would stay locked in their turns for the nested asks' own timeouts.
+    assert await x.quick.ask(timeout=2.0) == "x"
+    assert await y.quick.ask(timeout=2.0) == "y"
+    assert time.monotonic() - t0 < 3.0
+
+
+async def test_nested_ask_inherits_the_turns_shorter_deadline(node: Node) -> None:
+    outer = node.ref(Counter, "deadline-outer")
+    # The turn's deadline is 0.3 s; its nested ask asks for 20 s, to an actor that takes 3 s.
+    # At 0.3 s the caller's timer and the turn's answer (None: its nested ask failed) race.
+    t0 = time.monotonic()
+    try:
+        answer = await outer.timed_call.ask("deadline-inner", "sleep", 20.0, 3.0, timeout=0.3)
+    except ActorTimeout:
+        answer = None
+    assert answer is None and time.monotonic() - t0 < 1.0
+    # The nested ask failed at the turn's deadline, so the turn ended then and this (queued
+    # behind it) runs within its own 2 s; without the inheritance it would wait out the 3 s.
+    outcome, took = await outer.last_timed.ask(timeout=2.0)
+    assert outcome == "ActorTimeout"
+    assert 0.25 <= took < 1.5, took
+
+
+async def test_nested_ask_keeps_its_own_shorter_timeout(node: Node) -> None:
+    outer = node.ref(Counter, "own-deadline-outer")
+    assert await outer.timed_call.ask("own-deadline-inner", "sleep", 0.2, 3.0, timeout=8.0) is None
+    outcome, took = await outer.last_timed()
+    assert outcome == "ActorTimeout"
+    assert 0.15 <= took < 1.5, took
 
 
 async def test_reentrant_actor_interleaves(node: Node) -> None:
@@ -271,3 +303,54 @@ async def test_migrate_to_a_non_member_is_refused(node: Node) -> None:
     assert where is not None
     await node.migrate(c, to=where)  # already there: nothing to do
     assert await c.incr() == 2
+
+
+async def test_serve_hosts_only_the_named_types() -> None:
+    async with Node(serve=["Counter", Journal], check_serializable=True) as node:
+        assert await node.ref(Counter, "served").incr() == 1
+        assert await node.ref("Journal", "served").read() == []
+        with pytest.raises(UnknownActorType):
+            await node.ref(Probe, "not-served").touch()
+        with pytest.raises(UnknownActorType):
+            node.ref(Probe, "not-served").touch.tell()
+        assert node.activation_count == 2
+
+
+async def test_tell_exception_is_logged_on_the_hosting_node(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.ERROR)
+    async with Node() as node:
+        c = node.ref(Counter, "tell-boom")
+        c.boom.tell("told to fail")
+        c.sync_boom.tell()
+
+        def logged() -> list[str]:
+            return [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+
+        deadline = time.monotonic() + 5
+        while len(logged()) < 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        messages = logged()
+        assert len(messages) == 2, messages
+        assert "Counter/tell-boom" in messages[0] and "told to fail" in messages[0]
+        assert "ValueError" in messages[0]  # the remote traceback comes with it
+        assert "Counter/tell-boom" in messages[1] and "KeyError" in messages[1]
+        assert await c.incr() == 1  # the actor lives on
+
+
+async def test_tell_exception_is_logged_by_the_node_process_that_hosts_it(
+    two_processes: list[NodeProcess],
+) -> None:
+    async with Node(seeds=[p.address for p in two_processes], serve=()) as client:
+        c = client.ref(Counter, "remote-tell-boom")
+        assert await c.incr() == 1
+        host = await client.locate(c)
+        [hosting] = [p for p in two_processes if p.address == host]
+        c.boom.tell("remote tell failed")
+        await hosting.await_output("remote tell failed", 10)
+        out = hosting.read_output()
+        assert "tell to Counter/remote-tell-boom failed" in out
+        [other] = [p for p in two_processes if p is not hosting]
+        assert "remote tell failed" not in other.read_output()
+        assert await c.incr() == 2

@@ -11,30 +11,16 @@ import asyncio
 import os
 import shutil
 import subprocess
-import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 
 from actors import ActorError, ActorTimeout, Node, NodeUnavailable
 from runtime.memory_transport import MemoryNetwork, MemoryTransport
-from tests.cluster import NodeProcess
+from tests.cluster import NodeProcess, info_keys, until
 from tests.sample_actors import Counter
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
-
-
-async def _until(predicate: Callable[[], Awaitable[bool] | bool], timeout: float) -> float:
-    start = time.monotonic()
-    while True:
-        result = predicate()
-        if isinstance(result, Awaitable):
-            result = await result
-        if result:
-            return time.monotonic() - start
-        if time.monotonic() - start > timeout:
-            raise AssertionError(f"condition not met within {timeout} s")
-        await asyncio.sleep(0.05)
 
 
 async def test_three_two_split_minority_refuses_majority_serves_heal_converges() -> None:
@@ -47,25 +33,27 @@ async def test_three_two_split_minority_refuses_majority_serves_heal_converges()
     try:
         for n in nodes:
             await n.start()
-        await _until(lambda: all(len(n.members) == 5 for n in nodes), 15)
+        await until(lambda: all(len(n.members) == 5 for n in nodes), 15)
         keys = [f"part-{i}" for i in range(100)]
         for k in keys:
             assert await nodes[0].ref(Counter, k).incr() == 1
         majority, minority = nodes[:3], nodes[3:]
-        minority_hosted = {k for n in minority for k in n._catalog._by_type.get("Counter", {})}
+        hosts = await asyncio.gather(*(nodes[0].locate(nodes[0].ref(Counter, k)) for k in keys))
+        minority_hosted = {k for k, h in zip(keys, hosts, strict=True) if h in names[3:]}
         assert minority_hosted
+        assert sum(n.activation_count for n in minority) == len(minority_hosted)
 
         net.partition(names[:3], names[3:])
-        took = await _until(lambda: all(len(n.members) == 3 for n in majority), 10)
+        took = await until(lambda: all(len(n.members) == 3 for n in majority), 10)
         print(f"majority removed the minority {took:.2f} s after the split")
-        assert all(n._cluster is not None and not n._cluster.serving() for n in minority)
-        await _until(lambda: all(n.activation_count == 0 for n in minority), 5)
+        await until(lambda: all(n.activation_count == 0 for n in minority), 5)
 
         # the majority serves every actor, the minority's reactivated afresh
         for k in keys:
             count = await majority[1].ref(Counter, k).incr()
             assert count == (1 if k in minority_hosted else 2), k
-        # the minority refuses: no actor runs there
+        # the minority refuses: no actor runs there (with NodeUnavailable, as the README says,
+        # only once the runtime is fixed: see test_minority_refuses_calls_with_node_unavailable)
         for k in keys[:10]:
             with pytest.raises((NodeUnavailable, ActorTimeout)):
                 await minority[0].ref(Counter, k).incr.ask(timeout=1.0)
@@ -73,22 +61,17 @@ async def test_three_two_split_minority_refuses_majority_serves_heal_converges()
 
         net.heal()
 
-        def converged() -> bool:
-            return all(len(n.members) == 5 and n._cluster.serving() for n in nodes)  # type: ignore[union-attr]
-
-        took = await _until(converged, 20)
+        took = await until(lambda: all(len(n.members) == 5 for n in nodes), 20)
         print(f"converged to 5 members {took:.2f} s after the heal")
 
-        async def all_reachable() -> bool:
-            try:
-                await asyncio.gather(*(minority[0].ref(Counter, k).peek() for k in keys))
-            except ActorError:
-                return False
+        async def all_reachable() -> bool:  # from both sides: the minority serves again
+            for n in (minority[0], majority[0]):
+                await asyncio.gather(*(n.ref(Counter, k).peek() for k in keys))
             return True
 
-        await _until(all_reachable, 10)
-        hosted = [k for n in nodes for k in n._catalog._by_type.get("Counter", {})]
-        assert len(hosted) == len(set(hosted)) == len(keys)
+        await until(all_reachable, 10)
+        # every key answered, and there are as many activations as keys: one each
+        assert sum(n.activation_count for n in nodes) == len(keys)
         for k in keys:
             expected = 2 if k in minority_hosted else 3
             assert await nodes[4].ref(Counter, k).incr() == expected, k
@@ -97,24 +80,65 @@ async def test_three_two_split_minority_refuses_majority_serves_heal_converges()
             await n.stop()
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 10: a minority node that lost quorum still routes a call for an actor the "
+    "ring gives to a majority member across the partition, where it times out "
+    "(ActorTimeout) instead of being refused at once with NodeUnavailable as the README's "
+    "partition rule says (runtime/node.py Node._elsewhere checks quorum only for local actors)",
+)
+async def test_minority_refuses_calls_with_node_unavailable() -> None:
+    """The README's partition rule: the minority side refuses calls with NodeUnavailable."""
+    net = MemoryNetwork()
+    names = [f"mem://q{i}" for i in range(5)]
+    nodes = [
+        Node(listen=name, seeds=names[:1], transport=MemoryTransport(net), default_timeout=3)
+        for name in names
+    ]
+    try:
+        for n in nodes:
+            await n.start()
+        await until(lambda: all(len(n.members) == 5 for n in nodes), 15)
+        majority, minority = nodes[:3], nodes[3:]
+        net.partition(names[:3], names[3:])
+        await until(lambda: all(len(n.members) == 3 for n in majority), 10)
+        await until(lambda: all(n.activation_count == 0 for n in minority), 5)
+        errors: list[str] = []
+        for n in minority:
+            for k in [f"refused-{i}" for i in range(4)]:
+                try:
+                    await n.ref(Counter, k).incr.ask(timeout=1.0)
+                    errors.append("answered")
+                except ActorError as err:
+                    errors.append(type(err).__name__)
+        assert errors == ["NodeUnavailable"] * len(errors), errors
+    finally:
+        for n in reversed(nodes):
+            await n.stop()
+
+
 class _Namespaces:
-    """Two network namespaces on a bridge, made (and removed) by the test itself."""
+    """Two network namespaces on a bridge, made (and removed) by the test itself. The names
+    and the subnet derive from the pid, so that concurrent runs (other worktrees) do not
+    clash: two bridges on one subnet in the root namespace would break both."""
 
     def __init__(self) -> None:
         tag = f"{os.getpid() % 100000}"
+        net = f"10.250.{os.getpid() % 250}"
         self.bridge = f"sbr{tag}"
         self.ns = {"a": f"shoalA{tag}", "b": f"shoalB{tag}"}
-        self.ip = {"a": "10.250.7.1", "b": "10.250.7.2"}
+        self.ip = {"a": f"{net}.1", "b": f"{net}.2"}
+        self.gateway = f"{net}.254"
         self.root_ends: dict[str, str] = {}
         self.made: list[list[str]] = []
 
     def _run(self, *cmd: str) -> None:
-        subprocess.run(["ip", *cmd], check=True, capture_output=True, timeout=10)
+        subprocess.run(["ip", *cmd], check=True, capture_output=True, text=True, timeout=10)
 
     def create(self) -> None:
         self._run("link", "add", self.bridge, "type", "bridge")
         self.made.append(["link", "del", self.bridge])
-        self._run("addr", "add", "10.250.7.254/24", "dev", self.bridge)
+        self._run("addr", "add", f"{self.gateway}/24", "dev", self.bridge)
         self._run("link", "set", self.bridge, "up")
         for side, ns in self.ns.items():
             self._run("netns", "add", ns)
@@ -141,6 +165,17 @@ class _Namespaces:
             subprocess.run(["ip", *cmd], capture_output=True, timeout=10)
 
 
+#: What ``ip`` says when the reason is privileges (no CAP_NET_ADMIN / CAP_SYS_ADMIN, as in an
+#: unprivileged container) or missing tools/kernel support (no bridge or veth driver).
+_CANNOT = (
+    "Operation not permitted",
+    "Permission denied",
+    "Operation not supported",
+    "Unknown device type",
+    "not supported",
+)
+
+
 @pytest.fixture
 def namespaces() -> Iterator[_Namespaces]:
     if os.geteuid() != 0 or shutil.which("ip") is None:
@@ -148,10 +183,15 @@ def namespaces() -> Iterator[_Namespaces]:
     ns = _Namespaces()
     try:
         ns.create()
-    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as err:
+    except subprocess.CalledProcessError as err:
         ns.destroy()
-        stderr = getattr(err, "stderr", b"") or b""
-        pytest.skip(f"cannot make network namespaces here: {stderr.decode().strip() or err}")
+        stderr = (err.stderr or "").strip()
+        if any(reason in stderr for reason in _CANNOT):
+            pytest.skip(f"cannot make network namespaces here: {stderr}")
+        pytest.fail(f"making the network namespaces failed: {err}: {stderr}")
+    except BaseException:
+        ns.destroy()
+        raise
     try:
         yield ns
     finally:
@@ -165,43 +205,35 @@ async def test_three_two_split_between_network_namespaces(namespaces: _Namespace
             side = "a" if i < 3 else "b"
             seeds = [procs[0].address] if procs else []
             procs.append(
-                NodeProcess(
+                await NodeProcess.astart(
                     seeds=seeds,
                     listen=f"tcp://{namespaces.ip[side]}:0",
                     wrapper=["ip", "netns", "exec", namespaces.ns[side]],
                 )
             )
-        client = Node(seeds=[procs[0].address], serve=(), default_timeout=3)
-        await client.start()
-        try:
-            await _until(lambda: len(client.members) == 5, 20)
+        async with Node(seeds=[procs[0].address], serve=(), default_timeout=3) as client:
+            await until(lambda: len(client.members) == 5, 20)
             keys = [f"ns-{i}" for i in range(60)]
             for k in keys:
                 assert await client.ref(Counter, k).incr() == 1
-            assert client._cluster is not None
+            hosts = await asyncio.gather(*(client.locate(client.ref(Counter, k)) for k in keys))
             on_b = {
-                k
-                for k in keys
-                if client._cluster.owner("Counter", k) in {p.address for p in procs[3:]}
+                k for k, h in zip(keys, hosts, strict=True) if h in {p.address for p in procs[3:]}
             }
             assert on_b
 
             namespaces.cut("b")
-            took = await _until(lambda: len(client.members) == 3, 15)
+            took = await until(lambda: len(client.members) == 3, 15)
             print(f"majority removed the minority {took:.2f} s after the cut")
             for k in keys:
                 assert await client.ref(Counter, k).incr() == (1 if k in on_b else 2), k
             for p in procs[3:]:
-                assert "lost quorum" in p.read_output(5.0), p.output
+                await p.await_output("lost quorum", 5.0)
 
             namespaces.mend("b")
-            took = await _until(lambda: len(client.members) == 5, 30)
+            took = await until(lambda: len(client.members) == 5, 30)
             print(f"five members again {took:.2f} s after the heal")
-            infos: dict[str, str] = {}
-            i = 0
-            while len(infos) < 5:
-                infos.setdefault(client._cluster.owner("NodeInfo", f"info-{i}"), f"info-{i}")
-                i += 1
+            infos = await info_keys(client, [p.address for p in procs])
 
             async def one_each() -> bool:
                 per_node = await asyncio.gather(
@@ -210,11 +242,9 @@ async def test_three_two_split_between_network_namespaces(namespaces: _Namespace
                 seen = [k for ks in per_node for k in ks]
                 return len(seen) == len(set(seen))
 
-            await _until(one_each, 10)
+            await until(one_each, 10)
             for k in keys:
                 assert await client.ref(Counter, k).incr() == (2 if k in on_b else 3), k
-        finally:
-            await client.stop()
     finally:
         for p in procs:
             p.kill()

@@ -534,23 +534,25 @@ async def test_peer_process_dies_or_freezes(how: str) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-c", RAW_ECHO_SERVER], stdout=subprocess.PIPE, text=True
     )
-    t = ZmqTransport(heartbeat_ivl=0.1, heartbeat_timeout=0.5)
     try:
-        assert proc.stdout is not None
-        address = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), WAIT)
-        address = address.strip()
-        p = Peer(t)
-        await t.start(None, p.deliver, p.downs.put_nowait)
-        t.send(address, b"ping")
-        assert await p.recv() == (b"ping", address)
-        os.kill(proc.pid, getattr(signal, how))
-        assert await p.next_down() == address
+        t = ZmqTransport(heartbeat_ivl=0.1, heartbeat_timeout=0.5)
+        try:
+            assert proc.stdout is not None
+            address = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), WAIT)
+            address = address.strip()
+            p = Peer(t)
+            await t.start(None, p.deliver, p.downs.put_nowait)
+            t.send(address, b"ping")
+            assert await p.recv() == (b"ping", address)
+            os.kill(proc.pid, getattr(signal, how))
+            assert await p.next_down() == address
+        finally:
+            await t.close()
     finally:
         proc.kill()  # also ends a stopped process
-        proc.wait()
+        await asyncio.to_thread(proc.wait, WAIT)
         if proc.stdout is not None:
             proc.stdout.close()
-        await t.close()
 
 
 async def test_garbage_from_raw_sockets_is_dropped(zh: Harness) -> None:
