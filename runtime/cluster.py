@@ -59,6 +59,8 @@ log = logging.getLogger("shoal.cluster")
 SYNC_TIMEOUT: Final = 1.0
 #: Seconds between attempts to reach a member that did not confirm a view.
 SYNC_RETRY: Final = 0.05
+#: Seconds a leaving node keeps redirecting calls after it announced its leave.
+LEAVE_LINGER: Final = 0.5
 #: Seconds between a client's member-list refreshes.
 CLIENT_REFRESH: Final = 1.0
 #: Most cached locations per actor type (beyond it, owners are computed on every call).
@@ -161,6 +163,10 @@ class Cluster:
         if others:
             await self._hand_off_all(grace)
         self._send(self.swim.leave(asyncio.get_running_loop().time()))
+        if others:
+            # Calls sent before the others heard of the leave still arrive: redirect them to
+            # where the actors went rather than leave them unanswered.
+            await asyncio.sleep(LEAVE_LINGER)
 
     async def _run_swim(self) -> None:
         assert self.swim is not None
@@ -202,7 +208,8 @@ class Cluster:
         old_ring = self.membership.ring.copy()
         for address in list(self.membership.members):
             if address != self.address and address not in fresh:
-                self._member_gone(address)
+                # a client cannot tell a leave from a death: let a leaver answer what it has
+                self._member_gone(address, graceful=True)
         self.membership.merge(fresh.values())
         self._ring_changed(old_ring)
 
@@ -249,7 +256,7 @@ class Cluster:
                     continue
                 self.membership.merge([member])
             elif kind in ("dead", "left"):
-                self._member_gone(address)
+                self._member_gone(address, graceful=kind == "left")
             elif kind == "self_dead":
                 if len(self.membership.members) <= 1:
                     continue  # alone: nobody can have taken our actors over
@@ -261,12 +268,22 @@ class Cluster:
         self._synced.set()
         self._ring_changed(old_ring)
 
-    def _member_gone(self, address: str) -> None:
+    def _member_gone(self, address: str, graceful: bool = False) -> None:
+        """A member died or left. A leaver still answers what it was sent before it left
+        (and redirects stragglers for ``LEAVE_LINGER``): its link stays open a little longer."""
         self.membership.remove(address)
         self.directory.purge_host(address)
         for table in self._locations.values():
             for key in [k for k, host in table.items() if host == address]:
                 del table[key]
+        if graceful:
+            asyncio.get_running_loop().call_later(LEAVE_LINGER * 4, self._link_gone, address)
+        else:
+            self._link_gone(address)
+
+    def _link_gone(self, address: str) -> None:
+        if address in self.membership.members:
+            return  # it came back meanwhile
         self.messaging.on_peer_down(address)
         self.messaging.transport.forget(address)
 
@@ -526,24 +543,30 @@ class Cluster:
 
     async def _hand_off_all(self, grace: float) -> None:
         """Move every activation to its owner on the ring without this node, as a migration:
-        messages that arrive meanwhile wait and then follow it (see ``runtime.migration``)."""
+        messages that arrive meanwhile wait and then follow it (see ``runtime.migration``).
+        One batch at a time per target, every target at once."""
         node = self.node
-        moves = []
+        by_target: dict[str, list[Activation]] = {}
         for act in list(node._catalog):
             if act.type.stateless:
                 continue
             target = node._successor(act.type, act.key)
             if target is not None:
-                moves.append(self._hand_off(act, target, grace))
-        if moves:
-            await asyncio.gather(*moves)
+                by_target.setdefault(target, []).append(act)
+        if by_target:
+            await asyncio.gather(
+                *(self._hand_off(acts, target, grace) for target, acts in by_target.items())
+            )
 
-    async def _hand_off(self, act: Activation, target: str, grace: float) -> None:
+    async def _hand_off(self, acts: list[Activation], target: str, grace: float) -> None:
         try:
             async with asyncio.timeout(grace):
-                await migration.migrate_out(self.node, act.type.name, act.key, target)
+                moved = await migration.migrate_many(self.node, acts, target)
         except (ActorError, TimeoutError) as err:
-            log.warning("handoff of %s/%s to %s failed: %s", act.type.name, act.key, target, err)
+            log.warning("handoff of %d activations to %s failed: %s", len(acts), target, err)
+            return
+        if moved < len(acts):
+            log.warning("handed %d of %d activations to %s", moved, len(acts), target)
 
     # -- control messages -----------------------------------------------------------------------
 
@@ -618,6 +641,19 @@ class Cluster:
                 raise ValueError("handoff epoch must be an int")
             self.epochs.observe(epoch)
             answer = node._receive_handoff(type_name, key, state)
+        elif op == "handoff_many":
+            if not isinstance(body, list):
+                raise ValueError("handoff_many body is a list of [type_name, key, state, epoch]")
+            answer = []
+            for item in body:
+                type_name, key, state, epoch = _actor_body(item, 4)
+                if not isinstance(epoch, int):
+                    raise ValueError("handoff epoch must be an int")
+                self.epochs.observe(epoch)
+                try:
+                    answer.append(node._receive_handoff(type_name, key, state))
+                except ActorError as refused:
+                    answer.append(f"{type(refused).__name__}: {refused}")
         elif op == "migrate":
             type_name, key, target = _actor_body(body, 3)
             if not isinstance(target, str):

@@ -199,6 +199,11 @@ class Probe:
     def ran(self) -> list[Any]:
         return self.calls
 
+    def mark(self, tag: str) -> list[Any]:
+        """Record ``[tag]``; answers who ran it and when: ``[pid, wall-clock time]``."""
+        self.calls.append([tag])
+        return [os.getpid(), time.time()]
+
 
 @actor
 class NodeInfo:
@@ -217,6 +222,14 @@ class NodeInfo:
 
     def active_keys(self, type_name: str) -> list[str]:
         return sorted(current_node()._catalog._by_type.get(type_name, {}))
+
+    async def mark_all(self, type_name: str, keys: list[str], tag: str) -> list[Any]:
+        """Concurrent first calls from this node: ``mark(tag)`` on every key. Each answer is
+        ``[pid, time]`` for an acknowledged call, or ``"ErrorName: message"``."""
+        results = await asyncio.gather(
+            *(actors.ref(type_name, k).mark(tag) for k in keys), return_exceptions=True
+        )
+        return [f"{type(r).__name__}: {r}" if isinstance(r, BaseException) else r for r in results]
 
     async def hit_all(self, type_name: str, keys: list[str], tag: str) -> int:
         """Concurrent first calls from this node to every key."""
