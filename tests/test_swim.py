@@ -536,7 +536,8 @@ def test_ping_req_relays_the_ack() -> None:
 
 
 class _Driver:
-    """Ticks one node and answers its pings on behalf of the responsive peers."""
+    """Ticks one node and answers its pings (and ping-reqs, with a nack) on behalf of the
+    responsive peers."""
 
     def __init__(self, node: Swim, responsive: Iterable[str]) -> None:
         self.node = node
@@ -553,6 +554,8 @@ class _Driver:
                     self.node.receive(dst, ["ack", message[1], []], now)
                 else:
                     self.unanswered.append((dst, message[1]))
+            elif message[0] == "ping-req" and dst in self.responsive:
+                self.node.receive(dst, ["nack", message[1], []], now)  # it tried, in vain
         return out
 
     def run(self, until: float, step: float = STEP) -> None:
@@ -568,7 +571,7 @@ class _Driver:
 
 
 def test_quorum_rule_and_view_size() -> None:
-    node = _node(suspicion_timeout=1.0)
+    node = _node(suspicion_timeout=1.0, suspicion_max_mult=1.0)  # a fixed timeout
     for peer in "bcde":
         _gossip(node, [peer, 0, A, None])
     assert node.view_size == 5 and node.has_quorum()
@@ -593,7 +596,9 @@ def test_removal_needs_a_confirmed_majority_not_just_unsuspected_members() -> No
     # 5 members; b and c are suspected, d and e not (yet), but nothing confirms we still
     # reach them (no checks here, a long period): the naive count (3 of 5) says quorum, yet
     # b and c must not be removed.
-    node = _node(period=5.0, ping_timeout=1.0, suspicion_timeout=1.0, quorum_probes=0)
+    node = _node(
+        period=5.0, ping_timeout=1.0, suspicion_timeout=1.0, quorum_probes=0, suspicion_max_mult=1
+    )
     for peer in "bcde":
         _gossip(node, [peer, 0, A, None])
     _gossip(node, ["b", 0, S, None], ["c", 0, S, None])
@@ -630,15 +635,17 @@ def test_own_suspicion_checks_the_others_at_once() -> None:
     drive.run(found + 5.0)
     assert not node.has_quorum() and len(node.members()) == 5
     assert not [e for e in node.drain_events() if e[0] == "dead"]
-    node = _node()  # now d and e answer, b and c do not
+    node = _node(suspicion_max_mult=1.0)  # now d and e answer, b and c do not
     for peer in "bcde":
         _gossip(node, [peer, 0, A, None])
     _Driver(node, "de").run(5.0)
     assert set(node.members()) == {"me", "d", "e"} and node.has_quorum()
 
 
-def test_own_stall_defers_suspicions_and_a_long_one_means_self_dead() -> None:
-    node = _node(suspicion_timeout=2.0)
+def test_own_stall_defers_suspicions_and_a_long_one_means_doubt() -> None:
+    # (Before doubt existed, a stall of timeout + period made the node emit self_dead at
+    # once, without asking: now it doubts, and asks.)
+    node = _node(suspicion_timeout=2.0, suspicion_max_mult=1.0)
     for peer in "bcde":
         _gossip(node, [peer, 0, A, None])
     drive = _Driver(node, "cde")
@@ -651,15 +658,53 @@ def test_own_stall_defers_suspicions_and_a_long_one_means_self_dead() -> None:
     assert node.record("b") == (0, Status.SUSPECT, None)
     drive.run(suspected_at + 3.75)  # 2.0 s after the suspicion, once the stall is discounted
     assert node.drain_events() == [("dead", "b", None)]
-    out = drive.tick(drive.now + 2.6)  # stalled >= timeout + period: we were declared dead
+    assert node.has_quorum() and not node.doubting
+
+    drive.responsive.clear()
+    out = drive.tick(drive.now + 2.6)  # stalled >= timeout + period: were we declared dead?
+    assert node.drain_events() == [("doubt", "me", None)]
+    assert node.doubting and not node.has_quorum() and node.incarnation == 0
+    assert {dst for dst, m in out if m[0] == "ping"} == {"c", "d", "e"}  # asks everyone
+    assert not [m for _, m in out if m[0] == "join"]
+    node.receive("c", ["ping", 77, []], drive.now)  # a message may be stale: no evidence
+    drive.wake("c")  # c acks our check: 2 of 4 is no majority yet
+    assert node.doubting and node.drain_events() == []
+    drive.wake("d")
+    assert node.drain_events() == [("trusted", "me", None)]
+    assert not node.doubting and node.has_quorum() and node.incarnation == 0
+
+    drive.responsive.clear()
+    drive.unanswered.clear()
+    out = drive.tick(drive.now + 2.6)
+    assert node.drain_events() == [("doubt", "me", None)]
+    seqs = {dst: m[1] for dst, m in out if m[0] == "ping"}
+    now = drive.now
+    node.receive("c", ["ack", seqs["c"], [["me", 0, S, None, "c"]]], now)  # suspects us
+    assert node.incarnation == 1 and node.doubting  # refuted; that ack is no evidence
+    node.receive("d", ["ack", seqs["d"], []], now)  # for pings at incarnation 0: too old
+    node.receive("e", ["ack", seqs["e"], []], now)
+    assert node.doubting and node.drain_events() == []
+    drive.responsive.update("cde")
+    drive.run(now + 4.0)  # checked again at incarnation 1
+    assert node.drain_events() == [("trusted", "me", None)] and node.has_quorum()
+
+    drive.responsive.clear()
+    drive.tick(drive.now + 2.6)
+    assert node.drain_events() == [("doubt", "me", None)]
+    out = _gossip(node, ["me", 1, D, None], sender="c", now=drive.now)  # our tombstone
     assert node.drain_events() == [("self_dead", "me", None)]
-    assert node.incarnation == 1
+    assert not node.doubting and node.incarnation == 2
     joins = [dst for dst, message in out if message[0] == "join"]
     assert len(joins) == 3 and set(joins) == {"c", "d", "e"}
+
     node = _node()
     node.tick(0.0)
-    node.receive("x", ["gossip", []], 9.0)  # noticed on receive too
-    assert node.drain_events() == [("self_dead", "me", None)]
+    node.receive("x", ["gossip", []], 9.0)  # alone in our view: nobody to doubt
+    assert node.drain_events() == [] and not node.doubting and node.has_quorum()
+    _gossip(node, ["b", 0, A, None], now=9.0)
+    node.drain_events()
+    node.receive("b", ["gossip", []], 18.0)  # noticed on receive too
+    assert node.drain_events() == [("doubt", "me", None)] and not node.has_quorum()
 
 
 def test_a_member_revived_by_refutation_is_told_it_was_dead() -> None:
@@ -891,7 +936,7 @@ def test_events_never_revive_a_dead_member_without_a_higher_incarnation(
             node.receive(op[1], ["ping", 1, []], now)
         for kind, address, _ in node.drain_events():
             if address == "me":
-                assert kind == "self_dead"
+                assert kind in ("self_dead", "doubt", "trusted")
                 continue
             record = node.record(address)
             assert record is not None
