@@ -622,6 +622,8 @@ class Swim:
                 targets.append(seed)
         if self._left:
             return []
+        if self._last_tick is None:
+            self._last_tick = now  # a stall before our first tick counts from here
         self._join_targets = targets
         self._joined = not targets
         self._next_join_at = now + self._cfg.join_retry
@@ -673,7 +675,7 @@ class Swim:
             for probe in list(self._probes.values()):
                 if now + _EPS >= probe.ends:
                     del self._probes[probe.seq]
-                    self._probe_failed(probe, now)
+                    self._probe_failed(probe, now, out)
                 elif not probe.indirect and now + _EPS >= probe.escalates:
                     probe.indirect = True
                     self._escalate(probe, out)
@@ -978,7 +980,10 @@ class Swim:
         :meth:`has_quorum` False) until a majority acks us (``trusted``) or we hear our
         tombstone (``self_dead``). Alone in our view we have nobody to doubt."""
         last = self._last_tick
-        if last is None or now - last <= 2 * self._cfg.period:
+        if last is None:  # a message before our first tick: time stalls from here
+            self._last_tick = now
+            return
+        if now - last <= 2 * self._cfg.period:
             return
         gap = now - last
         self._last_tick = now
@@ -1179,7 +1184,7 @@ class Swim:
             updates = self._piggyback(helper, introduce=True)
             out.append((helper, ["ping-req", probe.seq, target, updates]))
 
-    def _probe_failed(self, probe: _Probe, now: float) -> None:
+    def _probe_failed(self, probe: _Probe, now: float, out: Outgoing) -> None:
         """A probe's period ended without an ack: its target becomes SUSPECT, or, if it
         already is, we confirm the suspicion (unless it was a mere reachability check:
         checking everyone at once must not turn an overload into a wave of suspicions).
@@ -1214,6 +1219,10 @@ class Swim:
         m.verify = True
         m.accuser = me
         self._enqueue(m.address, m.record())
+        if m.status is Status.SUSPECT and not m.accusers - {me}:
+            # Buddy system, at once: the suspect hears it now (and can refute), not when it
+            # next probes us or our gossip happens to pick it -- a slow node probes little.
+            out.append((m.address, ["gossip", self._piggyback(m.address)]))
 
     def _add_live(self, m: _Member) -> None:
         self._live_pos[m.address] = len(self._live)
@@ -1364,7 +1373,10 @@ class Swim:
         if status is Status.SUSPECT and incarnation >= self._inc:
             self._inc = incarnation + 1  # refutation
             self._health_delta(1)  # Lifeguard: being suspected hints that we are slow
-            self._enqueue(self._me, self._self_record())
+            record = self._self_record()
+            self._enqueue(self._me, record)
+            if sender != self._me:  # straight back to who told us, too: the sooner the better
+                out.append((sender, ["gossip", [record]]))
             return
         if status >= Status.DEAD and incarnation >= self._join_inc:
             self._declared_dead(incarnation, sender, now, out)
