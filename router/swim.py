@@ -1354,6 +1354,9 @@ class Swim:
                 self._suspects[address] = m
                 if was_alive:
                     events.append(("suspect", address, None))
+                    # It goes next in our round-robin: our probe confirms the suspicion
+                    # independently (the timeout shrinks) or lets it refute (buddy system).
+                    self._probe_order.insert(self._probe_pos, address)
         else:  # DEAD or LEFT about a live member
             if incarnation < m.incarnation:
                 return

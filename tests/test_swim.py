@@ -771,7 +771,12 @@ def test_removal_needs_a_confirmed_majority_not_just_unsuspected_members() -> No
     # reach them (no checks here, a long period): the naive count (3 of 5) says quorum, yet
     # b and c must not be removed.
     node = _node(
-        period=5.0, ping_timeout=1.0, suspicion_timeout=1.0, quorum_probes=0, suspicion_max_mult=1
+        period=5.0,
+        ping_timeout=1.0,
+        suspicion_timeout=1.0,
+        quorum_probes=0,
+        suspicion_max_mult=1,
+        indirect_probes=0,  # no ping-req either: their nacks would be evidence
     )
     for peer in "bcde":
         _gossip(node, [peer, 0, A, None])
