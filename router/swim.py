@@ -11,20 +11,38 @@ is the evidence that the sender is reachable, and where tombstone notices go); a
 matched by sequence number, so a relayed ack counts for the probed member.
 
 Protocol -- SWIM (Das, Gupta & Motivala, 2002) with suspicion and infection-style
-dissemination, plus the cheap parts of Lifeguard (Dadgar et al., 2018):
+dissemination, plus Lifeguard (Dadgar, Phillips & Currey, 2018: local health, dynamic
+suspicion, buddy system):
 
 * **Probing.** Every ``period`` a node pings the next member of a shuffled round-robin list
-  (reshuffled after each pass; newcomers go in at a random later position). Without an ack
-  after ``ping_timeout`` it pings again and asks ``indirect_probes`` random ALIVE members to
-  ping the target for it (``ping-req``; they relay the ack). If the period ends without any
+  (reshuffled after each pass; newcomers go in at a random later position; a member we hear
+  is SUSPECT goes next, so that our probe confirms the suspicion or lets it refute). Without
+  an ack after ``ping_timeout`` it pings again and asks ``indirect_probes`` random ALIVE
+  members to ping the target for it (``ping-req``; they relay the ack, or send a ``nack``
+  if the target has not acked within ``ping_timeout / 2``). If the period ends without any
   ack, the target becomes SUSPECT. Pings carry the sender's own record, so a member learns of
   whoever probes it even if the gossip about them missed it.
-* **Suspicion.** A SUSPECT member that does not refute within the suspicion timeout (timed
+* **Local health** (Lifeguard's LHM). A node keeps a score, 0..``health_max``: +1 when a
+  probe of its fails and it had no helper to ask, or, if it asked helpers, +1 per helper
+  whose nack (or relayed ack) never came (within half a period after the probe's end: if
+  they all answer, the target is at fault, not us); +1 when it must refute a suspicion of
+  itself; +1 on a stall of its own (below); -1 on each acked probe. Its own probing --
+  the period, ``ping_timeout`` and the failure deadline -- runs ``score + 1`` times slower:
+  a node that is slow itself (loop stalled, CPU-starved, messages late) waits longer before
+  accusing anyone. The reachability checks below are scaled the same way.
+* **Suspicion.** A SUSPECT member that does not refute within its suspicion timeout (timed
   from when *this* node first heard of it) is declared DEAD -- subject to the quorum rule
-  below. The timeout is ``suspicion_timeout`` up to 10 members and grows with
-  ``log10(view_size)`` beyond. A member refutes by bumping its incarnation and gossiping
-  ALIVE. Lifeguard's *buddy system*: every message to a member we hold SUSPECT carries that
-  suspicion first, so it hears it and refutes at once.
+  below. Lifeguard's *dynamic* timeout: with ``c`` independent confirmations (distinct
+  members that suspected it at that incarnation: a SUSPECT record names its accuser, and a
+  member whose own probe of an already-SUSPECT member fails gossips its confirmation) of
+  ``k = min(suspicion_confirmations, view_size - 2)`` expected, it is ``max(min, max - (max -
+  min) * ln(c + 1) / ln(k + 1))``, from ``max = min * suspicion_max_mult`` for a lone
+  accuser down to ``min`` at ``k`` confirmations (``k < 1``: always ``min``). ``min`` is
+  ``suspicion_timeout`` up to 10 members and grows with ``log10(view_size)`` beyond
+  (:attr:`Swim.suspicion_timeout`). A member refutes by bumping its incarnation and
+  gossiping ALIVE (and sending it straight back to whoever told it). Lifeguard's *buddy
+  system*: every message to a member we hold SUSPECT carries that suspicion first, and a
+  node that finds a suspect itself tells it at once, so it hears it and refutes.
 * **Dissemination.** Every change is queued and piggybacked on pings, acks and gossip
   messages (at most ``max_piggyback`` per message, least-sent first); every
   ``gossip_interval`` a node with queued news also sends it to ``gossip_fanout`` random
@@ -40,13 +58,34 @@ dissemination, plus the cheap parts of Lifeguard (Dadgar et al., 2018):
   only the late ones, who got the full list, can spread everyone's news.
 * **Leave.** :meth:`Swim.leave` sends LEFT for ourselves to every member: they drop us at
   once instead of after failure detection.
-* **Own stalls** (Lifeguard's concern, handled simply). If more than ``2 * period`` passed
-  since the previous tick, *we* were stalled (GC, SIGSTOP, overload): the probes in flight
-  are abandoned and the suspicion timers pushed back by the gap, so our pause never makes
-  us declare anyone dead. A stall of a suspicion timeout plus a period or more is long
-  enough for the others to have declared us dead (a probe of us fails after a period, then
-  the timeout runs): we act as if told so (``self_dead``, below) on the first tick or
-  message after it, without waiting to hear it.
+* **Own stalls.** If more than ``2 * period`` passed since the previous tick (or the
+  join), *we* were stalled (GC, SIGSTOP, overload): the probes in flight are abandoned, the
+  suspicion timers pushed back by the gap (so our pause never makes us declare anyone dead)
+  and our health score goes up. A stall of (minimum) suspicion timeout plus a period or
+  more is long enough for the others to have declared us dead (a probe of us fails after a
+  period, then the timeout runs) -- but they may not have: a 2-node cluster has no quorum
+  without us, and a suspicion may have reached us in time to refute. So we enter **doubt**
+  (event ``("doubt", me, None)``, :attr:`Swim.doubting`) on the first tick or message after
+  the stall, unless we are alone in our view. In doubt :meth:`Swim.has_quorum` is False
+  (serve nothing, hold requests), we remove no one, and we check (ping, with ping-req) every
+  live member not yet heard from, at the quorum-check rate (below; at least one per ``period
+  / 4``). Doubt ends either way:
+
+  - *trusted*: direct acks to pings we sent in doubt, each carrying our current incarnation
+    and nothing against us (no suspicion, no tombstone of ours), from members that with us
+    make a majority of the view -- they hold us ALIVE at this incarnation. We emit
+    ``("trusted", me, None)`` and keep everything (activations, incarnation). Other
+    messages do not count: held in buffers during the stall, they may predate our death. A
+    member that still suspects us says so first in its ack (buddy system): we refute, and
+    only acks at the new incarnation count from then on.
+  - *dead*: we hear our DEAD/LEFT tombstone (a member holding it puts it first in its answer
+    to us): ``self_dead`` as below, and no ``trusted`` follows.
+
+  A member that revives us because of our refutation also puts our old tombstone first in
+  its next message to us (it may overtake the one that told us), so its ack cannot pass for
+  trust. If a majority never answers, doubt lasts (as a minority's lack of quorum does); a
+  tombstone reaped after ``dead_retention`` is not heard, so a node in doubt that long
+  should drop its activations.
 
 Update precedence (about another member; ``i`` = the incarnation we hold for it):
 
@@ -75,7 +114,8 @@ while :meth:`Swim.has_quorum` is False:
   LEFT, a DEAD learned from another member, or our own SUSPECT -> DEAD decision, which needs
   quorum.
 * ``has_quorum()`` needs ``alive_count > view_size // 2``, where ``alive_count`` counts the
-  ALIVE members (a SUSPECT one is unreachable) and ourselves -- and no doubt (below).
+  ALIVE members (a SUSPECT one is unreachable) and ourselves -- and no failed quorum
+  confirmation (below), and no doubt after a stall of ours ("Own stalls" above).
 * Our own SUSPECT -> DEAD decision needs more: a *confirmed* majority -- more than
   ``view_size // 2`` of us plus ALIVE members we have direct evidence of (a message from
   them, an ack) since ``now - timeout``, i.e. since the suspicions being decided began.
@@ -93,6 +133,8 @@ while :meth:`Swim.has_quorum` is False:
   about a period after its first own suspicion, ahead of the majority side's verdict (which
   needs a whole timeout): over 660 random splits of 5-9 nodes in the simulator the minority
   had stopped at least 0.23 s (typically ~1 s) before the majority's first DEAD.
+* Our own verdicts use each suspicion's dynamic timeout; the confirmation window and the
+  checks' pace use the minimum one (:attr:`Swim.suspicion_timeout`), which is conservative.
 * A suspicion that times out without quorum is *not* turned into DEAD: the member stays
   SUSPECT ("unreachable"), nobody is removed, ``view_size`` stays, ``has_quorum()`` stays
   False. When quorum comes back, pending suspicions are re-armed for a full timeout and
@@ -106,24 +148,31 @@ while :meth:`Swim.has_quorum` is False:
   longer is forgotten rather than told it was dead, so the node should also drop the
   activations it held while it had no quorum.
 
-Detection time of a crashed member, defaults (period 0.5 s, suspicion 1.5 s), 5 nodes: the
-first probe of it comes within 1-2 periods on average (each of the 4 survivors probes one
-member per period, round-robin), it fails at the end of its period, the survivors hear the
-suspicion within a gossip round or two, and the first to time out confirms its quorum,
-declares DEAD and gossips it. In the simulator (``tests/test_swim.py``, 1-10 ms latency,
-300 kills): mean 2.4 s from crash to every survivor agreeing, p99 3.7 s, max 4.4 s. The
+Detection time of a crashed member, defaults (period 0.5 s, suspicion 1.5 s..4.5 s, k=2),
+5 nodes: the first probe of it comes within 1-2 periods on average (each of the 4 survivors
+probes one member per period, round-robin), it fails at the end of its period, the
+survivors hear the suspicion within a gossip round or two and probe the suspect next: their
+failed probes confirm it, which brings the timeout down to the minimum, and the first to
+time out confirms its quorum, declares DEAD and gossips it. In the simulator
+(``tests/test_swim.py``, 1-10 ms latency, 300 kills, seeds 100-399): mean 2.4 s from crash
+to every survivor agreeing, p99 3.5 s, max 3.7 s (the same as with Lifeguard off). The
 worst case is the round-robin's: ``~(2 * (n - 1) - 1) * period`` until the first probe if
 every survivor just passed the victim, plus ``period + timeout + ~2 gossip rounds`` --
 bounded in practice by the 4 independent probe orders. (With ``suspicion_timeout=2.0`` add
-0.5 s.) In larger views the timeout grows (x1.3 at 20 members: mean 3.0 s, max 4.4 s).
+0.5 s.) In larger views the timeout grows (x1.3 at 20 members, 200 kills: mean 3.0 s, p99
+4.3 s, max 5.3 s, when a first probe comes after 3 s). A lone accuser (no member confirms:
+it alone cannot reach the victim) waits the maximum timeout.
 
 Wire formats (``record`` = ``[address, incarnation, status, meta]``, ``status`` the int of a
-:class:`Status`, ``meta`` None for DEAD/LEFT; ``updates`` = a list of records):
+:class:`Status`, ``meta`` None for DEAD/LEFT; a SUSPECT record may add its accuser's address
+as a fifth item; ``updates`` = a list of records):
 
 * ``["ping", seq, updates]`` -- answered ``["ack", seq, updates]`` to the sender.
 * ``["ack", seq, updates]``
 * ``["ping-req", seq, target, updates]`` -- ping ``target``, relay its ack to the sender as
-  ``["ack", seq, updates]``.
+  ``["ack", seq, updates]``, or send ``["nack", seq, updates]`` if no ack came within
+  ``ping_timeout / 2``.
+* ``["nack", seq, updates]`` -- the helper is alive and tried (local health).
 * ``["gossip", updates]``
 * ``["join", record]`` -- answered ``["sync", records, False]``.
 * ``["sync", records, want_reply]`` -- merged; answered with ours if ``want_reply``.
