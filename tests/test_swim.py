@@ -486,6 +486,29 @@ def test_a_node_stalled_until_declared_dead_doubts_until_it_hears_its_tombstone(
         print(f"seed {3100 + seed}: self_dead {dead_at - resumed_at:.3f}s after resume")
 
 
+def test_doubt_ends_in_trust_exactly_when_nobody_declared_the_node_dead() -> None:
+    # Stalls of 2.5 s in 5 nodes: sometimes the others declare the node dead, sometimes it
+    # refutes in time. Either way its doubt must end the right way.
+    outcomes: dict[tuple[bool, tuple[str, ...]], int] = {}
+    for seed in range(30):
+        sim = Sim(5000 + seed)
+        names = sim.cluster(5)
+        assert sim.run_until_true(sim.converged, limit=3.0) is not None, seed
+        sim.run_for(sim.rng.uniform(0.0, 1.0))
+        frozen = sim.rng.choice(names)
+        sim.pause(frozen)
+        sim.run_for(2.5)
+        sim.resume(frozen)
+        sim.run_for(STEP)  # (converged() may hold before it noticed anything)
+        assert sim.run_until_true(sim.converged, limit=6.0) is not None, seed
+        declared = any(sim.kinds(a, "dead", frozen) for a in names if a != frozen)
+        kinds = tuple(k for _, k in _doubt_events(sim, frozen))
+        assert kinds == ("doubt", "self_dead" if declared else "trusted"), (seed, kinds)
+        outcomes[(declared, kinds)] = outcomes.get((declared, kinds), 0) + 1
+    print(f"\n2.5 s stalls, seeds 5000..5029: {outcomes}")
+    assert outcomes.get((False, ("doubt", "trusted")), 0) > 0  # kept its life (it used not to)
+
+
 LIFEGUARD_OFF = SwimConfig(health_max=0, suspicion_max_mult=1.0)
 
 
