@@ -71,10 +71,11 @@ suspicion, buddy system):
   live member not yet heard from, at the quorum-check rate (below; at least one per ``period
   / 4``). Doubt ends either way:
 
-  - *trusted*: direct acks to pings we sent in doubt, each carrying our current incarnation
-    and nothing against us (no suspicion, no tombstone of ours), from members that with us
-    make a majority of the view -- they hold us ALIVE at this incarnation. We emit
-    ``("trusted", me, None)`` and keep everything (activations, incarnation). Other
+  - *trusted*: direct acks to pings we sent in doubt (however late: under overload the
+    peers are slow too), each carrying our current incarnation and nothing against us (no
+    suspicion, no tombstone of ours), from members that with us make a majority of the
+    view -- they hold us ALIVE at this incarnation. We emit ``("trusted", me, None)`` and
+    keep everything (activations, incarnation). Other
     messages do not count: held in buffers during the stall, they may predate our death. A
     member that still suspects us says so first in its ack (buddy system): we refute, and
     only acks at the new incarnation count from then on.
@@ -391,16 +392,13 @@ class _Probe:
         "ends",
         "escalates",
         "helpers",
-        "inc",
         "indirect",
         "nacked",
         "seq",
         "target",
     )
 
-    def __init__(
-        self, target: str, seq: int, escalates: float, ends: float, check: bool, inc: int
-    ) -> None:
+    def __init__(self, target: str, seq: int, escalates: float, ends: float, check: bool) -> None:
         self.target = target
         self.seq = seq
         self.escalates = escalates
@@ -409,8 +407,6 @@ class _Probe:
         """When it fails without an ack: ``period`` (times our health multiplier) after."""
         self.check = check
         """A reachability check: it gathers evidence, its failure suspects no one."""
-        self.inc = inc
-        """Our incarnation when the ping went out (doubt needs acks at the current one)."""
         self.indirect = False
         """Whether it was escalated (re-ping and ping-req)."""
         self.helpers: tuple[str, ...] = ()
@@ -438,6 +434,7 @@ class Swim:
 
     __slots__ = (
         "_cfg",
+        "_doubt_pings",
         "_doubting",
         "_events",
         "_had_quorum",
@@ -507,6 +504,7 @@ class Swim:
         self._unconfirmed_since: float | None = None
         self._quorum_lost = False
         self._doubting = False
+        self._doubt_pings: dict[int, tuple[str, int]] = {}
         self._trust: set[str] = set()
         self._trust_inc = incarnation
         self._health = 0
@@ -823,9 +821,11 @@ class Swim:
                     probed.heard = now
                 if not probe.check:
                     self._health_delta(-1)  # a successful probe
-                if self._doubting and sender == probe.target:
-                    self._trusted_by(probe, updates)
-            else:
+            if self._doubting:
+                pinged = self._doubt_pings.pop(seq, None)
+                if pinged is not None and pinged[0] == sender:
+                    self._trusted_by(pinged[1], sender, updates)
+            if probe is None:
                 relay = self._relays.pop(seq, None)
                 if relay is not None:
                     origin, origin_seq, _, _ = relay
@@ -1047,14 +1047,16 @@ class Swim:
                 self._doubting = True
                 self._events.append(("doubt", self._me, None))
             self._trust.clear()  # only acks to pings sent from now on count
+            self._doubt_pings.clear()
             self._trust_inc = self._inc
             self._next_check_at = -math.inf
 
-    def _trusted_by(self, probe: _Probe, updates: list[_Record]) -> None:
-        """In doubt: a direct ack to a ping of ours that carried our current incarnation,
-        with nothing against us in it (no suspicion, no tombstone of ours), shows that its
-        sender holds us ALIVE at that incarnation."""
-        if probe.inc != self._inc:
+    def _trusted_by(self, inc: int, sender: str, updates: list[_Record]) -> None:
+        """In doubt: a direct ack to a ping we sent in doubt (however late: a loaded peer
+        is still a peer) that carried our current incarnation ``inc``, with nothing against
+        us in it (no suspicion, no tombstone of ours), shows that ``sender`` holds us ALIVE
+        at that incarnation."""
+        if inc != self._inc:
             return
         me = self._me
         if any(r[0] == me and r[2] is not Status.ALIVE for r in updates):
@@ -1062,7 +1064,7 @@ class Swim:
         if self._trust_inc != self._inc:
             self._trust.clear()
             self._trust_inc = self._inc
-        self._trust.add(probe.target)
+        self._trust.add(sender)
         self._maybe_trusted()
 
     def _maybe_trusted(self) -> None:
@@ -1074,6 +1076,7 @@ class Swim:
         if 1 + sum(1 for a in self._trust if a in live) > self._view_size // 2:
             self._doubting = False
             self._trust.clear()
+            self._doubt_pings.clear()
             self._events.append(("trusted", self._me, None))
 
     def _check_doubt(self, now: float, out: Outgoing) -> None:
@@ -1219,9 +1222,13 @@ class Swim:
             now + cfg.ping_timeout * scale,
             now + cfg.period * scale,
             check,
-            self._inc,
         )
         out.append((target, ["ping", self._seq, self._piggyback(target, introduce=True)]))
+        if self._doubting:  # its ack, even late, may end the doubt
+            pings = self._doubt_pings
+            pings[self._seq] = (target, self._inc)
+            if len(pings) > 4 * self._view_size:
+                del pings[next(iter(pings))]
 
     def _escalate(self, probe: _Probe, out: Outgoing) -> None:
         """No ack within ``ping_timeout``: ping again and ask k others to ping it for us."""
@@ -1460,6 +1467,7 @@ class Swim:
         self._quorum_lost = False
         self._doubting = False  # settled: no ``trusted`` follows
         self._trust.clear()
+        self._doubt_pings.clear()
         self._enqueue(self._me, self._self_record())
         targets = [informer] if informer is not None and informer != self._me else []
         targets.extend(self._random_members(3 - len(targets), informer, alive_only=True))
