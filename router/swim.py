@@ -11,20 +11,38 @@ is the evidence that the sender is reachable, and where tombstone notices go); a
 matched by sequence number, so a relayed ack counts for the probed member.
 
 Protocol -- SWIM (Das, Gupta & Motivala, 2002) with suspicion and infection-style
-dissemination, plus the cheap parts of Lifeguard (Dadgar et al., 2018):
+dissemination, plus Lifeguard (Dadgar, Phillips & Currey, 2018: local health, dynamic
+suspicion, buddy system):
 
 * **Probing.** Every ``period`` a node pings the next member of a shuffled round-robin list
-  (reshuffled after each pass; newcomers go in at a random later position). Without an ack
-  after ``ping_timeout`` it pings again and asks ``indirect_probes`` random ALIVE members to
-  ping the target for it (``ping-req``; they relay the ack). If the period ends without any
+  (reshuffled after each pass; newcomers go in at a random later position; a member we hear
+  is SUSPECT goes next, so that our probe confirms the suspicion or lets it refute). Without
+  an ack after ``ping_timeout`` it pings again and asks ``indirect_probes`` random ALIVE
+  members to ping the target for it (``ping-req``; they relay the ack, or send a ``nack``
+  if the target has not acked within ``ping_timeout / 2``). If the period ends without any
   ack, the target becomes SUSPECT. Pings carry the sender's own record, so a member learns of
   whoever probes it even if the gossip about them missed it.
-* **Suspicion.** A SUSPECT member that does not refute within the suspicion timeout (timed
+* **Local health** (Lifeguard's LHM). A node keeps a score, 0..``health_max``: +1 when a
+  probe of its fails and it had no helper to ask, or, if it asked helpers, +1 per helper
+  whose nack (or relayed ack) never came (within half a period after the probe's end: if
+  they all answer, the target is at fault, not us); +1 when it must refute a suspicion of
+  itself; +1 on a stall of its own (below); -1 on each acked probe. Its own probing --
+  the period, ``ping_timeout`` and the failure deadline -- runs ``score + 1`` times slower:
+  a node that is slow itself (loop stalled, CPU-starved, messages late) waits longer before
+  accusing anyone. The reachability checks below are scaled the same way.
+* **Suspicion.** A SUSPECT member that does not refute within its suspicion timeout (timed
   from when *this* node first heard of it) is declared DEAD -- subject to the quorum rule
-  below. The timeout is ``suspicion_timeout`` up to 10 members and grows with
-  ``log10(view_size)`` beyond. A member refutes by bumping its incarnation and gossiping
-  ALIVE. Lifeguard's *buddy system*: every message to a member we hold SUSPECT carries that
-  suspicion first, so it hears it and refutes at once.
+  below. Lifeguard's *dynamic* timeout: with ``c`` independent confirmations (distinct
+  members that suspected it at that incarnation: a SUSPECT record names its accuser, and a
+  member whose own probe of an already-SUSPECT member fails gossips its confirmation) of
+  ``k = min(suspicion_confirmations, view_size - 2)`` expected, it is ``max(min, max - (max -
+  min) * ln(c + 1) / ln(k + 1))``, from ``max = min * suspicion_max_mult`` for a lone
+  accuser down to ``min`` at ``k`` confirmations (``k < 1``: always ``min``). ``min`` is
+  ``suspicion_timeout`` up to 10 members and grows with ``log10(view_size)`` beyond
+  (:attr:`Swim.suspicion_timeout`). A member refutes by bumping its incarnation and
+  gossiping ALIVE (and sending it straight back to whoever told it). Lifeguard's *buddy
+  system*: every message to a member we hold SUSPECT carries that suspicion first, and a
+  node that finds a suspect itself tells it at once, so it hears it and refutes.
 * **Dissemination.** Every change is queued and piggybacked on pings, acks and gossip
   messages (at most ``max_piggyback`` per message, least-sent first); every
   ``gossip_interval`` a node with queued news also sends it to ``gossip_fanout`` random
@@ -40,13 +58,35 @@ dissemination, plus the cheap parts of Lifeguard (Dadgar et al., 2018):
   only the late ones, who got the full list, can spread everyone's news.
 * **Leave.** :meth:`Swim.leave` sends LEFT for ourselves to every member: they drop us at
   once instead of after failure detection.
-* **Own stalls** (Lifeguard's concern, handled simply). If more than ``2 * period`` passed
-  since the previous tick, *we* were stalled (GC, SIGSTOP, overload): the probes in flight
-  are abandoned and the suspicion timers pushed back by the gap, so our pause never makes
-  us declare anyone dead. A stall of a suspicion timeout plus a period or more is long
-  enough for the others to have declared us dead (a probe of us fails after a period, then
-  the timeout runs): we act as if told so (``self_dead``, below) on the first tick or
-  message after it, without waiting to hear it.
+* **Own stalls.** If more than ``2 * period`` passed since the previous tick (or the
+  join), *we* were stalled (GC, SIGSTOP, overload): the probes in flight are abandoned, the
+  suspicion timers pushed back by the gap (so our pause never makes us declare anyone dead)
+  and our health score goes up. A stall of (minimum) suspicion timeout plus a period or
+  more is long enough for the others to have declared us dead (a probe of us fails after a
+  period, then the timeout runs) -- but they may not have: a 2-node cluster has no quorum
+  without us, and a suspicion may have reached us in time to refute. So we enter **doubt**
+  (event ``("doubt", me, None)``, :attr:`Swim.doubting`) on the first tick or message after
+  the stall, unless we are alone in our view. In doubt :meth:`Swim.has_quorum` is False
+  (serve nothing, hold requests), we remove no one, and we check (ping, with ping-req) every
+  live member not yet heard from, at the quorum-check rate (below; at least one per ``period
+  / 4``). Doubt ends either way:
+
+  - *trusted*: direct acks to pings we sent in doubt (however late: under overload the
+    peers are slow too), each carrying our current incarnation and nothing against us (no
+    suspicion, no tombstone of ours), from members that with us make a majority of the
+    view -- they hold us ALIVE at this incarnation. We emit ``("trusted", me, None)`` and
+    keep everything (activations, incarnation). Other
+    messages do not count: held in buffers during the stall, they may predate our death. A
+    member that still suspects us says so first in its ack (buddy system): we refute, and
+    only acks at the new incarnation count from then on.
+  - *dead*: we hear our DEAD/LEFT tombstone (a member holding it puts it first in its answer
+    to us): ``self_dead`` as below, and no ``trusted`` follows.
+
+  A member that revives us because of our refutation also puts our old tombstone first in
+  its next message to us (it may overtake the one that told us), so its ack cannot pass for
+  trust. If a majority never answers, doubt lasts (as a minority's lack of quorum does); a
+  tombstone reaped after ``dead_retention`` is not heard, so a node in doubt that long
+  should drop its activations.
 
 Update precedence (about another member; ``i`` = the incarnation we hold for it):
 
@@ -75,7 +115,8 @@ while :meth:`Swim.has_quorum` is False:
   LEFT, a DEAD learned from another member, or our own SUSPECT -> DEAD decision, which needs
   quorum.
 * ``has_quorum()`` needs ``alive_count > view_size // 2``, where ``alive_count`` counts the
-  ALIVE members (a SUSPECT one is unreachable) and ourselves -- and no doubt (below).
+  ALIVE members (a SUSPECT one is unreachable) and ourselves -- and no failed quorum
+  confirmation (below), and no doubt after a stall of ours ("Own stalls" above).
 * Our own SUSPECT -> DEAD decision needs more: a *confirmed* majority -- more than
   ``view_size // 2`` of us plus ALIVE members we have direct evidence of (a message from
   them, an ack) since ``now - timeout``, i.e. since the suspicions being decided began.
@@ -93,6 +134,8 @@ while :meth:`Swim.has_quorum` is False:
   about a period after its first own suspicion, ahead of the majority side's verdict (which
   needs a whole timeout): over 660 random splits of 5-9 nodes in the simulator the minority
   had stopped at least 0.23 s (typically ~1 s) before the majority's first DEAD.
+* Our own verdicts use each suspicion's dynamic timeout; the confirmation window and the
+  checks' pace use the minimum one (:attr:`Swim.suspicion_timeout`), which is conservative.
 * A suspicion that times out without quorum is *not* turned into DEAD: the member stays
   SUSPECT ("unreachable"), nobody is removed, ``view_size`` stays, ``has_quorum()`` stays
   False. When quorum comes back, pending suspicions are re-armed for a full timeout and
@@ -106,24 +149,31 @@ while :meth:`Swim.has_quorum` is False:
   longer is forgotten rather than told it was dead, so the node should also drop the
   activations it held while it had no quorum.
 
-Detection time of a crashed member, defaults (period 0.5 s, suspicion 1.5 s), 5 nodes: the
-first probe of it comes within 1-2 periods on average (each of the 4 survivors probes one
-member per period, round-robin), it fails at the end of its period, the survivors hear the
-suspicion within a gossip round or two, and the first to time out confirms its quorum,
-declares DEAD and gossips it. In the simulator (``tests/test_swim.py``, 1-10 ms latency,
-300 kills): mean 2.4 s from crash to every survivor agreeing, p99 3.7 s, max 4.4 s. The
+Detection time of a crashed member, defaults (period 0.5 s, suspicion 1.5 s..4.5 s, k=2),
+5 nodes: the first probe of it comes within 1-2 periods on average (each of the 4 survivors
+probes one member per period, round-robin), it fails at the end of its period, the
+survivors hear the suspicion within a gossip round or two and probe the suspect next: their
+failed probes confirm it, which brings the timeout down to the minimum, and the first to
+time out confirms its quorum, declares DEAD and gossips it. In the simulator
+(``tests/test_swim.py``, 1-10 ms latency, 300 kills, seeds 100-399): mean 2.4 s from crash
+to every survivor agreeing, p99 3.5 s, max 3.7 s (the same as with Lifeguard off). The
 worst case is the round-robin's: ``~(2 * (n - 1) - 1) * period`` until the first probe if
 every survivor just passed the victim, plus ``period + timeout + ~2 gossip rounds`` --
 bounded in practice by the 4 independent probe orders. (With ``suspicion_timeout=2.0`` add
-0.5 s.) In larger views the timeout grows (x1.3 at 20 members: mean 3.0 s, max 4.4 s).
+0.5 s.) In larger views the timeout grows (x1.3 at 20 members, 200 kills: mean 3.0 s, p99
+4.3 s, max 5.3 s, when a first probe comes after 3 s). A lone accuser (no member confirms:
+it alone cannot reach the victim) waits the maximum timeout.
 
 Wire formats (``record`` = ``[address, incarnation, status, meta]``, ``status`` the int of a
-:class:`Status`, ``meta`` None for DEAD/LEFT; ``updates`` = a list of records):
+:class:`Status`, ``meta`` None for DEAD/LEFT; a SUSPECT record may add its accuser's address
+as a fifth item; ``updates`` = a list of records):
 
 * ``["ping", seq, updates]`` -- answered ``["ack", seq, updates]`` to the sender.
 * ``["ack", seq, updates]``
 * ``["ping-req", seq, target, updates]`` -- ping ``target``, relay its ack to the sender as
-  ``["ack", seq, updates]``.
+  ``["ack", seq, updates]``, or send ``["nack", seq, updates]`` if no ack came within
+  ``ping_timeout / 2``.
+* ``["nack", seq, updates]`` -- the helper is alive and tried (local health).
 * ``["gossip", updates]``
 * ``["join", record]`` -- answered ``["sync", records, False]``.
 * ``["sync", records, want_reply]`` -- merged; answered with ours if ``want_reply``.
@@ -156,9 +206,11 @@ Outgoing: TypeAlias = list[tuple[str, Message]]
 """Messages to send, as ``(address, message)`` pairs."""
 
 Event: TypeAlias = tuple[str, str, Any]
-"""``(kind, address, meta-or-None)``; kinds: alive, suspect, dead, left, self_dead."""
+"""``(kind, address, meta-or-None)``; kinds: alive, suspect, dead, left, self_dead, doubt,
+trusted (see :meth:`Swim.drain_events`)."""
 
-_Record: TypeAlias = tuple[str, int, "Status", Any]
+_Record: TypeAlias = tuple[str, int, "Status", Any, "str | None"]
+"""``(address, incarnation, status, meta, accuser)``; the accuser only for SUSPECT, if known."""
 
 _INT_LIMIT = 2**63
 """Exclusive upper bound of sequence numbers."""
@@ -217,7 +269,19 @@ class SwimConfig:
     """Keep DEAD/LEFT tombstones this long (they reject stale ALIVE hearsay)."""
     quorum_probes: int = 8
     """Reachability checks (extra probes) per ``period / 4`` while confirming a quorum (at
-    least; more in a large view). 0 disables them."""
+    least; more in a large view). 0 disables them (except in doubt: at least one then)."""
+    health_max: int = 8
+    """Lifeguard's Local Health Multiplier: our health score ranges 0..``health_max`` and
+    our own probing runs at ``period`` and ``ping_timeout`` times ``score + 1``. 0
+    disables it."""
+    suspicion_max_mult: float = 3.0
+    """Lifeguard's dynamic suspicion timeout: a suspicion starts at ``suspicion_timeout``
+    times this and shrinks logarithmically to ``suspicion_timeout`` as independent
+    confirmations arrive. 1 disables it (a fixed ``suspicion_timeout``)."""
+    suspicion_confirmations: int = 2
+    """k: independent confirmations (other members suspecting the same member) that bring a
+    suspicion down to ``suspicion_timeout``; capped at ``view_size - 2``. 0 disables the
+    dynamic timeout (a fixed ``suspicion_timeout``)."""
 
     def __post_init__(self) -> None:
         for name in (
@@ -242,17 +306,32 @@ class SwimConfig:
                 raise ValueError(f"SwimConfig.{name} must be a non-negative int, got {value!r}")
         if self.max_piggyback < 1:
             raise ValueError("SwimConfig.max_piggyback must be at least 1")
+        for name in ("health_max", "suspicion_confirmations"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 64:
+                raise ValueError(f"SwimConfig.{name} must be an int in 0..64, got {value!r}")
+        mult = self.suspicion_max_mult
+        if not (
+            isinstance(mult, int | float)
+            and not isinstance(mult, bool)
+            and math.isfinite(mult)
+            and 1 <= mult <= 100
+        ):
+            raise ValueError(f"SwimConfig.suspicion_max_mult must be in [1, 100], got {mult!r}")
 
 
 class _Member:
     """What we know of another member (live or a tombstone)."""
 
     __slots__ = (
+        "accuser",
+        "accusers",
         "address",
         "checked",
         "heard",
         "incarnation",
         "meta",
+        "notice",
         "since",
         "status",
         "unanswered",
@@ -277,9 +356,20 @@ class _Member:
         self.verify = False
         """Whether its suspicion makes us check the others' reachability (quorum): it is our
         own finding (our probe failed), or it was re-armed when our quorum came back."""
+        self.accusers: set[str] = set()
+        """While SUSPECT: the members known to have suspected it independently (the first
+        one and the confirmations; Lifeguard's dynamic suspicion timeout)."""
+        self.accuser: str | None = None
+        """While SUSPECT: the accuser named in the record we gossip about it."""
+        self.notice: list[Any] | None = None
+        """The tombstone of its previous life, if it came back by a mere refutation: it goes
+        first in our next message to it (see :meth:`Swim._piggyback`)."""
 
     def record(self) -> list[Any]:
-        """The wire record ``[address, incarnation, status, meta]``."""
+        """The wire record ``[address, incarnation, status, meta]`` (``+ [accuser]`` for a
+        SUSPECT one whose accuser we know)."""
+        if self.status is Status.SUSPECT and self.accuser is not None:
+            return [self.address, self.incarnation, int(self.status), self.meta, self.accuser]
         return [self.address, self.incarnation, int(self.status), self.meta]
 
 
@@ -297,16 +387,32 @@ class _Broadcast:
 class _Probe:
     """A probe in flight: a ping awaiting its ack (directly or relayed)."""
 
-    __slots__ = ("check", "indirect", "seq", "started", "target")
+    __slots__ = (
+        "check",
+        "ends",
+        "escalates",
+        "helpers",
+        "indirect",
+        "nacked",
+        "seq",
+        "target",
+    )
 
-    def __init__(self, target: str, seq: int, started: float, check: bool) -> None:
+    def __init__(self, target: str, seq: int, escalates: float, ends: float, check: bool) -> None:
         self.target = target
         self.seq = seq
-        self.started = started
+        self.escalates = escalates
+        """When to escalate: ``ping_timeout`` (times our health multiplier) after the ping."""
+        self.ends = ends
+        """When it fails without an ack: ``period`` (times our health multiplier) after."""
         self.check = check
         """A reachability check: it gathers evidence, its failure suspects no one."""
         self.indirect = False
         """Whether it was escalated (re-ping and ping-req)."""
+        self.helpers: tuple[str, ...] = ()
+        """The members asked to ping the target for us (ping-req)."""
+        self.nacked: set[str] = set()
+        """The helpers that answered (nack or relayed ack)."""
 
 
 def _transmits(broadcast: _Broadcast) -> int:
@@ -328,9 +434,11 @@ class Swim:
 
     __slots__ = (
         "_cfg",
-        "_doubt",
+        "_doubt_pings",
+        "_doubting",
         "_events",
         "_had_quorum",
+        "_health",
         "_inc",
         "_join_inc",
         "_join_targets",
@@ -342,6 +450,7 @@ class Swim:
         "_me",
         "_members",
         "_meta",
+        "_nack_waits",
         "_next_check_at",
         "_next_gossip_at",
         "_next_join_at",
@@ -351,11 +460,14 @@ class Swim:
         "_probe_pos",
         "_probes",
         "_queue",
+        "_quorum_lost",
         "_relays",
         "_rng",
         "_seq",
         "_suspects",
         "_tombstones",
+        "_trust",
+        "_trust_inc",
         "_unconfirmed_since",
         "_view_size",
     )
@@ -390,7 +502,13 @@ class Swim:
         self._view_size = 1
         self._had_quorum = True
         self._unconfirmed_since: float | None = None
-        self._doubt = False
+        self._quorum_lost = False
+        self._doubting = False
+        self._doubt_pings: dict[int, tuple[str, int]] = {}
+        self._trust: set[str] = set()
+        self._trust_inc = incarnation
+        self._health = 0
+        self._nack_waits: dict[int, tuple[_Probe, float]] = {}
         self._queue: dict[str, _Broadcast] = {}
         self._events: list[Event] = []
         self._seq = 0
@@ -402,7 +520,7 @@ class Swim:
         self._next_check_at = -math.inf
         self._next_sync_at: float | None = None
         self._last_tick: float | None = None
-        self._relays: dict[int, tuple[str, int, float]] = {}
+        self._relays: dict[int, tuple[str, int, float, float]] = {}
         self._tombstones: deque[tuple[float, str, int]] = deque()
         self._join_targets: list[str] = []
         self._joined = True
@@ -442,18 +560,60 @@ class Swim:
 
     @property
     def suspicion_timeout(self) -> float:
-        """The suspicion timeout in force: ``config.suspicion_timeout`` scaled by
-        ``max(1, log10(view_size))``."""
+        """The (minimum) suspicion timeout in force: ``config.suspicion_timeout`` scaled by
+        ``max(1, log10(view_size))``. A suspicion starts at ``suspicion_max_mult`` times
+        this and shrinks to it with confirmations (see :meth:`_suspect_timeout`)."""
         return self._cfg.suspicion_timeout * max(1.0, math.log10(self._view_size))
+
+    def _suspect_timeout(self, m: _Member) -> float:
+        """Lifeguard's dynamic suspicion timeout for ``m``: with ``c`` independent
+        confirmations of ``k`` expected, ``max(min, max - (max - min) * ln(c + 1) /
+        ln(k + 1))``, where ``min`` is :attr:`suspicion_timeout` and ``max`` that times
+        ``suspicion_max_mult``; ``k = min(suspicion_confirmations, view_size - 2)`` (the
+        suspect and ourselves do not confirm) and ``k < 1`` means ``min``."""
+        low = self.suspicion_timeout
+        cfg = self._cfg
+        k = min(cfg.suspicion_confirmations, self._view_size - 2)
+        if k < 1 or cfg.suspicion_max_mult <= 1:
+            return low
+        high = low * cfg.suspicion_max_mult
+        confirmations = min(k, max(0, len(m.accusers) - 1))
+        return max(low, high - (high - low) * math.log(confirmations + 1) / math.log(k + 1))
+
+    def _scale(self) -> int:
+        """Our Local Health Multiplier: how many times slower our own probing runs."""
+        return self._health + 1
+
+    def _health_delta(self, delta: int) -> None:
+        self._health = max(0, min(self._cfg.health_max, self._health + delta))
+
+    @property
+    def doubting(self) -> bool:
+        """Whether we are in *doubt* after a long stall of ours: we may have been declared
+        dead meanwhile, so :meth:`has_quorum` is False until a majority of the view acks us
+        at our current incarnation (event ``trusted``) or we hear our tombstone (event
+        ``self_dead``). See "Own stalls" in the module doc."""
+        return self._doubting
+
+    @property
+    def health(self) -> int:
+        """Our Local Health Multiplier score, 0..``config.health_max`` (0: healthy); our
+        own probing runs ``health + 1`` times slower."""
+        return self._health
 
     def has_quorum(self) -> bool:
         """Whether we reach a majority of the last agreed view: ``alive > view_size // 2``,
         and, while suspicions are pending, we have not failed for a whole suspicion timeout
-        to confirm such a majority (see the module doc).
+        to confirm such a majority (see the module doc), and we are not :attr:`doubting`.
 
         The node must not activate or serve actors without it. Always False after leave.
         """
-        return not self._left and not self._doubt and self._reaches_majority()
+        return (
+            not self._left
+            and not self._doubting
+            and not self._quorum_lost
+            and self._reaches_majority()
+        )
 
     def _reaches_majority(self) -> bool:
         return self.alive_count > self._view_size // 2
@@ -483,7 +643,12 @@ class Swim:
         ``("alive", address, meta)`` -- a member is new, came back, refuted a suspicion or
         changed its meta (treat it as an upsert); ``("suspect", address, None)``;
         ``("dead", address, None)``; ``("left", address, None)``; ``("self_dead", me, None)``
-        -- the cluster declared *us* dead: drop every activation (we rejoin by ourselves).
+        -- the cluster declared *us* dead: drop every activation (we rejoin by ourselves);
+        ``("doubt", me, None)`` -- after a long stall of ours we may have been declared dead:
+        :meth:`has_quorum` is False (hold requests, keep the activations) until either
+        ``("trusted", me, None)`` -- a majority still holds us ALIVE: go on with everything --
+        or ``("self_dead", me, None)``. Every ``doubt`` is followed by exactly one of the two
+        (unless the instance leaves first).
         """
         events = self._events
         self._events = []
@@ -504,6 +669,8 @@ class Swim:
                 targets.append(seed)
         if self._left:
             return []
+        if self._last_tick is None:
+            self._last_tick = now  # a stall before our first tick counts from here
         self._join_targets = targets
         self._joined = not targets
         self._next_join_at = now + self._cfg.join_retry
@@ -553,34 +720,45 @@ class Swim:
         # Probes in flight: judge those whose period is over, escalate the slow ones.
         if self._probes:
             for probe in list(self._probes.values()):
-                if now + _EPS >= probe.started + cfg.period:
+                if now + _EPS >= probe.ends:
                     del self._probes[probe.seq]
-                    self._probe_failed(probe, now)
-                elif not probe.indirect and now + _EPS >= probe.started + cfg.ping_timeout:
+                    self._probe_failed(probe, now, out)
+                elif not probe.indirect and now + _EPS >= probe.escalates:
                     probe.indirect = True
                     self._escalate(probe, out)
-        # The protocol period: the next member in round-robin order.
+        if self._nack_waits:
+            for seq, (probe, judge_at) in list(self._nack_waits.items()):
+                if now + _EPS >= judge_at:
+                    del self._nack_waits[seq]
+                    self._health_delta(len(probe.helpers) - len(probe.nacked))
+        # The protocol period (times our health multiplier): the next member in round-robin.
         if self._next_probe_at is None:
             self._next_probe_at = now
         if now + _EPS >= self._next_probe_at:
             next_target = self._next_target()
             if next_target is not None:
                 self._start_probe(next_target, now, out)
-            self._next_probe_at += cfg.period
+            self._next_probe_at += cfg.period * self._scale()
             if self._next_probe_at <= now:
-                self._next_probe_at = now + cfg.period
+                self._next_probe_at = now + cfg.period * self._scale()
 
         # Suspicion timeouts: only with a confirmed quorum (the partition rule).
         if self._suspects:
             self._settle_suspicions(now, quorum, out)
         else:
             self._unconfirmed_since = None
-            self._doubt = False
+            self._quorum_lost = False
+        if self._doubting:
+            self._check_doubt(now, out)
 
         # Housekeeping.
         if self._relays:
-            for seq in [s for s, (_, _, expiry) in self._relays.items() if expiry <= now]:
-                del self._relays[seq]
+            for seq, (origin, origin_seq, expiry, nack_at) in list(self._relays.items()):
+                if expiry <= now:
+                    del self._relays[seq]
+                elif now + _EPS >= nack_at:  # no ack from the target yet: tell the origin
+                    self._relays[seq] = (origin, origin_seq, expiry, math.inf)
+                    out.append((origin, ["nack", origin_seq, self._piggyback(origin)]))
         tombstones = self._tombstones
         while tombstones and tombstones[0][0] + cfg.dead_retention <= now:
             _, address, incarnation = tombstones.popleft()
@@ -641,11 +819,27 @@ class Swim:
                 probed = self._members.get(probe.target)
                 if probed is not None:
                     probed.heard = now
-            else:
+                if not probe.check:
+                    self._health_delta(-1)  # a successful probe
+            if self._doubting:
+                pinged = self._doubt_pings.pop(seq, None)
+                if pinged is not None and pinged[0] == sender:
+                    self._trusted_by(pinged[1], sender, updates)
+            if probe is None:
                 relay = self._relays.pop(seq, None)
                 if relay is not None:
-                    origin, origin_seq, _ = relay
+                    origin, origin_seq, _, _ = relay
                     out.append((origin, ["ack", origin_seq, self._piggyback(origin)]))
+                else:  # a helper's late relayed ack: the helper, at least, answered
+                    self._nacked(seq, sender)
+        elif kind == "nack":
+            _expect_len(message, 3)
+            seq = _check_int(message[1], "seq")
+            updates = _check_records(message[2])
+            if self._ignoring(sender, now, out):
+                return out
+            self._apply_all(updates, sender, now, out, gossip=True)
+            self._nacked(seq, sender)
         elif kind == "ping-req":
             _expect_len(message, 4)
             seq = _check_int(message[1], "seq")
@@ -658,7 +852,13 @@ class Swim:
                 out.append((sender, ["ack", seq, self._piggyback(sender)]))
             else:
                 self._seq += 1
-                self._relays[self._seq] = (sender, seq, now + self._cfg.period)
+                cfg = self._cfg
+                self._relays[self._seq] = (
+                    sender,
+                    seq,
+                    now + cfg.period,
+                    now + cfg.ping_timeout / 2,
+                )
                 out.append((target, ["ping", self._seq, self._piggyback(target, introduce=True)]))
         elif kind == "gossip":
             _expect_len(message, 2)
@@ -698,7 +898,8 @@ class Swim:
             incarnation = _check_int(message[2], "incarnation", _INC_LIMIT)
             if self._ignoring(sender, now, out):
                 return out
-            self._apply((address, incarnation, Status.LEFT, None), sender, now, out, gossip=True)
+            left = (address, incarnation, Status.LEFT, None, None)
+            self._apply(left, sender, now, out, gossip=True)
             return out
         else:
             raise ValueError(f"unknown SWIM message kind {kind!r}")
@@ -770,24 +971,24 @@ class Swim:
         newest = max(m.since for m in suspects)
         fresh = self._confirmed(newest)  # evidence since the newest trouble
         if fresh > half:
-            self._doubt = False
+            self._quorum_lost = False
         # For a verdict, evidence since the suspicions being decided is enough: a removal
         # needs ``since <= now - timeout``, so older evidence (pre-partition) never counts.
         recent = fresh if newest <= now - timeout else self._confirmed(now - timeout)
         if recent > half:
             self._unconfirmed_since = None
-            if quorum and not self._doubt:
-                deadline = now + _EPS - timeout
-                for m in [m for m in suspects if m.since <= deadline]:
+            if quorum and not self._quorum_lost and not self._doubting:
+                expired = [m for m in suspects if m.since + self._suspect_timeout(m) <= now + _EPS]
+                for m in expired:
                     self._remove(m, Status.DEAD, m.incarnation, now)
                     self._enqueue(m.address, m.record())
         else:
             if self._unconfirmed_since is None:
                 self._unconfirmed_since = now
             if now + _EPS >= self._unconfirmed_since + timeout:
-                self._doubt = True
-        if fresh > half or not cfg.quorum_probes:
-            return
+                self._quorum_lost = True
+        if fresh > half or not cfg.quorum_probes or self._doubting:
+            return  # (in doubt, _check_doubt checks everyone)
         overdue = now - 2 * timeout
         if not (
             self._view_size <= _CHECK_ALL_VIEW
@@ -795,7 +996,7 @@ class Swim:
         ):
             return
         members = self._members
-        recheck = now - cfg.period
+        recheck = now - cfg.period * self._scale()
         stale = [
             m for a in self._live if (m := members[a]).status is Status.ALIVE and m.heard < newest
         ]
@@ -805,7 +1006,7 @@ class Swim:
         # yet confirm us.
         failed = sum(1 for m in stale if m.heard < m.unanswered <= recheck)
         if fresh + len(stale) - failed <= half:
-            self._doubt = True
+            self._quorum_lost = True
         if now + _EPS < self._next_check_at:
             return
         step = cfg.period / 4
@@ -821,21 +1022,99 @@ class Swim:
     def _check_stall(self, now: float, out: Outgoing) -> None:
         """Notice that we were stalled (no tick for over ``2 * period``: GC, SIGSTOP,
         overload). What we failed to hear meanwhile is nobody else's fault: abandon the probes
-        in flight and push the suspicion timers back by the gap. A stall of a suspicion
-        timeout plus a period or more is long enough for the others to have declared us dead
-        (a probe of us fails after a period, then the timeout runs): act as if they told us
-        (``self_dead``, rejoin) without waiting to hear it."""
+        in flight, push the suspicion timers back by the gap, and count it against our health.
+        A stall of a suspicion timeout plus a period or more is long enough for the others to
+        have declared us dead (a probe of us fails after a period, then the timeout runs) --
+        or not (no quorum without us, refutation in time): we enter *doubt* (``doubt``;
+        :meth:`has_quorum` False) until a majority acks us (``trusted``) or we hear our
+        tombstone (``self_dead``). Alone in our view we have nobody to doubt."""
         last = self._last_tick
-        if last is None or now - last <= 2 * self._cfg.period:
+        if last is None:  # a message before our first tick: time stalls from here
+            self._last_tick = now
+            return
+        if now - last <= 2 * self._cfg.period:
             return
         gap = now - last
         self._last_tick = now
         for m in self._suspects.values():
             m.since += gap
         self._probes.clear()
+        self._nack_waits.clear()
         self._next_probe_at = now
-        if gap >= self.suspicion_timeout + self._cfg.period:
-            self._declared_dead(self._inc, None, now, out)
+        self._health_delta(1)
+        if gap >= self.suspicion_timeout + self._cfg.period and self._live:
+            if not self._doubting:
+                self._doubting = True
+                self._events.append(("doubt", self._me, None))
+            self._trust.clear()  # only acks to pings sent from now on count
+            self._doubt_pings.clear()
+            self._trust_inc = self._inc
+            self._next_check_at = -math.inf
+
+    def _trusted_by(self, inc: int, sender: str, updates: list[_Record]) -> None:
+        """In doubt: a direct ack to a ping we sent in doubt (however late: a loaded peer
+        is still a peer) that carried our current incarnation ``inc``, with nothing against
+        us in it (no suspicion, no tombstone of ours), shows that ``sender`` holds us ALIVE
+        at that incarnation."""
+        if inc != self._inc:
+            return
+        me = self._me
+        if any(r[0] == me and r[2] is not Status.ALIVE for r in updates):
+            return
+        if self._trust_inc != self._inc:
+            self._trust.clear()
+            self._trust_inc = self._inc
+        self._trust.add(sender)
+        self._maybe_trusted()
+
+    def _maybe_trusted(self) -> None:
+        """Leave doubt once we plus the members that acked us make a majority of the view."""
+        if self._trust_inc != self._inc:
+            self._trust.clear()
+            self._trust_inc = self._inc
+        live = self._live_pos
+        if 1 + sum(1 for a in self._trust if a in live) > self._view_size // 2:
+            self._doubting = False
+            self._trust.clear()
+            self._doubt_pings.clear()
+            self._events.append(("trusted", self._me, None))
+
+    def _check_doubt(self, now: float, out: Outgoing) -> None:
+        """In doubt: ping (reachability checks) the live members that have not acked us at
+        our current incarnation yet, ``quorum_probes`` (at least one) per ``period / 4``."""
+        self._maybe_trusted()  # the view may have shrunk
+        if not self._doubting or now + _EPS < self._next_check_at:
+            return
+        cfg = self._cfg
+        step = cfg.period / 4
+        self._next_check_at = now + step
+        recheck = now - cfg.period * self._scale()
+        members = self._members
+        trust = self._trust
+        due = [m for a in self._live if a not in trust and (m := members[a]).checked <= recheck]
+        batch = max(
+            1, cfg.quorum_probes, math.ceil(2 * self._view_size * step / self.suspicion_timeout)
+        )
+        for m in self._rng.sample(due, min(batch, len(due))):
+            m.checked = now
+            if m.unanswered <= m.heard:
+                m.unanswered = now
+            self._start_probe(m.address, now, out, check=True)
+
+    def _nacked(self, seq: int, helper: str) -> None:
+        """A helper we asked to ping a target for probe ``seq`` answered (nack, or a relayed
+        ack): its silence would count against our health."""
+        probe = self._probes.get(seq)
+        if probe is not None:
+            if helper in probe.helpers:
+                probe.nacked.add(helper)
+            return
+        waiting = self._nack_waits.get(seq)
+        if waiting is not None and helper in waiting[0].helpers:
+            probe = waiting[0]
+            probe.nacked.add(helper)
+            if len(probe.nacked) >= len(probe.helpers):
+                del self._nack_waits[seq]
 
     def _self_record(self) -> list[Any]:
         return [self._me, self._inc, int(Status.ALIVE), self._meta]
@@ -867,8 +1146,12 @@ class Swim:
         one transmission. Queued news about ``dest`` itself is not sent to it."""
         updates: list[list[Any]] = []
         m = self._members.get(dest)
-        if m is not None and m.status is not Status.ALIVE:
-            updates.append(m.record())
+        if m is not None:
+            if m.notice is not None:
+                updates.append(m.notice)
+                m.notice = None
+            if m.status is not Status.ALIVE:
+                updates.append(m.record())
         if introduce:
             updates.append(self._self_record())
         budget = self._cfg.max_piggyback - len(updates)
@@ -928,31 +1211,74 @@ class Swim:
                 return address
 
     def _start_probe(self, target: str, now: float, out: Outgoing, *, check: bool = False) -> None:
+        """Ping ``target``; escalate after ``ping_timeout`` and fail after ``period``, both
+        times our health multiplier (Lifeguard: a slow node waits longer)."""
+        cfg = self._cfg
+        scale = self._scale()
         self._seq += 1
-        self._probes[self._seq] = _Probe(target, self._seq, now, check)
+        self._probes[self._seq] = _Probe(
+            target,
+            self._seq,
+            now + cfg.ping_timeout * scale,
+            now + cfg.period * scale,
+            check,
+        )
         out.append((target, ["ping", self._seq, self._piggyback(target, introduce=True)]))
+        if self._doubting:  # its ack, even late, may end the doubt
+            pings = self._doubt_pings
+            pings[self._seq] = (target, self._inc)
+            if len(pings) > 4 * self._view_size:
+                del pings[next(iter(pings))]
 
     def _escalate(self, probe: _Probe, out: Outgoing) -> None:
         """No ack within ``ping_timeout``: ping again and ask k others to ping it for us."""
         target = probe.target
         out.append((target, ["ping", probe.seq, self._piggyback(target, introduce=True)]))
-        for helper in self._random_members(self._cfg.indirect_probes, target, alive_only=True):
+        helpers = self._random_members(self._cfg.indirect_probes, target, alive_only=True)
+        probe.helpers = tuple(helpers)
+        for helper in helpers:
             updates = self._piggyback(helper, introduce=True)
             out.append((helper, ["ping-req", probe.seq, target, updates]))
 
-    def _probe_failed(self, probe: _Probe, now: float) -> None:
-        """A probe's period ended without an ack: its target becomes SUSPECT (unless it was
-        a mere reachability check: checking everyone at once must not turn an overload into
-        a wave of suspicions)."""
-        m = self._members.get(probe.target)
-        if probe.check or m is None or m.status is not Status.ALIVE:
+    def _probe_failed(self, probe: _Probe, now: float, out: Outgoing) -> None:
+        """A probe's period ended without an ack: its target becomes SUSPECT, or, if it
+        already is, we confirm the suspicion (unless it was a mere reachability check:
+        checking everyone at once must not turn an overload into a wave of suspicions).
+
+        Local health: a missed ack counts against us (+1) -- unless we asked helpers
+        (ping-req): then each helper that does not answer either (nack or relayed ack, within
+        half a period more) counts (+1 each), and if they all answer the fault was the
+        target's (memberlist's rule)."""
+        if probe.check:
             return
-        m.status = Status.SUSPECT
-        m.since = now
+        if not probe.helpers:
+            self._health_delta(1)
+        elif len(probe.nacked) < len(probe.helpers):
+            self._nack_waits[probe.seq] = (probe, now + self._cfg.period / 2)
+        m = self._members.get(probe.target)
+        if m is None:
+            return
+        me = self._me
+        if m.status is Status.ALIVE:
+            m.status = Status.SUSPECT
+            m.since = now
+            m.accusers = {me}
+            self._suspects[m.address] = m
+            self._events.append(("suspect", m.address, None))
+        elif m.status is not Status.SUSPECT or me in m.accusers:
+            return
+        else:  # an independent confirmation of a suspicion we heard of
+            m.accusers.add(me)
+            if len(m.accusers) - 1 > self._cfg.suspicion_confirmations:
+                m.verify = True
+                return
         m.verify = True
-        self._suspects[m.address] = m
-        self._events.append(("suspect", m.address, None))
+        m.accuser = me
         self._enqueue(m.address, m.record())
+        if m.status is Status.SUSPECT and not m.accusers - {me}:
+            # Buddy system, at once: the suspect hears it now (and can refute), not when it
+            # next probes us or our gossip happens to pick it -- a slow node probes little.
+            out.append((m.address, ["gossip", self._piggyback(m.address)]))
 
     def _add_live(self, m: _Member) -> None:
         self._live_pos[m.address] = len(self._live)
@@ -974,6 +1300,9 @@ class Swim:
         m.incarnation = incarnation
         m.meta = None
         m.since = now
+        m.accusers = set()
+        m.accuser = None
+        m.notice = None
         self._tombstones.append((now, address, incarnation))
         self._view_size = len(self._live) + 1
         self._events.append(("dead" if status is Status.DEAD else "left", address, None))
@@ -996,7 +1325,7 @@ class Swim:
     ) -> None:
         """Merge one record by the SWIM precedence rules; queue it for gossip if it changed
         our view (and ``gossip``). ``joining``: the record comes in the member's own join."""
-        address, incarnation, status, meta = record
+        address, incarnation, status, meta, accuser = record
         if address == self._me:
             self._apply_self(incarnation, status, sender, now, out)
             return
@@ -1019,9 +1348,13 @@ class Swim:
                 else:
                     if not joining:
                         # Back by a mere refutation (it was paused or cut off, and never
-                        # heard it was declared dead)? Tell it; if it already rejoined, the
+                        # heard it was declared dead)? Tell it, now and first thing in our
+                        # next message to it (which may overtake this one: it must not take
+                        # that as a sign it is ALIVE to us); if it already rejoined, the
                         # tombstone is stale to it and changes nothing.
-                        out.append((address, ["gossip", [m.record()]]))
+                        tomb = m.record()
+                        out.append((address, ["gossip", [tomb]]))
+                        m.notice = tomb
                     m.incarnation = incarnation
                     m.status = status
                     m.meta = meta
@@ -1030,6 +1363,8 @@ class Swim:
                 events.append(("alive", address, meta))
                 if status is Status.SUSPECT:
                     m.verify = False
+                    m.accusers = set() if accuser is None else {accuser}
+                    m.accuser = accuser
                     self._suspects[address] = m
                     events.append(("suspect", address, None))
         elif status is Status.ALIVE:
@@ -1040,26 +1375,44 @@ class Swim:
             m.incarnation = incarnation
             m.status = Status.ALIVE
             m.meta = meta
+            m.notice = None
+            m.accusers = set()
+            m.accuser = None
             if was_suspect:
                 del self._suspects[address]
             if was_suspect or changed:
                 events.append(("alive", address, meta))
         elif status is Status.SUSPECT:
-            if incarnation < m.incarnation or (
-                incarnation == m.incarnation and m.status is Status.SUSPECT
-            ):
+            if incarnation < m.incarnation:
                 return
-            if incarnation > m.incarnation and meta != m.meta:
-                m.meta = meta
-                events.append(("alive", address, meta))
-            was_alive = m.status is Status.ALIVE
-            m.incarnation = incarnation
-            m.status = Status.SUSPECT
-            m.since = now
-            m.verify = False
-            self._suspects[address] = m
-            if was_alive:
-                events.append(("suspect", address, None))
+            if incarnation == m.incarnation and m.status is Status.SUSPECT:
+                # An independent confirmation (Lifeguard): it shortens the timeout; spread
+                # it while it still counts (up to k confirmations).
+                if accuser is None or accuser in m.accusers:
+                    return
+                m.accusers.add(accuser)
+                if len(m.accusers) - 1 > self._cfg.suspicion_confirmations:
+                    return
+                m.accuser = accuser
+            else:
+                if incarnation > m.incarnation:
+                    m.notice = None
+                    if meta != m.meta:
+                        m.meta = meta
+                        events.append(("alive", address, meta))
+                was_alive = m.status is Status.ALIVE
+                m.incarnation = incarnation
+                m.status = Status.SUSPECT
+                m.since = now
+                m.verify = False
+                m.accusers = set() if accuser is None else {accuser}
+                m.accuser = accuser
+                self._suspects[address] = m
+                if was_alive:
+                    events.append(("suspect", address, None))
+                    # It goes next in our round-robin: our probe confirms the suspicion
+                    # independently (the timeout shrinks) or lets it refute (buddy system).
+                    self._probe_order.insert(self._probe_pos, address)
         else:  # DEAD or LEFT about a live member
             if incarnation < m.incarnation:
                 return
@@ -1078,7 +1431,11 @@ class Swim:
             return
         if status is Status.SUSPECT and incarnation >= self._inc:
             self._inc = incarnation + 1  # refutation
-            self._enqueue(self._me, self._self_record())
+            self._health_delta(1)  # Lifeguard: being suspected hints that we are slow
+            record = self._self_record()
+            self._enqueue(self._me, record)
+            if sender != self._me:  # straight back to who told us, too: the sooner the better
+                out.append((sender, ["gossip", [record]]))
             return
         if status >= Status.DEAD and incarnation >= self._join_inc:
             self._declared_dead(incarnation, sender, now, out)
@@ -1100,11 +1457,17 @@ class Swim:
         # Our suspicions were formed while the cluster could not hear us: drop them.
         for m in self._suspects.values():
             m.status = Status.ALIVE
+            m.accusers = set()
+            m.accuser = None
             self._events.append(("alive", m.address, m.meta))
         self._suspects.clear()
         self._probes.clear()
+        self._nack_waits.clear()
         self._unconfirmed_since = None
-        self._doubt = False
+        self._quorum_lost = False
+        self._doubting = False  # settled: no ``trusted`` follows
+        self._trust.clear()
+        self._doubt_pings.clear()
         self._enqueue(self._me, self._self_record())
         targets = [informer] if informer is not None and informer != self._me else []
         targets.extend(self._random_members(3 - len(targets), informer, alive_only=True))
@@ -1136,13 +1499,18 @@ def _check_address(value: Any) -> str:
 
 
 def _check_record(value: Any) -> _Record:
-    if not isinstance(value, list | tuple) or len(value) != 4:
-        raise ValueError("a member record is [address, incarnation, status, meta]")
-    address, incarnation, status, meta = value
+    if not isinstance(value, list | tuple) or len(value) not in (4, 5):
+        raise ValueError("a member record is [address, incarnation, status, meta(, accuser)]")
+    address, incarnation, status, meta = value[:4]
     if isinstance(status, bool) or not isinstance(status, int) or not 0 <= status <= 3:
         raise ValueError(f"a member status is an int in 0..3, got {status!r}")
+    accuser: str | None = None
+    if len(value) == 5:
+        if status != Status.SUSPECT:
+            raise ValueError("only a SUSPECT record names an accuser")
+        accuser = _check_address(value[4])
     incarnation = _check_int(incarnation, "incarnation", _INC_LIMIT)
-    return (_check_address(address), incarnation, Status(status), meta)
+    return (_check_address(address), incarnation, Status(status), meta, accuser)
 
 
 def _check_records(value: Any) -> list[_Record]:

@@ -8,6 +8,8 @@ with configurable latency, loss, partitions, killed nodes and paused (SIGSTOPped
 from __future__ import annotations
 
 import heapq
+import itertools
+import math
 import random
 import statistics
 import time
@@ -53,6 +55,9 @@ class Sim:
         self.drop_rule: DropRule | None = None
         self.delay_rule: DelayRule | None = None
         self.sent = 0
+        self.causes: dict[str, list[tuple[Event, Any]]] = {}
+        """Per node: each event with the message whose delivery caused it (None: a tick)."""
+        self._input: Any = None
         self._heap: list[tuple[float, int, str, str, Any]] = []
         self._counter = 0
 
@@ -68,6 +73,7 @@ class Sim:
         )
         self.nodes[address] = node
         self.events[address] = []
+        self.causes[address] = []
         self._push(self.now + self.rng.uniform(0, STEP), "tick", address, None)
         self.send(address, node.join(list(seeds), self.now))
         return node
@@ -111,6 +117,7 @@ class Sim:
     def _collect(self, address: str) -> None:
         for event in self.nodes[address].drain_events():
             self.events[address].append((self.now, event))
+            self.causes[address].append((event, self._input))
 
     def run_until(self, t: float) -> None:
         heap = self._heap
@@ -124,12 +131,14 @@ class Sim:
                 self._push(at + STEP, "tick", address, None)
                 if address in self.paused:
                     continue
+                self._input = None
                 out = node.tick(at)
             else:
                 src, message = payload
                 if address in self.paused:
                     self.held[address].append((src, message))
                     continue
+                self._input = message
                 out = node.receive(src, message, at)
             self._collect(address)
             self.send(address, out)
@@ -411,6 +420,194 @@ def test_whoever_is_declared_dead_during_a_pause_learns_it() -> None:
         assert all(e[1] == frozen for a in names for _, e in sim.events[a] if e[0] == "dead")
 
 
+def _doubt_events(sim: Sim, address: str) -> list[tuple[float, str]]:
+    return [(t, e[0]) for t, e in sim.events[address] if e[0] in ("doubt", "trusted", "self_dead")]
+
+
+def test_a_stalled_node_in_a_pair_doubts_then_is_trusted_and_keeps_its_life() -> None:
+    # 2 nodes: nobody can be removed (no quorum without both), so a 15 s stall must not
+    # make the stalled node throw its activations away -- it doubts, asks, is trusted.
+    for seed in range(5):
+        sim = Sim(3000 + seed)
+        names = sim.cluster(2)
+        assert sim.run_until_true(sim.converged, limit=3.0) is not None, seed
+        frozen, peer = names[seed % 2], names[1 - seed % 2]
+        before = sim.nodes[frozen].incarnation
+        sim.pause(frozen)  # no tick, nothing delivered (held, as a kernel would)
+        sim.run_for(15.0)
+        assert sim.kinds(peer, "suspect", frozen) and not sim.kinds(peer, "dead"), seed
+        resumed_at = sim.now
+        sim.resume(frozen)
+        sim.run_for(0.001)  # the held messages: the stall is noticed
+        node = sim.nodes[frozen]
+        assert node.doubting and not node.has_quorum(), seed
+        while node.doubting:
+            assert not node.has_quorum(), seed
+            sim.run_for(STEP / 4)
+            assert sim.now - resumed_at < 3.0, f"seed {seed}: still in doubt"
+        assert [k for _, k in _doubt_events(sim, frozen)] == ["doubt", "trusted"], seed
+        assert node.has_quorum() and node.incarnation > before  # it refuted its suspicion
+        assert sim.run_until_true(sim.converged, limit=3.0) is not None, seed
+        assert not any(sim.kinds(a, "self_dead") or sim.kinds(a, "dead") for a in names)
+        trusted_at = sim.kinds(frozen, "trusted")[0]
+        print(f"seed {3000 + seed}: in doubt for {trusted_at - resumed_at:.3f}s after resume")
+
+
+def test_a_node_stalled_until_declared_dead_doubts_until_it_hears_its_tombstone() -> None:
+    for seed in range(5):
+        sim = Sim(3100 + seed)
+        names = sim.cluster(5)
+        assert sim.run_until_true(sim.converged, limit=3.0) is not None, seed
+        frozen = names[1 + seed % 4]
+        paused_at = sim.now
+        sim.pause(frozen)
+        sim.run_for(15.0)
+        others = [a for a in names if a != frozen]
+        assert all(sim.kinds(a, "dead", frozen) for a in others), seed
+        assert all(sim.kinds(a, "dead", frozen)[0] - paused_at < 5.0 for a in others), seed
+        resumed_at = sim.now
+        sim.resume(frozen)
+        node = sim.nodes[frozen]
+        while not sim.kinds(frozen, "self_dead"):
+            sim.run_for(STEP / 4)
+            if sim.kinds(frozen, "doubt") and not sim.kinds(frozen, "self_dead"):
+                assert node.doubting and not node.has_quorum(), seed
+            assert sim.now - resumed_at < 3.0, f"seed {seed}: never told"
+        assert [k for _, k in _doubt_events(sim, frozen)] == ["doubt", "self_dead"], seed
+        doubt_at, dead_at = sim.kinds(frozen, "doubt")[0], sim.kinds(frozen, "self_dead")[0]
+        assert resumed_at <= doubt_at <= dead_at, seed  # (a held message may carry it)
+        # The self_dead came with a message carrying our tombstone, not from the stall.
+        ((cause,),) = [[c] for e, c in sim.causes[frozen] if e[0] == "self_dead"]
+        assert cause is not None, seed
+        records = cause[-1] if cause[0] != "sync" else cause[1]
+        assert any(r[0] == frozen and r[2] in (D, L) for r in records), (seed, cause)
+        assert sim.run_until_true(sim.converged, limit=5.0) is not None, seed
+        assert not sim.kinds(frozen, "trusted") and len(sim.kinds(frozen, "self_dead")) == 1
+        print(f"seed {3100 + seed}: self_dead {dead_at - resumed_at:.3f}s after resume")
+
+
+def test_doubt_ends_in_trust_exactly_when_nobody_declared_the_node_dead() -> None:
+    # Stalls of 2.5 s in 5 nodes: sometimes the others declare the node dead, sometimes it
+    # refutes in time. Either way its doubt must end the right way.
+    outcomes: dict[tuple[bool, tuple[str, ...]], int] = {}
+    for seed in range(30):
+        sim = Sim(5000 + seed)
+        names = sim.cluster(5)
+        assert sim.run_until_true(sim.converged, limit=3.0) is not None, seed
+        sim.run_for(sim.rng.uniform(0.0, 1.0))
+        frozen = sim.rng.choice(names)
+        sim.pause(frozen)
+        sim.run_for(2.5)
+        sim.resume(frozen)
+        sim.run_for(STEP)  # (converged() may hold before it noticed anything)
+        assert sim.run_until_true(sim.converged, limit=6.0) is not None, seed
+        declared = any(sim.kinds(a, "dead", frozen) for a in names if a != frozen)
+        kinds = tuple(k for _, k in _doubt_events(sim, frozen))
+        assert kinds == ("doubt", "self_dead" if declared else "trusted"), (seed, kinds)
+        outcomes[(declared, kinds)] = outcomes.get((declared, kinds), 0) + 1
+    print(f"\n2.5 s stalls, seeds 5000..5029: {outcomes}")
+    assert outcomes.get((False, ("doubt", "trusted")), 0) > 0  # kept its life (it used not to)
+
+
+LIFEGUARD_OFF = SwimConfig(health_max=0, suspicion_max_mult=1.0)
+
+
+def _slow_node_run(seed: int, config: SwimConfig, delay: float, seconds: float) -> tuple[int, ...]:
+    """5 nodes, one whose every outgoing message takes ``delay`` s more: (false DEADs of the
+    slow node, false DEADs of healthy nodes, suspicions), summed over the nodes' events."""
+    sim = Sim(seed, config=config)
+    names = sim.cluster(5)
+    assert sim.run_until_true(sim.converged, limit=3.0) is not None, seed
+    slow = names[-1]
+    start = sim.now
+    sim.delay_rule = lambda src, dst, m: delay if src == slow else 0.0
+    sim.run_for(seconds)
+    events = [e for a in names for t, e in sim.events[a] if t >= start]
+    return (
+        sum(1 for e in events if e[0] == "dead" and e[1] == slow),
+        sum(1 for e in events if e[0] == "dead" and e[1] != slow),
+        sum(1 for e in events if e[0] == "suspect"),
+    )
+
+
+def test_a_slow_node_with_and_without_lifeguard() -> None:
+    # Every message the slow node sends arrives `delay` s late, the others' in 1-10 ms.
+    # Lifeguard (LHM + dynamic suspicion) makes it stop accusing healthy members; the slow
+    # node itself survives as long as its refutation beats the (minimum) suspicion timeout.
+    seeds = range(4000, 4006)
+    results: dict[tuple[float, str], list[int]] = {}
+    for delay in (0.8, 1.6):
+        for name, config in (("on", CFG), ("off", LIFEGUARD_OFF)):
+            total = [0, 0, 0]
+            for seed in seeds:
+                for i, count in enumerate(_slow_node_run(seed, config, delay, 20.0)):
+                    total[i] += count
+            results[(delay, name)] = total
+            print(
+                f"delay {delay}s, Lifeguard {name}, seeds {seeds.start}..{seeds.stop - 1}: "
+                f"slow node declared dead {total[0]}x, healthy nodes {total[1]}x, "
+                f"suspicions {total[2]}"
+            )
+    assert results[(0.8, "on")][:2] == [0, 0] and results[(0.8, "off")][:2] == [0, 0]
+    assert results[(0.8, "on")][2] * 2 < results[(0.8, "off")][2]  # far fewer accusations
+    assert results[(1.6, "on")][1] == 0 < results[(1.6, "off")][1]  # no healthy node killed
+
+
+def test_local_health_rises_when_probes_fail_and_heals_on_acks() -> None:
+    node = _node()
+    for peer in "bcd":
+        _gossip(node, [peer, 0, A, None])
+    drive = _Driver(node, ())  # nobody answers, not even a nack: we are the slow one
+    drive.run(20.0)
+    assert node.health == CFG.health_max  # capped
+    drive.responsive.update("bcd")  # (b, c, d are SUSPECT now: no quorum checks go out)
+    pings: list[float] = []
+    healed_at = math.inf
+    while drive.now < healed_at + 2.0:
+        out = drive.tick(drive.now + STEP)
+        if any(m[0] == "ping" for _, m in out):
+            pings.append(drive.now)
+        if not node.health:
+            healed_at = min(healed_at, drive.now)
+        assert drive.now < 80.0
+    gaps = [b - a for a, b in itertools.pairwise(pings)]
+    assert gaps[0] == pytest.approx(CFG.period * (CFG.health_max + 1))  # 9 periods apart
+    assert gaps[-1] == pytest.approx(CFG.period)  # healthy again: one period
+    node = _node()
+    for peer in "bcd":
+        _gossip(node, [peer, 0, A, None])
+    _Driver(node, "cd").run(6.0)  # b is dead, but c and d nack: not our fault
+    assert node.health == 0 and node.record("b") is not None
+    node.receive("x", ["gossip", [["me", 0, S, None, "x"]]], 6.0)
+    assert node.health == 1 and node.incarnation == 1  # refuting counts against us
+
+
+def test_suspicion_timeout_shrinks_with_independent_confirmations() -> None:
+    slow = {"period": 10.0, "ping_timeout": 1.0, "quorum_probes": 0}  # no probe of our own
+    node = _node(suspicion_timeout=1.0, suspicion_max_mult=4.0, suspicion_confirmations=2, **slow)
+    for peer in "bcdef":
+        _gossip(node, [peer, 0, A, None])
+    node.tick(0.0)
+    _gossip(node, ["b", 0, S, None, "c"], now=0.0)  # heard from c (its accusation)
+    _gossip(node, ["b", 0, S, None, "c"], sender="y", now=0.5)  # the same one again: no
+    for t in (1.0, 2.0, 2.9):
+        for peer in "cdef":
+            node.receive(peer, ["ack", 0, []], t)  # evidence of a majority
+        node.tick(t)
+    assert node.record("b") is not None and node.record("b")[1] is Status.SUSPECT  # type: ignore[index]
+    _gossip(node, ["b", 0, S, None, "d"], now=2.9)  # 1 of 2: max - 3 * ln 2 / ln 3 = 2.11 s
+    node.tick(2.95)
+    assert node.record("b")[1] is Status.DEAD  # type: ignore[index]
+    node = _node(suspicion_timeout=1.0, suspicion_max_mult=4.0, **slow)
+    for peer in "bcdef":
+        _gossip(node, [peer, 0, A, None])
+    _gossip(node, ["b", 0, S, None, "c"], ["b", 0, S, None, "d"], ["b", 0, S, None, "e"])
+    for peer in "cdef":
+        node.receive(peer, ["ack", 0, []], 1.0)
+    node.tick(1.0)  # 2 confirmations: the minimum, 1 s
+    assert node.record("b")[1] is Status.DEAD  # type: ignore[index]
+
+
 def test_partition_with_no_majority_removes_nobody() -> None:
     sim = Sim(15)
     names = sim.cluster(4)
@@ -536,7 +733,8 @@ def test_ping_req_relays_the_ack() -> None:
 
 
 class _Driver:
-    """Ticks one node and answers its pings on behalf of the responsive peers."""
+    """Ticks one node and answers its pings (and ping-reqs, with a nack) on behalf of the
+    responsive peers."""
 
     def __init__(self, node: Swim, responsive: Iterable[str]) -> None:
         self.node = node
@@ -553,6 +751,8 @@ class _Driver:
                     self.node.receive(dst, ["ack", message[1], []], now)
                 else:
                     self.unanswered.append((dst, message[1]))
+            elif message[0] == "ping-req" and dst in self.responsive:
+                self.node.receive(dst, ["nack", message[1], []], now)  # it tried, in vain
         return out
 
     def run(self, until: float, step: float = STEP) -> None:
@@ -568,7 +768,7 @@ class _Driver:
 
 
 def test_quorum_rule_and_view_size() -> None:
-    node = _node(suspicion_timeout=1.0)
+    node = _node(suspicion_timeout=1.0, suspicion_max_mult=1.0)  # a fixed timeout
     for peer in "bcde":
         _gossip(node, [peer, 0, A, None])
     assert node.view_size == 5 and node.has_quorum()
@@ -593,7 +793,14 @@ def test_removal_needs_a_confirmed_majority_not_just_unsuspected_members() -> No
     # 5 members; b and c are suspected, d and e not (yet), but nothing confirms we still
     # reach them (no checks here, a long period): the naive count (3 of 5) says quorum, yet
     # b and c must not be removed.
-    node = _node(period=5.0, ping_timeout=1.0, suspicion_timeout=1.0, quorum_probes=0)
+    node = _node(
+        period=5.0,
+        ping_timeout=1.0,
+        suspicion_timeout=1.0,
+        quorum_probes=0,
+        suspicion_max_mult=1,
+        indirect_probes=0,  # no ping-req either: their nacks would be evidence
+    )
     for peer in "bcde":
         _gossip(node, [peer, 0, A, None])
     _gossip(node, ["b", 0, S, None], ["c", 0, S, None])
@@ -630,15 +837,17 @@ def test_own_suspicion_checks_the_others_at_once() -> None:
     drive.run(found + 5.0)
     assert not node.has_quorum() and len(node.members()) == 5
     assert not [e for e in node.drain_events() if e[0] == "dead"]
-    node = _node()  # now d and e answer, b and c do not
+    node = _node(suspicion_max_mult=1.0)  # now d and e answer, b and c do not
     for peer in "bcde":
         _gossip(node, [peer, 0, A, None])
     _Driver(node, "de").run(5.0)
     assert set(node.members()) == {"me", "d", "e"} and node.has_quorum()
 
 
-def test_own_stall_defers_suspicions_and_a_long_one_means_self_dead() -> None:
-    node = _node(suspicion_timeout=2.0)
+def test_own_stall_defers_suspicions_and_a_long_one_means_doubt() -> None:
+    # (Before doubt existed, a stall of timeout + period made the node emit self_dead at
+    # once, without asking: now it doubts, and asks.)
+    node = _node(suspicion_timeout=2.0, suspicion_max_mult=1.0)
     for peer in "bcde":
         _gossip(node, [peer, 0, A, None])
     drive = _Driver(node, "cde")
@@ -651,15 +860,53 @@ def test_own_stall_defers_suspicions_and_a_long_one_means_self_dead() -> None:
     assert node.record("b") == (0, Status.SUSPECT, None)
     drive.run(suspected_at + 3.75)  # 2.0 s after the suspicion, once the stall is discounted
     assert node.drain_events() == [("dead", "b", None)]
-    out = drive.tick(drive.now + 2.6)  # stalled >= timeout + period: we were declared dead
+    assert node.has_quorum() and not node.doubting
+
+    drive.responsive.clear()
+    out = drive.tick(drive.now + 2.6)  # stalled >= timeout + period: were we declared dead?
+    assert node.drain_events() == [("doubt", "me", None)]
+    assert node.doubting and not node.has_quorum() and node.incarnation == 0
+    assert {dst for dst, m in out if m[0] == "ping"} == {"c", "d", "e"}  # asks everyone
+    assert not [m for _, m in out if m[0] == "join"]
+    node.receive("c", ["ping", 77, []], drive.now)  # a message may be stale: no evidence
+    drive.wake("c")  # c acks our check: 2 of 4 is no majority yet
+    assert node.doubting and node.drain_events() == []
+    drive.wake("d")
+    assert node.drain_events() == [("trusted", "me", None)]
+    assert not node.doubting and node.has_quorum() and node.incarnation == 0
+
+    drive.responsive.clear()
+    drive.unanswered.clear()
+    out = drive.tick(drive.now + 2.6)
+    assert node.drain_events() == [("doubt", "me", None)]
+    seqs = {dst: m[1] for dst, m in out if m[0] == "ping"}
+    now = drive.now
+    node.receive("c", ["ack", seqs["c"], [["me", 0, S, None, "c"]]], now)  # suspects us
+    assert node.incarnation == 1 and node.doubting  # refuted; that ack is no evidence
+    node.receive("d", ["ack", seqs["d"], []], now)  # for pings at incarnation 0: too old
+    node.receive("e", ["ack", seqs["e"], []], now)
+    assert node.doubting and node.drain_events() == []
+    drive.responsive.update("cde")
+    drive.run(now + 4.0)  # checked again at incarnation 1
+    assert node.drain_events() == [("trusted", "me", None)] and node.has_quorum()
+
+    drive.responsive.clear()
+    drive.tick(drive.now + 2.6)
+    assert node.drain_events() == [("doubt", "me", None)]
+    out = _gossip(node, ["me", 1, D, None], sender="c", now=drive.now)  # our tombstone
     assert node.drain_events() == [("self_dead", "me", None)]
-    assert node.incarnation == 1
+    assert not node.doubting and node.incarnation == 2
     joins = [dst for dst, message in out if message[0] == "join"]
     assert len(joins) == 3 and set(joins) == {"c", "d", "e"}
+
     node = _node()
     node.tick(0.0)
-    node.receive("x", ["gossip", []], 9.0)  # noticed on receive too
-    assert node.drain_events() == [("self_dead", "me", None)]
+    node.receive("x", ["gossip", []], 9.0)  # alone in our view: nobody to doubt
+    assert node.drain_events() == [] and not node.doubting and node.has_quorum()
+    _gossip(node, ["b", 0, A, None], now=9.0)
+    node.drain_events()
+    node.receive("b", ["gossip", []], 18.0)  # noticed on receive too
+    assert node.drain_events() == [("doubt", "me", None)] and not node.has_quorum()
 
 
 def test_a_member_revived_by_refutation_is_told_it_was_dead() -> None:
@@ -713,6 +960,12 @@ def test_config_validation() -> None:
         {"sync_interval": -1.0},
         {"suspicion_timeout": float("nan")},
         {"gossip_fanout": True},
+        {"health_max": -1},
+        {"health_max": 1.5},
+        {"suspicion_max_mult": 0.5},
+        {"suspicion_max_mult": float("inf")},
+        {"suspicion_max_mult": True},
+        {"suspicion_confirmations": -1},
     ):
         with pytest.raises(ValueError):
             SwimConfig(**bad)
@@ -772,6 +1025,14 @@ BAD_MESSAGES: list[Any] = [
     ["ping", 1, [["a", 0, False, None]]],
     ["ping", 1, [["a", 0, "alive", None]]],
     ["ping", 1, [["a", 0, 0, None], "junk"]],
+    ["ping", 1, [["a", 0, 2, None, "b"]]],
+    ["ping", 1, [["a", 0, 1, None, ""]]],
+    ["ping", 1, [["a", 0, 1, None, 7]]],
+    ["ping", 1, [["a", 0, 1, None, "b", "c"]]],
+    ["nack"],
+    ["nack", 1],
+    ["nack", -1, []],
+    ["nack", 1, [None]],
     ["ping", 1, [], "extra"],
     ["ack", None, []],
     ["ack", 1],
@@ -831,7 +1092,9 @@ _values = st.recursive(
     lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=4), inner),
     max_leaves=20,
 )
-_kinds = st.sampled_from(["ping", "ack", "ping-req", "gossip", "join", "sync", "leave", "x"])
+_kinds = st.sampled_from(
+    ["ping", "ack", "nack", "ping-req", "gossip", "join", "sync", "leave", "x"]
+)
 _near_valid = st.builds(
     lambda kind, rest: [kind, *rest], _kinds, st.lists(_values, max_size=4)
 ) | st.builds(
@@ -891,7 +1154,7 @@ def test_events_never_revive_a_dead_member_without_a_higher_incarnation(
             node.receive(op[1], ["ping", 1, []], now)
         for kind, address, _ in node.drain_events():
             if address == "me":
-                assert kind == "self_dead"
+                assert kind in ("self_dead", "doubt", "trusted")
                 continue
             record = node.record(address)
             assert record is not None
