@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
 import time
 from collections.abc import Iterable
@@ -59,6 +60,8 @@ log = logging.getLogger("shoal.cluster")
 SYNC_TIMEOUT: Final = 1.0
 #: Seconds between attempts to reach a member that did not confirm a view.
 SYNC_RETRY: Final = 0.05
+#: Most requests held while a node confirms its membership after a stall.
+MAX_HELD: Final = 100_000
 #: Seconds a leaving node keeps redirecting calls after it announced its leave.
 LEAVE_LINGER: Final = 0.5
 #: Seconds between a client's member-list refreshes.
@@ -116,6 +119,9 @@ class Cluster:
         self._synced = asyncio.Event()
         self.leaving = False
         self._no_quorum_since: float | None = None
+        #: loop time until which requests pass the gate unchecked (see :meth:`gate`)
+        self.open_until = math.inf if not hosting else 0.0
+        self._held: list[tuple[list[Any], Route]] = []
 
     def _meta(self) -> list[Any]:
         return [self._types, self._resources]
@@ -174,12 +180,63 @@ class Cluster:
         step = self._swim_config.period / 4
         while True:
             try:
-                self._send(self.swim.tick(loop.time()))
-                self._apply_events()
-                self._check_quorum(loop.time())
+                self._tick(loop.time())
+                if self._held and not self.swim.doubting:
+                    self._release_held()
             except Exception:  # a bug here must not stop failure detection
                 log.exception("membership tick failed")
             await asyncio.sleep(step)
+
+    def _tick(self, now: float) -> None:
+        assert self.swim is not None
+        self._send(self.swim.tick(now))
+        self._apply_events()
+        self._check_quorum(now)
+        self._refresh_gate(now)
+
+    # -- the request gate -----------------------------------------------------------------------
+
+    def _refresh_gate(self, now: float) -> None:
+        """Open the gate for one protocol period while this node has quorum and trusts its
+        view of itself; the membership loop renews it every quarter period. A loop that
+        stalled finds it closed on its first request and ticks before it serves anything."""
+        swim = self.swim
+        if swim is None or self.leaving or swim.has_quorum():
+            self.open_until = now + self._swim_config.period
+        else:
+            self.open_until = 0.0
+
+    def gate(self, fields: list[Any], route: Route) -> bool:
+        """A request arrived while the gate is closed (``open_until`` has passed): bring the
+        membership up to date first. Returns True if the request was taken care of here --
+        held while this node doubts whether it is still a member (released once it knows),
+        or refused without quorum -- and False if it may be served as usual."""
+        now = asyncio.get_running_loop().time()
+        swim = self.swim
+        if swim is None:
+            return False
+        self._tick(now)
+        if now < self.open_until:
+            return False
+        if swim.doubting:
+            if len(self._held) < MAX_HELD:
+                self._held.append((fields, route))
+                return True
+            err: ActorError = NodeUnavailable(f"{self.address} is confirming its membership")
+        else:
+            err = NodeUnavailable(f"{self.address} has no quorum: it serves no actors")
+        if fields[wire.F_KIND] == wire.ASK:
+            RemoteReply(self.messaging, route, fields[wire.F_CORR]).set_exception(err)
+        else:
+            log.warning("tell to %s/%s dropped: %s", fields[wire.F_TYPE], fields[wire.F_KEY], err)
+        return True
+
+    def _release_held(self) -> None:
+        """This node knows again whether it is a member: serve (or redirect, or refuse) what
+        arrived meanwhile, in order of arrival."""
+        held, self._held = self._held, []
+        for fields, route in held:
+            self.node._on_request(fields, route)
 
     async def _run_client(self) -> None:
         loop = asyncio.get_running_loop()
@@ -218,15 +275,22 @@ class Cluster:
         long as the majority needs to remove it, it also drops its activations, which the
         majority will have reactivated (see the partition rule above). A brief loss of quorum
         that heals before that keeps them."""
-        assert self.swim is not None
-        if self.swim.has_quorum():
+        swim = self.swim
+        assert swim is not None
+        if swim.has_quorum() or swim.doubting or self.leaving:
+            # In doubt (after a stall of our own) we learn soon enough whether the cluster
+            # removed us: then SWIM says self_dead; until then nobody took anything over.
             self._no_quorum_since = None
             return
         if self._no_quorum_since is None:
             self._no_quorum_since = now
             log.warning("%s lost quorum: it serves no actors until it is back", self.address)
         elif (
-            now - self._no_quorum_since >= self.swim.suspicion_timeout and self.node._catalog.count
+            now - self._no_quorum_since >= swim.suspicion_timeout
+            and self.node._catalog.count
+            # only if the members we cannot reach could be a majority without us: in a
+            # cluster of two, nobody can take our actors over while we are cut off
+            and swim.view_size - swim.alive_count > swim.view_size // 2
         ):
             log.warning("%s lost quorum: dropping its activations", self.address)
             self.node._drop_all_activations(f"{self.address} has no quorum")
@@ -257,6 +321,10 @@ class Cluster:
                 self.membership.merge([member])
             elif kind in ("dead", "left"):
                 self._member_gone(address, graceful=kind == "left")
+            elif kind == "doubt":
+                log.warning("%s stalled: holding requests until the cluster confirms it", address)
+            elif kind == "trusted":
+                log.warning("%s is still a member: serving again", address)
             elif kind == "self_dead":
                 if len(self.membership.members) <= 1:
                     continue  # alone: nobody can have taken our actors over

@@ -806,8 +806,10 @@ class Node:
     def _on_request(self, fields: list[Any], route: Route) -> None:
         """An ASK or TELL from the wire (its validated array, see ``wire.decode_fields``):
         deliver it here, or say where the actor lives."""
-        messaging = self._messaging
-        assert messaging is not None
+        messaging, cluster = self._messaging, self._cluster
+        assert messaging is not None and cluster is not None
+        if self._loop.time() >= cluster.open_until and cluster.gate(fields, route):
+            return
         is_ask = fields[F_KIND] == wire.ASK
         deadline = 0.0
         if is_ask and fields[F_DEADLINE]:
