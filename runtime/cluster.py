@@ -719,7 +719,7 @@ class Cluster:
                     raise ValueError("handoff epoch must be an int")
                 self.epochs.observe(epoch)
                 try:
-                    answer.append(node._receive_handoff(type_name, key, state))
+                    answer.append(node._receive_handoff(type_name, key, state, register=False))
                 except ActorError as refused:
                     answer.append(f"{type(refused).__name__}: {refused}")
         elif op == "migrate":

@@ -98,7 +98,8 @@ class RemoteReply:
         try:
             chunk = wire.encode_reply(self._corr, "", result, max_size=m.max_frame)
         except SerializationError as err:
-            chunk = m.encode_error(self._corr, SerializationError(f"result: {err}"))
+            kind = MessageTooLarge if isinstance(err, MessageTooLarge) else SerializationError
+            chunk = m.encode_error(self._corr, kind(f"result: {err}"))
         m.transport.reply(self._route, chunk)
 
     def set_exception(self, exception: BaseException, /) -> None:

@@ -366,7 +366,8 @@ class Node:
                     host = cluster.route(type_name, key)
                 except ActorError:
                     host = self._address  # raised again by _ask_any, when awaited
-                if host != self._address:
+                # (a closed gate: no quorum, or a stall to notice first; _ask_any decides)
+                if host != self._address and self._loop.time() < cluster.open_until:
                     return self._remote_ask(
                         host, type_name, key, method_name, args, kwargs, timeout
                     )
@@ -557,6 +558,10 @@ class Node:
         cluster = self._cluster
         assert cluster is not None
         serving = cluster.serving()
+        if cluster.hosting and not serving and not cluster.leaving:
+            # a member cut off from the majority: whatever it would send across may be
+            # served by the majority's activation, or time out; refuse at once instead
+            raise NodeUnavailable(f"{self._address} has no quorum: it serves no actors")
         if (
             (serving or cluster.leaving)
             and atype is not None
@@ -787,8 +792,10 @@ class Node:
         answer = await self._control_request(host, "epoch", [ref.type_name, ref.key])
         return answer if isinstance(answer, int) and not isinstance(answer, bool) else None
 
-    def _receive_handoff(self, type_name: str, key: str, state: Any) -> int:
-        """Activate an actor handed over (leave, migration) with its state; returns its epoch."""
+    def _receive_handoff(self, type_name: str, key: str, state: Any, register: bool = True) -> int:
+        """Activate an actor handed over (leave, migration) with its state; returns its epoch.
+        ``register=False`` when the sender registers the move with the owner itself (a
+        migration names the previous host, so the owner moves its entry)."""
         atype = self._served(type_name)
         if atype is None:
             raise UnknownActorType(f"{self._address} serves no actor type {type_name!r}")
@@ -800,7 +807,8 @@ class Node:
             return known.epoch
         assert self._cluster is not None
         act = self._catalog.activate(atype, key, self._cluster.new_epoch(), state=state)
-        self._cluster.activated(act)
+        if register:
+            self._cluster.activated(act)
         return act.epoch
 
     def _on_request(self, fields: list[Any], route: Route) -> None:

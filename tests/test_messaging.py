@@ -145,13 +145,6 @@ async def test_oversized_and_unserialisable_arguments_fail_at_the_caller(
         assert await c.incr() == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=SerializationError,
-    reason="issue 10: RemoteReply.set_result (runtime/messaging.py) turns the encoder's "
-    "MessageTooLarge into a plain SerializationError('result: ...'), so the caller of an ask "
-    "whose result is over the host's max_frame_size cannot tell the size error apart",
-)
 async def test_oversized_result_fails_with_message_too_large() -> None:
     async with (
         Node(listen="tcp://127.0.0.1:0", max_frame_size=1 << 16) as small,

@@ -80,13 +80,6 @@ async def test_three_two_split_minority_refuses_majority_serves_heal_converges()
             await n.stop()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 10: a minority node that lost quorum still routes a call for an actor the "
-    "ring gives to a majority member across the partition, where it times out "
-    "(ActorTimeout) instead of being refused at once with NodeUnavailable as the README's "
-    "partition rule says (runtime/node.py Node._elsewhere checks quorum only for local actors)",
-)
 async def test_minority_refuses_calls_with_node_unavailable() -> None:
     """The README's partition rule: the minority side refuses calls with NodeUnavailable."""
     net = MemoryNetwork()
