@@ -32,8 +32,6 @@ import asyncio
 import contextlib
 import logging
 import math
-import random
-import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Final
 
@@ -44,6 +42,7 @@ from router.ring import Ring
 from router.swim import Status, Swim, SwimConfig
 from runtime import migration, wire
 from runtime.activation import MIGRATING
+from runtime.clock import Clock
 from runtime.messaging import Messaging, RemoteReply
 from runtime.transport import Route
 
@@ -87,6 +86,7 @@ class Cluster:
         resources: dict[str, float],
         hosting: bool,
         swim_config: SwimConfig | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.node = node
         self.messaging = messaging
@@ -94,7 +94,9 @@ class Cluster:
         self.hosting = hosting
         self._types = sorted(types)
         self._resources = resources
-        incarnation = time.time_ns() // 1000
+        self.clock = clock if clock is not None else Clock()
+        self._rng = self.clock.derive()
+        incarnation = int(self.clock.wall() * 1_000_000)
         self.membership = Membership(Member(address, self._types, resources, incarnation))
         self.directory = Directory()
         self.epochs = EpochClock()
@@ -105,7 +107,7 @@ class Cluster:
                 address,
                 self._meta(),
                 incarnation,
-                random.Random(),
+                self.clock.derive(),
                 self._swim_config,
             )
         self._locations: dict[str, dict[str, str]] = {}
@@ -243,7 +245,7 @@ class Cluster:
         candidates = list(self._seeds)
         while True:
             members = [a for a in self.membership.members if a != self.address] or candidates
-            for peer in random.sample(members, len(members)):
+            for peer in self._rng.sample(members, len(members)):
                 env = wire.Envelope(wire.CONTROL, 0, "", method="members")
                 corr, fut = self.messaging.request(peer, env, loop)
                 try:
@@ -605,26 +607,43 @@ class Cluster:
 
     def new_epoch(self) -> int:
         """A fencing token for a new activation on this node."""
-        return self.epochs.issue(time.time())
+        return self.epochs.issue(self.clock.wall())
 
     # -- handoff --------------------------------------------------------------------------------
 
     async def _hand_off_all(self, grace: float) -> None:
         """Move every activation to its owner on the ring without this node, as a migration:
         messages that arrive meanwhile wait and then follow it (see ``runtime.migration``).
-        One batch at a time per target, every target at once."""
+        One batch at a time per target, every target at once; what a target did not take
+        (it died meanwhile) goes again to the owner the next view names, until ``grace``
+        runs out. What is still here then is dropped before the leave is announced: lost,
+        but never left running beside the activation its new owner would start."""
         node = self.node
-        by_target: dict[str, list[Activation]] = {}
-        for act in list(node._catalog):
-            if act.type.stateless:
-                continue
-            target = node._successor(act.type, act.key)
-            if target is not None:
-                by_target.setdefault(target, []).append(act)
-        if by_target:
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + grace
+        while True:
+            by_target: dict[str, list[Activation]] = {}
+            for act in list(node._catalog):
+                if act.type.stateless:
+                    continue
+                target = node._successor(act.type, act.key)
+                if target is not None:
+                    by_target.setdefault(target, []).append(act)
+            if not by_target:
+                return
+            remaining = give_up - loop.time()
+            if remaining <= 0:
+                break
             await asyncio.gather(
-                *(self._hand_off(acts, target, grace) for target, acts in by_target.items())
+                *(self._hand_off(acts, t, remaining) for t, acts in by_target.items())
             )
+            if node._catalog.count and loop.time() < give_up:
+                await asyncio.sleep(SYNC_RETRY * 4)  # let the view drop the target that failed
+        left = [a for a in node._catalog if not a.type.stateless]
+        if left:
+            log.error("%d activations could not be handed over: dropped", len(left))
+            for act in left:
+                node._catalog._remove(act, notify=False)
 
     async def _hand_off(self, acts: list[Activation], target: str, grace: float) -> None:
         try:

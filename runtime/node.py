@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import time
 import uuid
 from collections.abc import Awaitable, Coroutine, Iterable, Mapping, Sequence
 from contextvars import Token
@@ -43,6 +42,7 @@ from runtime.activation import (
     new_chain,
 )
 from runtime.catalog import Catalog
+from runtime.clock import Clock
 from runtime.cluster import MAX_HOPS, MAX_REDIRECTS, Cluster
 from runtime.context import NODE, TURN, node_started, node_stopped
 from runtime.mailbox import Message, ReplySink
@@ -122,6 +122,8 @@ class Node:
             process-wide in-memory network for ``mem://``).
         max_frame_size: the largest frame sent or accepted, in bytes (default 64 MiB).
         join_timeout: how long ``start`` keeps trying the seeds.
+        clock: wall-clock time and randomness (``runtime.clock.Clock``); a simulator passes
+            one that follows its virtual-time loop. Default: the system's.
 
     A member without ``listen`` but with ``seeds`` is a client: it sends to the cluster and
     hosts nothing.
@@ -140,6 +142,7 @@ class Node:
         transport: Transport | None = None,
         max_frame_size: int = wire.DEFAULT_MAX_FRAME,
         join_timeout: float = DEFAULT_JOIN_TIMEOUT,
+        clock: Clock | None = None,
     ) -> None:
         if not default_timeout > 0:
             raise ValueError("default_timeout must be positive")
@@ -167,6 +170,8 @@ class Node:
         self._transport = transport
         self.max_frame_size = max_frame_size
         self.join_timeout = join_timeout
+        self._clock = clock if clock is not None else Clock()
+        self._wall = self._clock.wall
         self._messaging: Messaging | None = None
         self._cluster: Cluster | None = None
         self.swim_config: SwimConfig | None = None
@@ -449,7 +454,7 @@ class Node:
             chain = new_chain()
         messaging, cluster = self._messaging, self._cluster
         assert messaging is not None and cluster is not None
-        wall_deadline = time.time() + (deadline - now)  # absolute: it survives hops
+        wall_deadline = self._wall() + (deadline - now)  # absolute: it survives hops
         visited: list[str] = []
         for hops in range(MAX_REDIRECTS + 1):
             if messaging.transport.backlog(host) >= self._hwm:
@@ -743,6 +748,7 @@ class Node:
             self.resources,
             hosting=bool(bound),
             swim_config=self.swim_config,
+            clock=self._clock,
         )
         await self._cluster.start(list(self.seeds), self.join_timeout)
 
@@ -821,7 +827,7 @@ class Node:
         is_ask = fields[F_KIND] == wire.ASK
         deadline = 0.0
         if is_ask and fields[F_DEADLINE]:
-            remaining = fields[F_DEADLINE] - time.time()
+            remaining = fields[F_DEADLINE] - self._wall()
             if remaining <= 0:
                 return  # the caller has given up already: never run it
             deadline = self._loop.time() + remaining
