@@ -360,6 +360,9 @@ def main(argv: list[str] | None = None, report: Callable[[str], None] = print) -
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", default="0-99", help="e.g. 0-199 or 5,17")
     parser.add_argument("-v", "--verbose", action="store_true", help="print the schedule")
+    parser.add_argument(
+        "--trace", action="store_true", help="print every run's schedule and outcome"
+    )
     args = parser.parse_args(argv)
     handler = logging.StreamHandler(sys.stdout)
     handler.addFilter(_VirtualTime())
@@ -374,6 +377,10 @@ def main(argv: list[str] | None = None, report: Callable[[str], None] = print) -
         run = run_seed(seed, args.verbose)
         acked += len(run.acked)
         failed += sum(run.failed.values())
+        if args.trace:
+            report(f"seed {seed}: {len(run.acked)} acknowledged, failed {run.failed}")
+            for line in run.events:
+                report(f"  {line}")
         if run.violations:
             bad += 1
             report(

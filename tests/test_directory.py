@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from router.directory import Directory, Entry, EpochClock
+from router.directory import Directory, Entry, EpochClock, ViewSync
 
 
 def test_first_registration_wins_and_is_returned() -> None:
@@ -40,3 +40,21 @@ def test_epochs_increase_and_pass_observed_ones() -> None:
     clock.observe(b + 10_000_000)
     assert clock.issue(100.0) > b + 10_000_000
     assert EpochClock().issue(200.0) > EpochClock().issue(150.0)  # later clock, later epoch
+
+
+def test_view_sync_settles_when_every_other_member_confirmed_the_current_round() -> None:
+    sync = ViewSync()
+    assert sync.settled  # alone: nothing to confirm
+    first = sync.begin(["b", "c"])
+    assert not sync.settled and sync.waiting == {"b", "c"}
+    assert sync.is_current(first, "b")
+    assert not sync.confirmed(first, "b")
+    assert not sync.is_current(first, "b")  # answered: no longer awaited
+    second = sync.begin(["b", "c", "d"])  # the view changed before c answered
+    assert not sync.confirmed(first, "c")  # an answer about the old view counts for nothing
+    assert sync.waiting == {"b", "c", "d"}
+    assert not sync.is_current(first, "c")
+    for member in ("d", "b"):
+        assert not sync.confirmed(second, member)
+    assert sync.confirmed(second, "c") and sync.settled
+    assert sync.begin([]) > second and sync.settled  # a view of one is settled at once
