@@ -61,7 +61,8 @@ class Run:
 
     seed: int
     events: list[str] = field(default_factory=list)
-    acked: dict[str, tuple[str, str, float]] = field(default_factory=dict)  # tag -> key, host, t
+    #: tag -> (key, host that answered, time it was sent)
+    acked: dict[str, tuple[str, str, float]] = field(default_factory=dict)
     failed: dict[str, int] = field(default_factory=dict)
     violations: list[str] = field(default_factory=list)
     killed: set[str] = field(default_factory=set)
@@ -147,9 +148,10 @@ class Sim:
         self._count += 1
         tag = f"t{self._count}"
         self._in_flight += 1
+        sent = self.loop.time()  # it ran between this and its answer
         try:
             host = await sender.ref(SimProbe, key).mark.ask(tag, timeout=2.0)
-            self.run.acked[tag] = (key, host, self.loop.time())
+            self.run.acked[tag] = (key, host, sent)
         except ActorError as err:
             name = type(err).__name__
             self.run.failed[name] = self.run.failed.get(name, 0) + 1
