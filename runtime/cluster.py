@@ -44,6 +44,7 @@ from runtime import migration, wire
 from runtime.activation import MIGRATING
 from runtime.clock import Clock
 from runtime.messaging import Messaging, RemoteReply
+from runtime.placement import DIRECTORS
 from runtime.transport import Route
 
 if TYPE_CHECKING:
@@ -554,11 +555,13 @@ class Cluster:
             if entry.host != self.address and entry.host in self.membership:
                 return entry.host
             self.directory.unregister(atype.name, key, entry.host)
-        if self.leaving or not self._settled.is_set():
-            return None
+        if self.leaving or not self._settled.is_set() or atype.placement == "random":
+            return None  # wait for the settle, or ask the type's director (may be elsewhere)
         return self.address
 
     async def _place(self, atype: ActorType, key: str) -> str:
+        if atype.placement == "local" and self.serving() and atype.name in self._types:
+            return await self.claim(atype, key)
         loop = asyncio.get_running_loop()
         give_up = loop.time() + self.node.default_timeout
         while True:
@@ -566,7 +569,17 @@ class Cluster:
             if decided is not None:
                 return decided
             if self.leaving:
-                return await self._place_on_successor(atype, key)
+                target = self.node._successor(atype, key)
+                if target is None:
+                    raise NodeUnavailable(f"no other member can host {atype.name}/{key}")
+                return await self._place_on(atype, key, target)
+            if self._settled.is_set():
+                target = DIRECTORS[atype.placement].choose(
+                    self.address, self._candidates(atype), self._rng
+                )
+                if target == self.address:
+                    return target
+                return await self._place_on(atype, key, target)
             try:
                 async with asyncio.timeout_at(give_up):
                     await self._settled.wait()
@@ -579,15 +592,43 @@ class Cluster:
             if owner != self.address:
                 return owner
 
-    async def _place_on_successor(self, atype: ActorType, key: str) -> str:
-        """While leaving: activate a new actor on the member that takes our keys over, and
-        record it there, so no call for it needs this node again."""
-        target = self.node._successor(atype, key)
-        if target is None:
-            raise NodeUnavailable(f"no other member can host {atype.name}/{key}")
+    def _candidates(self, atype: ActorType) -> list[str]:
+        """The members that can host ``atype`` (they serve it and offer its resources)."""
+        return [
+            a for a, m in self.membership.members.items() if m.can_host(atype.name, atype.resources)
+        ]
+
+    async def _place_on(self, atype: ActorType, key: str, target: str) -> str:
+        """Activate a new actor on ``target`` and record it here (we own it): no call for it
+        needs to be placed again. While leaving, ``target`` is our successor for the key."""
         epoch = await self.node._control_request(target, "handoff", [atype.name, key, None, 0])
         self.directory.register(atype.name, key, target, epoch if isinstance(epoch, int) else 0)
         return target
+
+    async def claim(self, atype: ActorType, key: str) -> str:
+        """``placement="local"``: where the actor lives, claiming it for this node if it lives
+        nowhere yet (its owner records the claim before this node activates it)."""
+        owner = self.owner(atype.name, key)
+        if owner == self.address:
+            return await self._claimed(atype, key, self.address)
+        answer = await self.node._control_request(owner, "claim", [atype.name, key])
+        return answer if isinstance(answer, str) else owner
+
+    async def _claimed(self, atype: ActorType, key: str, claimant: str) -> str:
+        """As the owner: the host of the actor, recording ``claimant`` as it if there is none."""
+        if not self._settled.is_set():
+            async with asyncio.timeout(self.node.default_timeout):
+                await self._settled.wait()
+        if not self.owns(atype.name, key):
+            return self.owner(atype.name, key)
+        if self.node._catalog.lookup(atype.name, key) is not None:
+            return self.address
+        entry = self.directory.lookup(atype.name, key)
+        if entry is not None and entry.host in self.membership:
+            return entry.host
+        if claimant != self.address:
+            self.directory.register(atype.name, key, claimant, 0)
+        return claimant
 
     def activated(self, act: Activation) -> None:
         """A new activation here: if this node is not its owner, register it there."""
@@ -741,6 +782,15 @@ class Cluster:
                     answer.append(node._receive_handoff(type_name, key, state, register=False))
                 except ActorError as refused:
                     answer.append(f"{type(refused).__name__}: {refused}")
+        elif op == "claim":
+            type_name, key = _actor_body(body, 2)
+            atype = node._served(type_name)
+            if atype is None:
+                raise ValueError(f"{self.address} serves no actor type {type_name!r}")
+            reply = RemoteReply(self.messaging, route, env.corr) if env.corr else None
+            claim = asyncio.get_running_loop().create_task(self._claimed(atype, key, env.sender))
+            claim.add_done_callback(lambda t: _answer(t, reply))
+            return
         elif op == "migrate":
             type_name, key, target = _actor_body(body, 3)
             if not isinstance(target, str):
@@ -781,18 +831,20 @@ class Cluster:
         return out
 
 
-def _answer(task: asyncio.Task[None], reply: RemoteReply | None) -> None:
+def _answer(task: asyncio.Task[Any], reply: RemoteReply | None) -> None:
+    """Answer a control request that ran as a task: its result (a migration's: True)."""
     if task.cancelled():
         err: BaseException | None = ActorError("cancelled")
     else:
         err = task.exception()
     if reply is None:
         if err is not None:
-            log.warning("migration failed: %s", err)
+            log.warning("%s failed: %s", task.get_name(), err)
     elif err is not None:
         reply.set_exception(err)
     else:
-        reply.set_result(True)
+        result = task.result()
+        reply.set_result(True if result is None else result)
 
 
 def _actor_body(body: Any, n: int) -> list[Any]:

@@ -365,7 +365,9 @@ class Node:
             atype = self._types.get(type_name)
             active = self._catalog._by_type.get(type_name)
             if atype is None or (
-                method_name in atype.methods and (active is None or key not in active)
+                method_name in atype.methods
+                and (active is None or key not in active)
+                and atype.placement != "local"
             ):
                 try:
                     host = cluster.route(type_name, key)
@@ -573,6 +575,13 @@ class Node:
             and self._catalog.get(atype, key) is not None
         ):
             return None
+        if (
+            atype is not None
+            and atype.placement == "local"
+            and serving
+            and self._served(type_name) is not None
+        ):
+            return ""  # claimed from its owner first (Cluster.place), then activated here
         host = cluster.route(type_name, key)
         if host != self._address:
             return host
