@@ -615,6 +615,36 @@ class Swim:
             and self._reaches_majority()
         )
 
+    def majority_heard_since(self) -> float:
+        """The latest time ``T`` such that we and the ALIVE members we had direct evidence of
+        (a message, an ack) since ``T`` make a majority of the view; ``inf`` when we alone are
+        a majority, ``-inf`` when no majority was ever heard. The runtime's lease on serving
+        runs from here: the others cannot declare us dead sooner than a probe period plus the
+        (minimum) suspicion timeout after they last heard from us, and in a partition that is
+        when we last heard from them."""
+        need = self._view_size // 2  # members besides ourselves
+        if need <= 0:
+            return math.inf
+        members = self._members
+        heard = sorted(
+            (members[a].heard for a in self._live if members[a].status is Status.ALIVE),
+            reverse=True,
+        )
+        return heard[need - 1] if len(heard) >= need else -math.inf
+
+    def check_members(self, stale_since: float, now: float) -> Outgoing:
+        """Ping (as reachability checks, which suspect no one) the ALIVE members we have not
+        heard from since ``stale_since`` and are not probing already: the runtime calls this
+        before its lease runs out, so a quiet cluster renews it."""
+        out: Outgoing = []
+        probing = {p.target for p in self._probes.values()}
+        members = self._members
+        for address in self._live:
+            m = members[address]
+            if m.status is Status.ALIVE and m.heard < stale_since and address not in probing:
+                self._start_probe(address, now, out, check=True)
+        return out
+
     def _reaches_majority(self) -> bool:
         return self.alive_count > self._view_size // 2
 

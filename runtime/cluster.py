@@ -124,6 +124,9 @@ class Cluster:
         self._no_quorum_since: float | None = None
         #: loop time until which requests pass the gate unchecked (see :meth:`gate`)
         self.open_until = math.inf if not hosting else 0.0
+        #: seconds a member may serve after it last heard from a majority: well below the
+        #: probe period plus suspicion timeout the others need to declare it dead
+        self._lease = self._swim_config.suspicion_timeout * 2 / 3
         self._held: list[tuple[list[Any], Route]] = []
 
     def _meta(self) -> list[Any]:
@@ -183,29 +186,41 @@ class Cluster:
         step = self._swim_config.period / 4
         while True:
             try:
-                self._tick(loop.time())
-                if self._held and not self.swim.doubting:
+                now = loop.time()
+                self._tick(now)
+                if self._held and (now < self.open_until or not self.swim.has_quorum()):
                     self._release_held()
             except Exception:  # a bug here must not stop failure detection
                 log.exception("membership tick failed")
             await asyncio.sleep(step)
 
     def _tick(self, now: float) -> None:
-        assert self.swim is not None
-        self._send(self.swim.tick(now))
+        swim = self.swim
+        assert swim is not None
+        self._send(swim.tick(now))
         self._apply_events()
         self._check_quorum(now)
+        lease = self._lease
+        if swim.has_quorum() and swim.majority_heard_since() + lease / 2 < now:
+            # half the lease gone without news from a majority: ask them, so it renews
+            self._send(swim.check_members(now - lease / 2, now))
         self._refresh_gate(now)
 
     # -- the request gate -----------------------------------------------------------------------
 
     def _refresh_gate(self, now: float) -> None:
-        """Open the gate for one protocol period while this node has quorum and trusts its
-        view of itself; the membership loop renews it every quarter period. A loop that
-        stalled finds it closed on its first request and ticks before it serves anything."""
+        """Open the gate for one protocol period while this node has quorum, trusts its view
+        of itself and holds its lease (a majority heard from within ``_lease`` seconds); the
+        membership loop renews it every quarter period. A loop that stalled finds it closed
+        on its first request and ticks before it serves anything. The lease closes it before
+        the others can have declared this node dead (see ``Swim.majority_heard_since``),
+        however slowly this node's own failure detection runs."""
         swim = self.swim
-        if swim is None or self.leaving or swim.has_quorum():
+        if swim is None or self.leaving:
             self.open_until = now + self._swim_config.period
+        elif swim.has_quorum():
+            lease_end = swim.majority_heard_since() + self._lease
+            self.open_until = min(now + self._swim_config.period, lease_end)
         else:
             self.open_until = 0.0
 
@@ -221,7 +236,7 @@ class Cluster:
         self._tick(now)
         if now < self.open_until:
             return False
-        if swim.doubting:
+        if swim.doubting or swim.has_quorum():  # in doubt, or the lease lapsed: find out
             if len(self._held) < MAX_HELD:
                 self._held.append((fields, route))
                 return True
