@@ -2,23 +2,39 @@
 
 Run over the in-memory transport's fault hook (always, five nodes in one process) and between
 real node processes in two network namespaces that the test makes itself (skipped, with the
-reason, where namespaces cannot be made).
+reason, where namespaces cannot be made). Between namespaces also under a storm of first calls
+(``tests.test_churn.Storm``), with a pure client on the minority side that must be refused, and
+exact counts after the heal.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
 import shutil
 import subprocess
+import sys
+import threading
+import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from actors import ActorError, ActorTimeout, Node, NodeUnavailable
 from runtime.memory_transport import MemoryNetwork, MemoryTransport
-from tests.cluster import NodeProcess, info_keys, until
+from tests.cluster import (
+    ROOT,
+    NodeProcess,
+    converged_client,
+    info_keys,
+    ring_owner,
+    until,
+)
 from tests.sample_actors import Counter
+from tests.test_churn import Storm, node_agents
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
 
@@ -239,5 +255,257 @@ async def test_three_two_split_between_network_namespaces(namespaces: _Namespace
             for k in keys:
                 assert await client.ref(Counter, k).incr() == (2 if k in on_b else 3), k
     finally:
+        for p in procs:
+            p.kill()
+
+
+#: A pure client on the minority side (run in its namespace): calls ``Probe`` actors that the
+#: minority owns -- ``warm`` keys activated before the cut and a fresh key each round -- and
+#: prints one JSON line per call: ``[sent, answered, key, outcome, members it knows, detail]``
+#: (the detail: ``[pid, time]`` of the node that ran it, or the error's message).
+_PROBER = """
+import asyncio, json, sys, time
+from actors import ActorError, Node
+
+async def main():
+    seeds, warm, fresh = (a.split(",") for a in sys.argv[1:4])
+    timeout = float(sys.argv[4])
+    async with Node(seeds=seeds, serve=(), default_timeout=timeout) as client:
+        async def one(key):
+            sent = time.time()
+            try:
+                detail = await client.ref("Probe", key).mark.ask("prober", timeout=timeout)
+                outcome = "ok"
+            except ActorError as err:
+                outcome, detail = type(err).__name__, str(err)
+            answer = [sent, time.time(), key, outcome, len(client.members), detail]
+            print(json.dumps(answer), flush=True)
+        for key in fresh:
+            await asyncio.gather(*(one(k) for k in [*warm, key]))
+            await asyncio.sleep(0.05)
+
+asyncio.run(main())
+"""
+
+
+class _MinorityProber:
+    """:data:`_PROBER` in a namespace, its lines parsed as they come (by a thread)."""
+
+    def __init__(
+        self, wrapper: list[str], seeds: list[str], warm: list[str], fresh: list[str]
+    ) -> None:
+        cmd = [*wrapper, sys.executable, "-c", _PROBER]
+        cmd += [",".join(seeds), ",".join(warm), ",".join(fresh), str(PROBE_TIMEOUT)]
+        env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+        self.proc = subprocess.Popen(
+            cmd,
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
+        )
+        #: [sent, answered, key, outcome, members, detail] per call, in order of answer
+        self.calls: list[list[Any]] = []
+        self.other: list[str] = []  # anything else it printed (a traceback)
+        self._reader = threading.Thread(target=self._drain, daemon=True)
+        self._reader.start()
+
+    def _drain(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            try:
+                self.calls.append(json.loads(line))
+            except ValueError:
+                self.other.append(line)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=10)
+        self._reader.join(timeout=5)
+        if not self._reader.is_alive() and self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+#: Seconds a minority-side call may take before the prober calls it a timeout.
+PROBE_TIMEOUT = 3.0
+#: Seconds after the cut by which the minority must refuse every call.
+REFUSE_BOUND = 12.0
+
+
+async def _views(client: Node, procs: list[NodeProcess], expect: list[str]) -> bool:
+    """Whether each of ``procs`` sees exactly ``expect`` as the hosting members."""
+    agents = await node_agents(client, [p.address for p in procs])
+    views = await asyncio.gather(
+        *(client.ref("NodeInfo", a).view.ask(timeout=5) for a in agents.values())
+    )
+    return all(sorted(v) == sorted(expect) for v in views)
+
+
+def _timeline(calls: list[list[Any]], t0: float) -> str:
+    """The prober's answers after ``t0``, in order, runs of one outcome and detail folded."""
+    lines: list[str] = []
+    run: tuple[str, str] | None = None
+    for sent, answered, key, outcome, members, detail in calls:
+        if sent < t0:
+            continue
+        what = (outcome, str(detail[0]) if outcome == "ok" else str(detail))
+        if what != run:
+            run = what
+            lines.append(f"+{answered - t0:.3f} s {key} {outcome} ({what[1]}, {members} members)")
+        else:
+            lines[-1] = lines[-1].split(" [", 1)[0] + f" [... to +{answered - t0:.3f} s]"
+    return "\n".join(lines)
+
+
+def _tail(procs: list[NodeProcess], lines: int = 25) -> str:
+    return "\n".join(
+        f"--- node {p.address} (pid {p.pid}):\n" + "".join(p.output[-lines:]) for p in procs
+    )
+
+
+@pytest.mark.timeout(420)
+async def test_three_two_split_under_a_storm_exact_counts(namespaces: _Namespaces) -> None:
+    """Waves of first calls from the majority's nodes while a 3/2 partition is cut and healed:
+    the minority refuses (NodeUnavailable, not timeouts) within a bound, the majority keeps
+    serving, and after the heal the exact counts of tests/test_churn.py hold. Only calls the
+    minority answered before the heal may be missing: it dropped its activations when it lost
+    quorum."""
+    procs: list[NodeProcess] = []
+    prober: _MinorityProber | None = None
+    cut_at = time.time()
+    try:
+        for i in range(5):
+            side = "a" if i < 3 else "b"
+            procs.append(
+                await NodeProcess.astart(
+                    seeds=[procs[0].address] if procs else [],
+                    listen=f"tcp://{namespaces.ip[side]}:0",
+                    wrapper=["ip", "netns", "exec", namespaces.ns[side]],
+                )
+            )
+        majority, minority = procs[:3], procs[3:]
+        everyone = [p.address for p in procs]
+        on_b = {p.address for p in minority}
+        minority_pids = {p.pid for p in minority}
+        async with converged_client(procs, 5) as client:
+            owned_by_b = (
+                k
+                for k in (f"minor-{i}" for i in range(100_000))
+                if ring_owner(everyone, "Probe", k) in on_b
+            )
+            fresh = [next(owned_by_b) for _ in range(2_000)]
+            warm = [  # two keys on each minority node
+                k
+                for b in sorted(on_b)
+                for k in [k for k in fresh if ring_owner(everyone, "Probe", k) == b][:2]
+            ]
+            fresh = [k for k in fresh if k not in warm]
+            prober = _MinorityProber(
+                ["ip", "netns", "exec", namespaces.ns["b"]], sorted(on_b), warm, fresh
+            )
+            await until(lambda: sum(c[3] == "ok" for c in prober.calls) >= 20, 20)
+
+            storm = Storm(client, majority, "split")
+            await until(lambda: storm.waves >= 2, 60)  # one whole wave before the cut
+            acked_before = len(storm.acked)
+
+            cut_at = time.time()
+            namespaces.cut("b")
+
+            # the minority refuses: NodeUnavailable (not a timeout) on every call, soon; each
+            # of its nodes from the moment it sees it has lost quorum (not all at once)
+            def refusals() -> dict[str, float]:
+                """When each minority node first refused a call sent after the cut."""
+                first: dict[str, float] = {}
+                for sent, answered, _key, outcome, _members, detail in prober.calls:
+                    if sent > cut_at and outcome == "NodeUnavailable":
+                        first.setdefault(str(detail).split()[0], answered)
+                return first
+
+            await until(lambda: set(refusals()) >= on_b, REFUSE_BOUND + 5)
+            await asyncio.sleep(1.0)  # and goes on refusing
+            refused = refusals()
+            to_refuse = max(refused.values()) - cut_at
+
+            await until(lambda: len(client.members) == 3, 20)
+            await until(lambda: _views(client, majority, [p.address for p in majority]), 20)
+            removed = time.time() - cut_at
+            print(f"every majority view without the minority {removed:.2f} s after the cut")
+            for p in minority:
+                await p.await_output("lost quorum: dropping its activations", 20)
+
+            # the majority keeps serving: the storm went on, and a wave in the settled
+            # majority view fails nothing
+            await storm.stop()
+            acked_during = len(storm.acked) - acked_before
+            failed = dict(storm.failed)
+            await storm.wave()
+            assert storm.failed == failed, (failed, storm.failed, storm.sample)
+
+            during = [c for c in prober.calls if c[0] > cut_at]
+            outcomes = {o: sum(c[3] == o for c in during) for o in {c[3] for c in during}}
+            # once a node refused a call it serves none (its quorum does not come and go)
+            address_of = {p.pid: p.address for p in minority}
+            late_ok = [
+                c
+                for c in during
+                if c[3] == "ok" and c[0] > refused.get(address_of.get(c[5][0], ""), cut_at)
+            ]
+            slowest = max(c[1] - c[0] for c in during)
+            print(
+                f"minority side: {len(during)} calls after the cut, {outcomes}; refusing "
+                + ", ".join(f"{a} {t - cut_at:.2f} s" for a, t in sorted(refused.items()))
+                + f" after the cut; slowest answer {slowest:.3f} s; other output {prober.other}"
+            )
+            assert not any(c[3] == "ActorTimeout" for c in prober.calls), outcomes
+            assert set(outcomes) <= {"ok", "NodeUnavailable"}, outcomes
+            assert not late_ok, late_ok[:5]
+            assert to_refuse < REFUSE_BOUND, to_refuse
+            prober.kill()
+
+            heal_at = time.time()
+            namespaces.mend("b")
+            took = await until(lambda: len(client.members) == 5, 30)
+            await until(lambda: _views(client, procs, everyone), 30)
+            converge = time.time() - heal_at
+            print(
+                f"five members again {took:.2f} s after the heal, views converged {converge:.2f} s"
+            )
+
+            storm.procs = list(procs)  # every node marks every key once more
+            await storm.again()
+            print(
+                f"figures: acknowledged {acked_before} before the cut, {acked_during} during "
+                f"the partition, {len(storm.acked)} in all; failed by type {storm.failed}; "
+                f"minority refusing {to_refuse:.2f} s after the cut, majority views without it "
+                f"{removed:.2f} s; converged to 5 everywhere {converge:.2f} s after the heal"
+            )
+            # what the minority answered before the heal went with its dropped activations
+            await storm.check(lossy=lambda pid, t: pid in minority_pids and t < heal_at)
+            # and those did go: the minority dropped every activation when it lost quorum
+            exempt = [
+                (k, t)
+                for (k, t), (pid, at) in storm.acked.items()
+                if pid in minority_pids and at < heal_at
+            ]
+            exempt_keys = sorted({k for k, _ in exempt})
+            records = await asyncio.gather(*(client.ref("Probe", k).ran() for k in exempt_keys))
+            kept = {(k, c[0]) for k, r in zip(exempt_keys, records, strict=True) for c in r}
+            print(
+                f"answered by the minority before the heal: {len(exempt)} calls on "
+                f"{len(exempt_keys)} keys, {sum(e in kept for e in exempt)} of them kept"
+            )
+    except BaseException:
+        if prober is not None:
+            print(f"minority-side calls after the cut:\n{_timeline(prober.calls, cut_at)}")
+        print(_tail(procs))
+        raise
+    finally:
+        if prober is not None:
+            prober.kill()
         for p in procs:
             p.kill()
