@@ -127,6 +127,8 @@ class Cluster:
         #: seconds a member may serve after it last heard from a majority: well below the
         #: probe period plus suspicion timeout the others need to declare it dead
         self._lease = self._swim_config.suspicion_timeout * 2 / 3
+        #: loop time the lease runs out (renewed by every tick that hears from a majority)
+        self.lease_end = math.inf
         self._held: list[tuple[list[Any], Route]] = []
 
     def _meta(self) -> list[Any]:
@@ -219,8 +221,8 @@ class Cluster:
         if swim is None or self.leaving:
             self.open_until = now + self._swim_config.period
         elif swim.has_quorum():
-            lease_end = swim.majority_heard_since() + self._lease
-            self.open_until = min(now + self._swim_config.period, lease_end)
+            self.lease_end = swim.majority_heard_since() + self._lease
+            self.open_until = min(now + self._swim_config.period, self.lease_end)
         else:
             self.open_until = 0.0
 
@@ -489,8 +491,13 @@ class Cluster:
     # -- placement ------------------------------------------------------------------------------
 
     def serving(self) -> bool:
-        """Whether this node may host actors now (it is a member with quorum)."""
-        return self.hosting and not self.leaving and (self.swim is None or self.swim.has_quorum())
+        """Whether this node may host actors now: a member with quorum, holding its lease."""
+        if not self.hosting or self.leaving:
+            return False
+        swim = self.swim
+        return swim is None or (
+            swim.has_quorum() and asyncio.get_running_loop().time() < self.lease_end
+        )
 
     def owner(self, type_name: str, key: str) -> str:
         """The ring owner of an actor; ``UnknownActorType`` if no member serves its type."""
