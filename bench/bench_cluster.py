@@ -56,6 +56,8 @@ class Phase:
     metered: int = 0  # calls whose envelopes were counted
     failed: dict[str, int] = field(default_factory=dict)
     sample: dict[str, str] = field(default_factory=dict)
+    #: (change, seconds since it began, error name, message) of every failed call
+    failures: list[tuple[str, float, str, str]] = field(default_factory=list)
 
     def row(self, name: str, warm: Phase | None) -> list[object]:
         lat = sorted(self.lat)
@@ -123,7 +125,7 @@ def _count(before: dict[str, int], after: dict[str, int], again: dict[str, int])
 
 
 async def _sequential(
-    client: Node, keys: list[str] | None, prefix: str, window: float, phase: Phase
+    client: Node, keys: list[str] | None, prefix: str, window: float, phase: Phase, note: str = ""
 ) -> int:
     """Sequential asks: to ``keys``, or to fresh keys ``prefix-i`` for ``window`` seconds.
     Returns how many calls were sent."""
@@ -146,6 +148,7 @@ async def _sequential(
             name = type(err).__name__
             phase.failed[name] = phase.failed.get(name, 0) + 1
             phase.sample.setdefault(name, str(err))
+            phase.failures.append((note, s - t0, name, str(err)))
             continue
         took = time.perf_counter() - s
         phase.lat.append(took)
@@ -182,14 +185,16 @@ async def cold_vs_warm(
         if c % 2 == 0:  # a 6th node joins
             phase = joined
             procs.append(await NodeProcess.astart(seeds=[procs[0].address]))
-            sent = await _sequential(client, None, prefix, window, phase)
+            note = f"change {c + 1}: {procs[-1].address} joined"
+            sent = await _sequential(client, None, prefix, window, phase, note)
         else:  # one of the 6 leaves gracefully
             phase = left
             victim = random.choice(procs[1:])
             procs.remove(victim)
             victim.signal(signal.SIGTERM)
             exiting = asyncio.ensure_future(victim.aterminate())
-            sent = await _sequential(client, None, prefix, window, phase)
+            note = f"change {c + 1}: SIGTERM to {victim.address}"
+            sent = await _sequential(client, None, prefix, window, phase, note)
             codes.append(await exiting)
             meters.forget(victim.address)
             before.pop(victim.address, None)
@@ -238,7 +243,9 @@ async def cold_vs_warm(
         print(f"  bar cold <= 1.5x warm, {name}: {r:.2f}x -> {'met' if r <= 1.5 else 'NOT met'}")
     for name, ph in (("join", joined), ("leave", left), ("stable", stable), ("warm", warm)):
         if ph.failed:
-            print(f"  FAILED calls ({name}): {ph.failed}; e.g. {ph.sample}")
+            print(f"  FAILED calls ({name}): {ph.failed}")
+            for note, at, err, msg in ph.failures[:20]:
+                print(f"    {note}, a call sent {at:.3f} s after: {err}: {msg}")
     if any(code != 0 for code in codes):
         print(f"  a leaver exited with codes {codes}")
     print(
