@@ -138,6 +138,10 @@ class Exactness:
     failed_but_ran: int = 0
     doubled: list[str] = field(default_factory=list)
     keys: int = 0
+    #: keys with missing calls: whose record starts after them (begun afresh: lost state), and
+    #: whose record has gaps between calls it kept (calls taken by another activation)
+    reset: int = 0
+    gaps: int = 0
 
 
 async def check(load: Load, live: list[str]) -> Exactness:
@@ -159,6 +163,15 @@ async def check(load: Load, live: list[str]) -> Exactness:
         every.update(counts)
     out.twice = [(load.sent.get(c, "?"), c) for c, n in every.items() if n > 1]
     out.missing = [(k, c) for c, k in load.acked.items() if ran[k][c] == 0]
+    lost: dict[str, list[int]] = {}
+    for k, c in out.missing:
+        lost.setdefault(k, []).append(c)
+    for k, cids in lost.items():
+        kept = [c for c in ran[k] if isinstance(c, int)]
+        if not kept or max(cids) < min(kept):
+            out.reset += 1
+        else:
+            out.gaps += 1
     out.failed_but_ran = sum(
         1 for c, k in load.sent.items() if c not in load.acked and ran[k][c] > 0
     )
@@ -318,6 +331,12 @@ async def main(args: argparse.Namespace) -> None:
         ):
             if items:
                 print(f"  {name}: {what}, e.g. {items[:5]}")
+        if r.exact.missing:
+            print(
+                f"  {name}: acknowledged calls missing on {r.exact.reset + r.exact.gaps:,} keys: "
+                f"{r.exact.reset:,} whose record begins after them (begun afresh), "
+                f"{r.exact.gaps:,} with gaps"
+            )
     dup = len(churned.exact.doubled) + len(churned.exact.twice) + len(churned.exact.missing)
     print(f"  bar: no duplicate activation (0): {'met' if dup == 0 else 'NOT met'}")
     print(f"  planned changes fail no call: {'met' if not churned.load.failed else 'NOT met'}")
