@@ -221,6 +221,13 @@ class Churn:
     async def _exit(self, victim: NodeProcess, since: float) -> None:
         self.exit_codes.append(await victim.aterminate(timeout=30))
         self.leave_seconds.append(time.monotonic() - since)
+        said = [
+            line.rstrip()
+            for line in victim.read_output().splitlines()
+            if " WARNING " in line or " ERROR " in line
+        ]
+        if said:
+            self.events.append(f"        leaver {victim.address} logged: " + " | ".join(said[:4]))
 
     async def wait(self) -> None:
         await asyncio.gather(*self._exits)

@@ -113,6 +113,7 @@ class Cluster:
             )
         self._locations: dict[str, dict[str, str]] = {}
         self.sync = ViewSync()
+        self._without_me: Ring | None = None
         self._settled = asyncio.Event()
         self._settled.set()  # alone, the view is settled
         self._sync_tasks: set[asyncio.Task[None]] = set()
@@ -179,8 +180,16 @@ class Cluster:
         self._send(self.swim.leave(asyncio.get_running_loop().time()))
         if others:
             # Calls sent before the others heard of the leave still arrive: redirect them to
-            # where the actors went rather than leave them unanswered.
+            # where the actors went rather than leave them unanswered. Members hear of it at
+            # once; a pure client only with its next member-list refresh: while calls keep
+            # coming, stay until that refresh has surely happened.
+            def data_plane() -> int:
+                return sum(self.messaging.received[wire.ASK : wire.ERROR + 1])
+
+            seen = data_plane()
             await asyncio.sleep(LEAVE_LINGER)
+            if data_plane() != seen:
+                await asyncio.sleep(CLIENT_REFRESH + LEAVE_LINGER)
 
     async def _run_swim(self) -> None:
         assert self.swim is not None
@@ -380,6 +389,7 @@ class Cluster:
         if ring.members == old_ring.members:
             return
         self._locations.clear()
+        self._without_me = None
         log.info("%s: ring is now %s", self.address, list(ring.members))
         if self.hosting:
             # Entries for keys we no longer own are the new owners' business now: they learn
@@ -591,7 +601,7 @@ class Cluster:
             if decided is not None:
                 return decided
             if self.leaving:
-                target = self.node._successor(atype, key)
+                target = self.successor(atype, key)
                 if target is None:
                     raise NodeUnavailable(f"no other member can host {atype.name}/{key}")
                 return await self._place_on(atype, key, target)
@@ -613,6 +623,24 @@ class Cluster:
             owner = self.owner(atype.name, key)
             if owner != self.address:
                 return owner
+
+    def successor(self, atype: ActorType, key: str) -> str | None:
+        """The owner of the actor on the ring without this node (where it goes when we
+        leave), or None if no other member can host it. The ring without us is built once
+        per view: a leave asks this for every activation."""
+        ring = self._without_me
+        if ring is None:
+            ring = self._without_me = self.membership.ring.copy()
+            ring.discard(self.address)
+        members = self.membership.members
+        try:
+            return ring.owner_of(
+                atype.name,
+                key,
+                lambda a: a in members and members[a].can_host(atype.name, atype.resources),
+            )
+        except LookupError:
+            return None
 
     def _candidates(self, atype: ActorType) -> list[str]:
         """The members that can host ``atype`` (they serve it and offer its resources)."""
@@ -689,7 +717,7 @@ class Cluster:
             for act in list(node._catalog):
                 if act.type.stateless:
                     continue
-                target = node._successor(act.type, act.key)
+                target = self.successor(act.type, act.key)
                 if target is not None:
                     by_target.setdefault(target, []).append(act)
             if not by_target:

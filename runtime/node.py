@@ -663,7 +663,8 @@ class Node:
         tell is forwarded."""
         reply = msg.reply
         if host is None:
-            host = self._successor(atype, key)
+            assert self._cluster is not None
+            host = self._cluster.successor(atype, key)
         if host is None:
             if reply is not None:
                 reply.set_exception(NodeUnavailable(f"no other member can host {atype.name}/{key}"))
@@ -687,22 +688,6 @@ class Node:
                 )
             )
             task.add_done_callback(lambda t: _chain_future(t, reply))
-
-    def _successor(self, atype: ActorType, key: str) -> str | None:
-        """The owner of the actor on the ring without this node (where it goes when we leave)."""
-        cluster = self._cluster
-        assert cluster is not None
-        ring = cluster.membership.ring.copy()
-        ring.discard(self._address)
-        members = cluster.membership.members
-        try:
-            return ring.owner_of(
-                atype.name,
-                key,
-                lambda a: a in members and members[a].can_host(atype.name, atype.resources),
-            )
-        except LookupError:
-            return None
 
     def _settle_result(self, reply: ReplySink, value: Any) -> None:
         if self.check_serializable:
