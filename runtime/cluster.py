@@ -696,6 +696,12 @@ class Cluster:
         if owner is not None and owner != self.address:
             self._post(owner, "unregister", [act.type.name, act.key, self.address, act.epoch])
 
+    def not_here(self, type_name: str, key: str, owner: str) -> None:
+        """Tell ``owner`` we do not host the actor (a redirect sent a call here for it), with
+        our epoch clock's reading: an entry naming us with an older epoch is stale, one with a
+        newer epoch is an activation we made since (and is kept)."""
+        self._post(owner, "not_here", [type_name, key, self.epochs.last])
+
     def new_epoch(self) -> int:
         """A fencing token for a new activation on this node."""
         return self.epochs.issue(self.clock.wall())
@@ -798,6 +804,14 @@ class Cluster:
             answer = (
                 self._hosted_elsewhere_owned() if env.sender in self.membership.members else None
             )
+        elif op == "not_here":
+            type_name, key, epoch = _actor_body(body, 3)
+            if not isinstance(epoch, int):
+                raise ValueError("not_here body is [type_name, key, epoch]")
+            entry = self.directory.lookup(type_name, key)
+            # (epoch 0 is a claim, recorded before the claimant activates: it stays)
+            if entry is not None and entry.host == env.sender and 0 < entry.epoch <= epoch:
+                self.directory.unregister(type_name, key, env.sender)
         elif op == "supersede":
             type_name, key, epoch, winner = _actor_body(body, 4)
             if not isinstance(epoch, int) or not isinstance(winner, str):

@@ -756,7 +756,7 @@ class Node:
         err = NodeUnavailable(reason)
         for act in list(self._catalog):
             backlog = act.take_backlog()
-            self._catalog._remove(act, notify=False)
+            self._catalog._remove(act)  # owners elsewhere are told, if they can be reached
             act.status = DEAD
             for msg in backlog:
                 if msg.reply is not None and not msg.reply.done():
@@ -854,6 +854,9 @@ class Node:
                 host = cluster.route(atype.name, env.key)
                 if host == self._address and not cluster.serving() and not cluster.leaving:
                     raise NodeUnavailable(f"{self._address} serves no actors now")
+                if host != self._address and env.hops:
+                    # sent here by a redirect, but not here: the entry that named us is stale
+                    cluster.not_here(atype.name, env.key, host)
                 if host == self._address:
                     placed = cluster.place_now(atype, env.key)
                     if placed is None:

@@ -269,6 +269,21 @@ class Sim:
         views = {a: self.nodes[a].members for a in self.live}
         self.run.fail(f"views did not converge to {want}: {views}")
 
+    def _where(self, key: str) -> str:
+        """What every live node knows of ``key`` (for a failure report)."""
+        out = []
+        for address in self.live:
+            node = self.nodes[address]
+            cluster = node._cluster
+            assert cluster is not None
+            entry = cluster.directory.lookup("SimProbe", key)
+            active = node._catalog.lookup("SimProbe", key) is not None
+            out.append(
+                f"{address}: active={active} owner={cluster.owner('SimProbe', key)} "
+                f"entry={entry} route={cluster.route('SimProbe', key)}"
+            )
+        return "; ".join(out)
+
     def _lost(self, host: str, since: float) -> bool:
         """Whether what ``host`` held at ``since`` was lost: killed, or dropped after."""
         return host in self.run.killed or self.run.dropped.get(host, -1.0) >= since
@@ -286,7 +301,7 @@ class Sim:
             )
             for key, tags in zip(batch, got, strict=True):
                 if isinstance(tags, BaseException):
-                    self.run.fail(f"reading {key} failed: {tags!r}")
+                    self.run.fail(f"reading {key} failed: {tags!r}; {self._where(key)}")
                 else:
                     records[key] = tags
         for key, tags in records.items():
