@@ -457,7 +457,7 @@ class Node:
         messaging, cluster = self._messaging, self._cluster
         assert messaging is not None and cluster is not None
         wall_deadline = self._wall() + (deadline - now)  # absolute: it survives hops
-        visited: list[str] = []
+        visited: list[str] | None = None  # made on the first redirect: none on the hot path
         for hops in range(MAX_REDIRECTS + 1):
             if messaging.transport.backlog(host) >= self._hwm:
                 await self._drained(host, deadline)
@@ -478,6 +478,8 @@ class Node:
             try:
                 return await fut  # an answered ask is forgotten by Messaging
             except wire.Redirect as redirect:
+                if visited is None:
+                    visited = []
                 visited.append(host)
                 host = str(redirect)
                 cluster.learned(type_name, key, host)
