@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from actors.errors import ActorError, RemoteError
 from runtime.context import TURN
+from runtime.lifecycle import ACTIVE, DEAD
 from runtime.mailbox import Message, ReplySink
 
 if TYPE_CHECKING:
@@ -46,11 +47,6 @@ _CHAIN_PREFIX: Final = random.getrandbits(31) << 32
 NO_REPLY: Final[Any] = object()
 _chain_counter = itertools.count(1)
 
-ACTIVE: Final = 0
-DEACTIVATING: Final = 1
-DEAD: Final = 2
-ACTIVATING: Final = 3  # an on_activate that suspended is still running
-MIGRATING: Final = 4  # its state is being handed to another node; messages wait
 
 #: Outcomes of starting a turn.
 DONE: Final = 0

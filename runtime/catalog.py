@@ -16,16 +16,8 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from actors.errors import RemoteError
-from runtime.activation import (
-    ACTIVATING,
-    ACTIVE,
-    DEACTIVATING,
-    DEAD,
-    DONE,
-    RAISED,
-    Activation,
-    remote_error,
-)
+from runtime.activation import DONE, RAISED, Activation, remote_error
+from runtime.lifecycle import ACTIVE, DEAD, transition
 from runtime.state import set_state
 
 if TYPE_CHECKING:
@@ -99,7 +91,7 @@ class Catalog:
                 self._remove(act)
                 raise value
             if outcome != DONE:
-                act.status = ACTIVATING
+                transition(act, "suspend")
                 value.add_done_callback(lambda f: self._activated(act, f))
         if atype.idle_after < math.inf and (
             self._collector is None or atype.idle_after / 4 < self._quantum
@@ -109,8 +101,7 @@ class Catalog:
 
     def _activated(self, act: Activation, done: asyncio.Future[Any]) -> None:
         if not done.cancelled() and done.exception() is None:
-            if act.status == ACTIVATING:
-                act.status = ACTIVE
+            if transition(act, "activated"):
                 act.schedule()
             return
         err = (
@@ -148,7 +139,7 @@ class Catalog:
     def _remove(self, act: Activation, notify: bool = True) -> None:
         if notify and act.status != DEAD and self._node._cluster is not None:
             self._node._cluster.deactivated(act)
-        act.status = DEAD
+        transition(act, "remove")
         table = self._by_type.get(act.type.name)
         if table is None:
             return
@@ -175,9 +166,8 @@ class Catalog:
     async def deactivate(self, act: Activation) -> None:
         """Run ``on_deactivate`` as the activation's last turn, then drop it. Messages that
         arrived meanwhile are handed to a fresh activation."""
-        if act.status != ACTIVE:
+        if not transition(act, "deactivate"):
             return
-        act.status = DEACTIVATING
         hook = act.type.on_deactivate
         try:
             if hook is not None:
@@ -246,4 +236,4 @@ class Catalog:
             if act.status == ACTIVE:
                 await self.deactivate(act)
             else:
-                act.status = DEAD
+                transition(act, "remove")

@@ -41,8 +41,8 @@ from router.membership import Member, Membership
 from router.ring import Ring
 from router.swim import Status, Swim, SwimConfig
 from runtime import migration, wire
-from runtime.activation import MIGRATING
 from runtime.clock import Clock
+from runtime.lifecycle import MIGRATING
 from runtime.messaging import Messaging, RemoteReply
 from runtime.placement import DIRECTORS
 from runtime.transport import Route

@@ -22,7 +22,7 @@ import logging
 from typing import TYPE_CHECKING, Final
 
 from actors.errors import ActorError, NodeUnavailable, UnknownActorType
-from runtime.activation import ACTIVE, MIGRATING
+from runtime.lifecycle import ACTIVE, transition
 from runtime.state import get_state
 
 if TYPE_CHECKING:
@@ -92,7 +92,7 @@ async def _move(node: Node, batch: list[Activation], to: str) -> int:
     loop = asyncio.get_running_loop()
     batch = [a for a in batch if a.status == ACTIVE]
     for act in batch:
-        act.status = MIGRATING
+        transition(act, "migrate")
     give_up = loop.time() + node.default_timeout
     while any(a.running for a in batch) and loop.time() < give_up:
         await asyncio.sleep(0.001)
@@ -135,6 +135,5 @@ async def _move(node: Node, batch: list[Activation], to: str) -> int:
 
 def _stay(act: Activation) -> None:
     """A move that did not happen: the activation serves here again."""
-    if act.status == MIGRATING:
-        act.status = ACTIVE
+    if transition(act, "stay"):
         act.schedule()

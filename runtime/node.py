@@ -33,7 +33,6 @@ from actors.ref import SENT, ActorRef, type_name_of
 from router.swim import SwimConfig
 from runtime import migration, wire
 from runtime.activation import (
-    DEAD,
     DONE,
     NO_REPLY,
     RAISED,
@@ -759,7 +758,6 @@ class Node:
         for act in list(self._catalog):
             backlog = act.take_backlog()
             self._catalog._remove(act)  # owners elsewhere are told, if they can be reached
-            act.status = DEAD
             for msg in backlog:
                 if msg.reply is not None and not msg.reply.done():
                     msg.reply.set_exception(err)
@@ -773,7 +771,6 @@ class Node:
         log.warning("%s/%s (epoch %d) superseded by %s: dropped", type_name, key, epoch, winner)
         backlog = act.take_backlog()
         self._catalog._remove(act, notify=False)
-        act.status = DEAD
         assert self._cluster is not None
         self._cluster.learned(type_name, key, winner)
         for msg in backlog:

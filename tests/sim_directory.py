@@ -34,8 +34,8 @@ from typing import Any
 
 from actors import ActorError, Node, actor
 from router.swim import SwimConfig
-from runtime.activation import MIGRATING
 from runtime.context import current_node
+from runtime.lifecycle import MIGRATING
 from runtime.memory_transport import MemoryNetwork, MemoryTransport
 from runtime.simloop import VirtualTimeLoop, sim_clock
 
