@@ -227,7 +227,8 @@ class Cluster:
         the others can have declared this node dead (see ``Swim.majority_heard_since``),
         however slowly this node's own failure detection runs."""
         swim = self.swim
-        if swim is None or self.leaving:
+        if swim is None or swim.left:
+            # a client, or a leaver that announced it (it hosts nothing now: it redirects)
             self.open_until = now + self._swim_config.period
         elif swim.has_quorum():
             self.lease_end = swim.majority_heard_since() + self._lease
@@ -501,8 +502,14 @@ class Cluster:
     # -- placement ------------------------------------------------------------------------------
 
     def serving(self) -> bool:
-        """Whether this node may host actors now: a member with quorum, holding its lease."""
-        if not self.hosting or self.leaving:
+        """Whether this node may host new activations now: a member that is not leaving,
+        with quorum, holding its lease."""
+        return not self.leaving and self.may_serve()
+
+    def may_serve(self) -> bool:
+        """Whether this node may run turns of the activations it has (leaving or not): with
+        quorum and its lease held, the majority cannot have activated them elsewhere."""
+        if not self.hosting:
             return False
         swim = self.swim
         return swim is None or (
@@ -739,8 +746,7 @@ class Cluster:
         left = [a for a in node._catalog if not a.type.stateless]
         if left:
             log.error("%d activations could not be handed over: dropped", len(left))
-            for act in left:
-                node._catalog._remove(act, notify=False)
+            node._drop_all_activations(f"{self.address} left before it could hand this over")
 
     async def _hand_off(self, acts: list[Activation], target: str, grace: float) -> None:
         try:
@@ -842,6 +848,12 @@ class Cluster:
                 if not isinstance(epoch, int):
                     raise ValueError("handoff epoch must be an int")
                 self.epochs.observe(epoch)
+                if node._catalog.lookup(type_name, key) is not None:
+                    # activated here meanwhile, by a view without the sender (which the
+                    # cluster had removed): the sender's state is the stale one
+                    answer.append(f"ActorError: {type_name}/{key} is already active here")
+                    log.warning("handoff of %s/%s refused: already active here", type_name, key)
+                    continue
                 try:
                     answer.append(node._receive_handoff(type_name, key, state, register=False))
                 except ActorError as refused:

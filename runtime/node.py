@@ -571,7 +571,7 @@ class Node:
             # served by the majority's activation, or time out; refuse at once instead
             raise NodeUnavailable(f"{self._address} has no quorum: it serves no actors")
         if (
-            (serving or cluster.leaving)
+            (serving or (cluster.leaving and cluster.may_serve()))
             and atype is not None
             and self._catalog.get(atype, key) is not None
         ):

@@ -182,7 +182,7 @@ class Sim:
         cluster = node._cluster
         if address in self.run.killed or cluster is None or not node._running:
             return False
-        return cluster.leaving or cluster.serving()
+        return cluster.may_serve()
 
     async def watch(self, until: float) -> None:
         while self.loop.time() < until:
