@@ -254,6 +254,11 @@ async def test_three_two_split_between_network_namespaces(namespaces: _Namespace
             await until(one_each, 10)
             for k in keys:
                 assert await client.ref(Counter, k).incr() == (2 if k in on_b else 3), k
+    except BaseException:
+        for p in procs:  # what each node said, for the failure report
+            said = [ln for ln in p.read_output().splitlines() if " WARNING " in ln or "ERROR" in ln]
+            print(f"--- {p.address}:", *said[-15:], sep="\n  ")
+        raise
     finally:
         for p in procs:
             p.kill()
