@@ -62,7 +62,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 
-__all__ = ["Directory", "Entry", "EpochClock", "ViewSync"]
+__all__ = ["MOVING", "Directory", "Entry", "EpochClock", "ViewSync"]
+
+#: The epoch of a placeholder entry: the host reported the activation while moving it away
+#: (a migration or a leave in flight). Any other registration replaces it.
+MOVING = -1
 
 ActorId = tuple[str, str]
 
@@ -134,7 +138,11 @@ class Directory:
         epoch from the same host replaces the old one."""
         actor_id = (type_name, key)
         known = self._entries.get(actor_id)
-        if known is not None and not (known.host == host and epoch >= known.epoch):
+        if (
+            known is not None
+            and known.epoch != MOVING
+            and not (known.host == host and epoch >= known.epoch)
+        ):
             return known
         entry = self._entries[actor_id] = Entry(host, epoch)
         return entry

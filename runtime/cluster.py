@@ -36,7 +36,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Final
 
 from actors.errors import ActorError, NodeUnavailable, UnknownActorType
-from router.directory import Directory, EpochClock, ViewSync
+from router.directory import MOVING, Directory, EpochClock, ViewSync
 from router.membership import Member, Membership
 from router.ring import Ring
 from router.swim import Status, Swim, SwimConfig
@@ -463,8 +463,16 @@ class Cluster:
             ):
                 raise ValueError("a hosted entry is [type_name, key, epoch]")
             type_name, key, epoch = item
-            self.epochs.observe(epoch)
-            if self.owns(type_name, key):
+            if epoch != MOVING:
+                self.epochs.observe(epoch)
+            if not self.owns(type_name, key):
+                continue
+            if epoch == MOVING:
+                # on its way to another host, which reports it (or the move fails and the
+                # mover registers it again): a placeholder, so we activate no second one
+                if self.directory.lookup(type_name, key) is None:
+                    self.directory.register(type_name, key, host, MOVING)
+            else:
                 self._register(type_name, key, host, epoch)
 
     def _hosted_elsewhere_owned(self) -> list[list[Any]]:
@@ -475,7 +483,8 @@ class Cluster:
                 continue
             owner = self._owner_or_none(act.type.name, act.key)
             if owner is not None and owner != self.address:
-                out.append([act.type.name, act.key, act.epoch])
+                epoch = MOVING if act.status == MIGRATING else act.epoch
+                out.append([act.type.name, act.key, epoch])
         return out
 
     def _register(self, type_name: str, key: str, host: str, epoch: int) -> str:
@@ -816,7 +825,7 @@ class Cluster:
                 raise ValueError("not_here body is [type_name, key, epoch]")
             entry = self.directory.lookup(type_name, key)
             # (epoch 0 is a claim, recorded before the claimant activates: it stays)
-            if entry is not None and entry.host == env.sender and 0 < entry.epoch <= epoch:
+            if entry is not None and entry.host == env.sender and 0 != entry.epoch <= epoch:
                 self.directory.unregister(type_name, key, env.sender)
         elif op == "supersede":
             type_name, key, epoch, winner = _actor_body(body, 4)

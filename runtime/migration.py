@@ -134,6 +134,10 @@ async def _move(node: Node, batch: list[Activation], to: str) -> int:
 
 
 def _stay(act: Activation) -> None:
-    """A move that did not happen: the activation serves here again."""
+    """A move that did not happen: the activation serves here again (and registers again
+    with its owner, which may hold only a placeholder for it from a view sync meanwhile)."""
     if transition(act, "stay"):
         act.schedule()
+        cluster = act.node._cluster
+        if cluster is not None:
+            cluster.activated(act)

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from actors import ActorError, Node, actor
-from router.swim import SwimConfig
+from router.swim import Status, SwimConfig
 from runtime.context import current_node
 from runtime.lifecycle import MIGRATING
 from runtime.memory_transport import MemoryNetwork, MemoryTransport
@@ -254,16 +254,19 @@ class Sim:
         self.log("healed")
 
     async def converge(self, timeout: float) -> None:
-        """Until every live node sees exactly the live nodes (and has settled its view)."""
+        """Until every live node sees exactly the live nodes, all ALIVE (a suspicion still
+        pending would change the view again), and has settled its view."""
         give_up = self.loop.time() + timeout
         want = sorted(self.live)
+
+        def calm(node: Node) -> bool:
+            cluster = node._cluster
+            if cluster is None or cluster.swim is None or not cluster.settled:
+                return False
+            return all(status is Status.ALIVE for _, status, _ in cluster.swim.members().values())
+
         while self.loop.time() < give_up:
-            if all(
-                self.nodes[a].members == want
-                and self.nodes[a]._cluster is not None
-                and self.nodes[a]._cluster.settled
-                for a in self.live
-            ):
+            if all(self.nodes[a].members == want and calm(self.nodes[a]) for a in self.live):
                 return
             await asyncio.sleep(0.05)
         views = {a: self.nodes[a].members for a in self.live}
@@ -295,15 +298,24 @@ class Sim:
         records: dict[str, list[str]] = {}
         for i in range(0, len(keys), 50):
             batch = keys[i : i + 50]
-            got = await asyncio.gather(
-                *(asker.ref(SimProbe, k).ran.ask(timeout=5.0) for k in batch),
-                return_exceptions=True,
-            )
-            for key, tags in zip(batch, got, strict=True):
-                if isinstance(tags, BaseException):
-                    self.run.fail(f"reading {key} failed: {tags!r}; {self._where(key)}")
-                else:
-                    records[key] = tags
+            for attempt in range(3):  # a view change in the middle fails reads: read again
+                got = await asyncio.gather(
+                    *(asker.ref(SimProbe, k).ran.ask(timeout=5.0) for k in batch),
+                    return_exceptions=True,
+                )
+                failed = []
+                for key, tags in zip(batch, got, strict=True):
+                    if not isinstance(tags, BaseException):
+                        records[key] = tags
+                    elif attempt == 2:
+                        self.run.fail(f"reading {key} failed: {tags!r}; {self._where(key)}")
+                    else:
+                        failed.append(key)
+                if not failed:
+                    break
+                batch = failed
+                await asyncio.sleep(0.5)  # a node that just rejoined renews its lease
+                await self.converge(10)
         for key, tags in records.items():
             if len(tags) != len(set(tags)):
                 twice = sorted(t for t in set(tags) if tags.count(t) > 1)
@@ -330,6 +342,7 @@ class Sim:
         await self.schedule(end)
         await load
         self.net.heal()
+        self.log("load done, healed")
         await self.converge(15)
         await self.final_check()
         watcher.cancel()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from router.directory import Directory, Entry, EpochClock, ViewSync
+from router.directory import MOVING, Directory, Entry, EpochClock, ViewSync
 
 
 def test_first_registration_wins_and_is_returned() -> None:
@@ -58,3 +58,11 @@ def test_view_sync_settles_when_every_other_member_confirmed_the_current_round()
         assert not sync.confirmed(second, member)
     assert sync.confirmed(second, "c") and sync.settled
     assert sync.begin([]) > second and sync.settled  # a view of one is settled at once
+
+
+def test_a_moving_placeholder_gives_way_to_any_real_registration() -> None:
+    d = Directory()
+    d.register("A", "k", "source", MOVING)  # reported while its host was handing it over
+    assert d.lookup("A", "k") == Entry("source", MOVING)
+    assert d.register("A", "k", "target", 42) == Entry("target", 42)  # the new host wins
+    assert d.register("A", "k", "source", MOVING) == Entry("target", 42)  # and stays
