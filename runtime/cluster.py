@@ -816,8 +816,12 @@ class Cluster:
             # it owns in it (see router.directory).
             self._send(self.swim.receive(env.sender, ["sync", body, False], now))
             self._apply_events()
+            # Confirm only as a member that may serve: one cut off from the majority (or in
+            # doubt) may have been removed, and its activations are not to be counted on.
             answer = (
-                self._hosted_elsewhere_owned() if env.sender in self.membership.members else None
+                self._hosted_elsewhere_owned()
+                if env.sender in self.membership.members and self.may_serve()
+                else None
             )
         elif op == "not_here":
             type_name, key, epoch = _actor_body(body, 3)
