@@ -14,7 +14,11 @@ other members have confirmed it. A node's *view* is the set of hosting members i
 change of it begins a new round (:class:`ViewSync`). The node sends the view (its SWIM records)
 to every other member of it; a member that receives it merges it into its own SWIM state
 *before* it answers, and answers with every activation it hosts and does not own. The view is
-*settled* once every other member has answered for this round.
+*settled* once every other member has answered for this round. A member answers only while
+it may serve (quorum and a fresh lease): one cut off from the majority may have been removed,
+and its activations must not be counted on. While an activation is being moved (a leave, a
+migration) its host reports it as a placeholder (``MOVING``) that the target's own report
+replaces, so an owner that hears from both in one round keeps the target's.
 
 **Invariant.** A node activates an actor only as its owner in a settled view (or when one is
 handed to it, by a leave or a migration, from the node that held it). Then no two live
