@@ -561,8 +561,10 @@ class Node:
 
     def _elsewhere(self, atype: ActorType | None, type_name: str, key: str) -> str | None:
         """On a cluster: the node a message for the actor must go to, or None to deliver it
-        here, or ``""`` when this node owns the actor but must first hear from the previous
-        owner (just after a membership change). ``NodeUnavailable`` without quorum."""
+        here, or ``""`` when it must be placed first (``Cluster.place``: this node owns it but
+        its view is not settled, it is leaving, its type's director places it elsewhere, or it
+        is claimed for ``placement="local"``). ``NodeUnavailable`` on a member that may not
+        serve (no quorum, or its lease ran out)."""
         cluster = self._cluster
         assert cluster is not None
         serving = cluster.serving()
@@ -586,8 +588,6 @@ class Node:
         host = cluster.route(type_name, key)
         if host != self._address:
             return host
-        if not serving and not cluster.leaving:
-            raise NodeUnavailable(f"{self._address} has no quorum: it serves no actors")
         if atype is None:
             return None
         placed = cluster.place_now(atype, key)
