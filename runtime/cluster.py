@@ -900,7 +900,7 @@ class Cluster:
                         route, self.messaging.encode_error(env.corr, err)
                     )
                 return
-            answer = node._data[body]
+            answer = node._data.get(body)
         else:
             raise ValueError(f"unknown control operation {op!r}")
         if env.corr:

@@ -44,6 +44,7 @@ from runtime.catalog import Catalog
 from runtime.clock import Clock
 from runtime.cluster import MAX_HOPS, MAX_REDIRECTS, Cluster
 from runtime.context import NODE, TURN, node_started, node_stopped
+from runtime.datastore import DataStore
 from runtime.mailbox import Message, ReplySink
 from runtime.messaging import Messaging, RemoteReply, ask_timeout
 from runtime.transport import Route, Transport
@@ -157,7 +158,7 @@ class Node:
         self._address = f"local://node-{self._id}"
         self._types: Mapping[str, ActorType] = registered_types()
         self._catalog = Catalog(self)
-        self._data: dict[str, Any] = {}
+        self._data = DataStore(self._address)
         self._turn_tasks: set[asyncio.Task[Any]] = set()
         self.stop_grace = DEFAULT_STOP_GRACE
         self._tick = 0
@@ -298,15 +299,11 @@ class Node:
         await migration.migrate(self, ref, to)
 
     def _data_put(self, key: str, payload: Any) -> DataRef:
-        self._data[key] = payload
-        return DataRef(key, self._address)
+        return self._data.put(key, payload)
 
     async def _data_get(self, ref: DataRef) -> Any:
         if ref.node == self._address:
-            try:
-                return self._data[ref.key]
-            except KeyError:
-                raise ActorError(f"no data {ref.key!r} is kept on {ref.node}") from None
+            return self._data.get(ref.key)
         if self._messaging is None:
             raise NodeUnavailable(f"data {ref.key!r} is kept on {ref.node}, not on this node")
         return await self._control_request(ref.node, "data", ref.key)
@@ -730,7 +727,7 @@ class Node:
         )
         bound = await messaging.start(self.listen)
         if bound:
-            self._address = bound
+            self._address = self._data.address = bound
             types = sorted(self._types) if self._serve is None else sorted(self._serve)
         else:
             self._address = f"client://{uuid.uuid4().hex[:16]}"
