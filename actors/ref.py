@@ -15,6 +15,7 @@ from actors.decorator import actor_type
 from actors.errors import UnknownActorType
 
 if TYPE_CHECKING:
+    from runtime.calls import Calls
     from runtime.node import Node
 
 __all__ = ["ActorRef", "MethodRef", "Sent"]
@@ -49,15 +50,15 @@ class MethodRef:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Coroutine[Any, Any, Any]:
         ref = self._ref
-        node = ref._bound  # ref.node, inline: this is the hot path of every ask
-        if node is None or node._closed:
-            node = ref.node
-        return node._ask(ref.type_name, ref.key, self._name, args, kwargs, None)
+        calls = ref._bound  # ref.node.calls, inline: this is the hot path of every ask
+        if calls is None or calls.closed:
+            calls = ref.node.calls
+        return calls.ask(ref.type_name, ref.key, self._name, args, kwargs, None)
 
     def ask(self, *args: Any, timeout: float | None = None, **kwargs: Any) -> Awaitable[Any]:
         """Ask with options: ``timeout`` (seconds) overrides the node's default deadline."""
         ref = self._ref
-        return ref.node._ask(ref.type_name, ref.key, self._name, args, kwargs, timeout)
+        return ref.node.calls.ask(ref.type_name, ref.key, self._name, args, kwargs, timeout)
 
     def tell(self, *args: Any, **kwargs: Any) -> Awaitable[None]:
         """Send without waiting for a reply; tells from one sender to one actor stay in order.
@@ -65,7 +66,7 @@ class MethodRef:
         An exception raised by the turn is logged on the hosting node (logger ``shoal.actor``).
         """
         ref = self._ref
-        return ref.node._tell(ref.type_name, ref.key, self._name, args, kwargs)
+        return ref.node.calls.tell(ref.type_name, ref.key, self._name, args, kwargs)
 
     def __repr__(self) -> str:
         return f"<MethodRef {self._ref.type_name}/{self._ref.key}.{self._name}>"
@@ -83,17 +84,19 @@ class ActorRef:
             raise TypeError(f"an actor key is a str, not {type(key).__name__}")
         self.type_name = type_name
         self.key = key
-        self._bound = node
+        #: the outbound call path of the node it was made on (None: the current node's)
+        self._bound: Calls | None = None if node is None else node.calls
 
     @property
     def node(self) -> Node:
         """The node that sends this reference's messages: the one it was made on, or else the
         node of the running actor or of the enclosing ``async with Node()``."""
-        node = self._bound
-        if node is None or node._closed:
+        calls = self._bound
+        if calls is None or calls.closed:
             from runtime.context import current_node
 
-            node = current_node()
+            return current_node()
+        node: Node = calls.node
         return node
 
     def __getattr__(self, name: str) -> MethodRef:

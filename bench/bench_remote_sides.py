@@ -150,7 +150,7 @@ def main() -> None:
             def shoal_to_bare() -> Awaitable[Any]:
                 # The client node routes by its ring, which does not know the bare server:
                 # address it directly, as routing would once the ring said so.
-                return node._remote_ask(bare_addr, TYPE, "x", "incr", (1,), {}, None)
+                return node.calls.remote_ask(bare_addr, TYPE, "x", "incr", (1,), {}, None)
 
             return await measure(
                 {

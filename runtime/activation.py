@@ -29,7 +29,7 @@ from collections.abc import Coroutine, Generator
 from contextvars import copy_context
 from typing import TYPE_CHECKING, Any, Final
 
-from actors.errors import ActorError, RemoteError
+from actors.errors import ActorError, RemoteError, SerializationError
 from runtime.context import TURN
 from runtime.lifecycle import ACTIVE, DEAD
 from runtime.mailbox import Message, ReplySink
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from actors.decorator import ActorType, Method
     from runtime.node import Node
 
-__all__ = ["Activation", "new_chain", "remote_error"]
+__all__ = ["Activation", "Host", "new_chain", "remote_error"]
 
 log = logging.getLogger("shoal.actor")
 
@@ -112,15 +112,52 @@ class _Resume:
                     return stop.value
 
 
+class Host:
+    """What activations need of the node that runs them, and nothing more: its loop, the
+    coarse idle clock (advanced by the catalog), the set of suspended turns (``stop`` waits
+    for them) and the check that a result can cross the wire. ``node`` is the public ``Node``
+    (what ``actors.ref`` inside a turn sends through)."""
+
+    __slots__ = ("check_serializable", "loop", "node", "running", "tick", "turn_tasks")
+
+    def __init__(self, node: Node, check_serializable: bool) -> None:
+        self.node = node
+        self.check_serializable = check_serializable
+        self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]  # set by start
+        self.running = False
+        self.tick = 0
+        self.turn_tasks: set[asyncio.Task[Any]] = set()
+
+    def settle(self, reply: ReplySink, value: Any) -> None:
+        """Answer ``reply`` with a turn's result (an error if it could not cross the wire)."""
+        if self.check_serializable:
+            try:
+                check(value, "result")
+            except SerializationError as err:
+                reply.set_exception(err)
+                return
+        reply.set_result(value)
+
+
+def check(value: Any, what: str) -> None:
+    """``SerializationError`` naming ``what`` unless ``value`` can cross the wire."""
+    from runtime import wire
+
+    try:
+        wire.check_serializable(wire.DEFAULT_CODEC, value)
+    except SerializationError as err:
+        raise SerializationError(f"{what} cannot cross the wire: {err}") from None
+
+
 class Activation:
     """One live instance of an actor type on this node."""
 
     __slots__ = (
         "epoch",
+        "host",
         "instance",
         "key",
         "lock_chain",
-        "node",
         "pumping",
         "queue",
         "running",
@@ -129,8 +166,8 @@ class Activation:
         "type",
     )
 
-    def __init__(self, node: Node, atype: ActorType, key: str, epoch: int) -> None:
-        self.node = node
+    def __init__(self, host: Host, atype: ActorType, key: str, epoch: int) -> None:
+        self.host = host
         self.type = atype
         self.key = key
         self.epoch = epoch
@@ -140,7 +177,12 @@ class Activation:
         self.queue: deque[Message] | None = None
         self.pumping = False
         self.status = ACTIVE
-        self.tick = node._tick
+        self.tick = host.tick
+
+    @property
+    def node(self) -> Node:
+        """The node that runs this activation."""
+        return self.host.node
 
     def __repr__(self) -> str:
         return f"<Activation {self.type.name}/{self.key} epoch={self.epoch} running={self.running}>"
@@ -188,7 +230,7 @@ class Activation:
             chain = _CHAIN_PREFIX | (next(_chain_counter) & 0xFFFFFFFF)
         if self.running == 1:
             self.lock_chain = chain
-        self.tick = self.node._tick
+        self.tick = self.host.tick
         ctx = copy_context()
         try:
             coro, value = ctx.run(
@@ -200,14 +242,14 @@ class Activation:
         if coro is None:
             self.end_turn()
             return DONE, value
-        node = self.node
+        host = self.host
         if reply is None:
-            reply = node._loop.create_future()
-        task = node._loop.create_task(
+            reply = host.loop.create_future()
+        task = host.loop.create_task(
             self._finish(_Resume(coro, value), None if reply is NO_REPLY else reply), context=ctx
         )
-        node._turn_tasks.add(task)
-        task.add_done_callback(node._turn_tasks.discard)
+        host.turn_tasks.add(task)
+        task.add_done_callback(host.turn_tasks.discard)
         return SUSPENDED, reply
 
     async def _finish(self, resume: _Resume, reply: ReplySink | None) -> None:
@@ -225,7 +267,7 @@ class Activation:
                 reply.set_exception(err)
         else:
             if reply is not None and not reply.done():
-                self.node._settle_result(reply, result)
+                self.host.settle(reply, result)
         finally:
             self.end_turn()
 
@@ -257,7 +299,7 @@ class Activation:
                 log_tell_failure(self, value)
         elif not reply.done():
             if outcome == DONE:
-                self.node._settle_result(reply, value)
+                self.host.settle(reply, value)
             else:
                 reply.set_exception(value)
         return False
@@ -271,13 +313,13 @@ class Activation:
     def _schedule(self) -> None:
         if not self.pumping:
             self.pumping = True
-            self.node._loop.call_soon(self._pump)
+            self.host.loop.call_soon(self._pump)
 
     def _pump(self) -> None:
         self.pumping = False
         queue = self.queue
         reentrant = self.type.reentrant
-        now = self.node._loop.time()
+        now = self.host.loop.time()
         while queue and self.status != DEAD:
             if self.status != ACTIVE:
                 return  # activating: wait for it; deactivating: the backlog moves on

@@ -2,8 +2,12 @@
 
 Named after Orleans' Catalog. Activations are kept in a two-level dict (type name, then key) so
 that the hot-path lookup allocates nothing. Idleness is tracked with a coarse clock: the catalog
-advances ``node._tick`` once per collection quantum and every turn stamps its activation with the
+advances ``Host.tick`` once per collection quantum and every turn stamps its activation with the
 current tick, so no timer, task or queue exists per idle actor.
+
+The catalog is the one place activations are created and dropped. On a cluster it tells a
+:class:`Registrar` (the node's directory client) of each, and takes each new activation's
+fencing epoch from it; messages an ended activation leaves behind go to ``redeliver``.
 """
 
 from __future__ import annotations
@@ -13,18 +17,19 @@ import contextlib
 import itertools
 import logging
 import math
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
 
-from actors.errors import RemoteError
-from runtime.activation import DONE, RAISED, Activation, remote_error
+from actors.errors import ActorError, NodeUnavailable, RemoteError
+from runtime.activation import DONE, RAISED, Activation, Host, remote_error
 from runtime.lifecycle import ACTIVE, DEAD, transition
 from runtime.state import set_state
 
 if TYPE_CHECKING:
     from actors.decorator import ActorType
-    from runtime.node import Node
+    from runtime.mailbox import Message
 
-__all__ = ["Catalog"]
+__all__ = ["Catalog", "Registrar"]
 
 log = logging.getLogger("shoal.catalog")
 
@@ -33,14 +38,56 @@ MIN_QUANTUM = 0.01
 MAX_QUANTUM = 60.0
 
 
+class Registrar(Protocol):
+    """The directory client a cluster member's catalog reports to (``runtime.cluster``)."""
+
+    def new_epoch(self) -> int:
+        """A fencing epoch for a new activation."""
+        ...
+
+    def activated(self, act: Activation) -> None:
+        """``act`` was created here (register it with its owner)."""
+        ...
+
+    def deactivated(self, act: Activation) -> None:
+        """``act`` ended here (unregister it)."""
+        ...
+
+
+def _lost(msg: Message, atype: ActorType, key: str) -> None:
+    if msg.reply is not None and not msg.reply.done():
+        msg.reply.set_exception(ActorError(f"{atype.name}/{key} was deactivated"))
+
+
 class Catalog:
-    """Activations of this node, by type name and key (a list per key for stateless workers)."""
+    """Activations of this node, by type name and key (a list per key for stateless workers).
 
-    __slots__ = ("_by_type", "_collector", "_epochs", "_node", "_quantum", "_wake", "count")
+    ``by_type`` is the table itself: the hot paths read it directly (``by_type[name][key]``)
+    to find an activation without a call; everything that changes it is a method here."""
 
-    def __init__(self, node: Node) -> None:
-        self._node = node
-        self._by_type: dict[str, dict[str, Any]] = {}
+    __slots__ = (
+        "_collector",
+        "_epochs",
+        "_quantum",
+        "_wake",
+        "by_type",
+        "count",
+        "host",
+        "observers",
+        "redeliver",
+        "registrar",
+    )
+
+    def __init__(self, host: Host) -> None:
+        self.host = host
+        self.by_type: dict[str, dict[str, Any]] = {}
+        #: the directory client of a cluster member (None: embedded, epochs counted here)
+        self.registrar: Registrar | None = None
+        #: where messages left behind by an ended activation go (the outbound call path)
+        self.redeliver: Callable[[Message, ActorType, str], None] = _lost
+        #: called with ``("handoff", act)`` for an activation handed over to this node and
+        #: ``("dropped", act)`` for each one :meth:`drop_all` forgets (checkers, metrics)
+        self.observers: list[Callable[[str, Activation], None]] = []
         self._epochs = itertools.count(1)
         self._quantum = MAX_QUANTUM
         self._collector: asyncio.Task[None] | None = None
@@ -51,7 +98,7 @@ class Catalog:
 
     def get(self, atype: ActorType, key: str) -> Activation | None:
         """The activation to deliver to, or None if there is none yet."""
-        table = self._by_type.get(atype.name)
+        table = self.by_type.get(atype.name)
         if table is None:
             return None
         found = table.get(key)
@@ -61,8 +108,57 @@ class Catalog:
 
     def lookup(self, type_name: str, key: str) -> Activation | list[Activation] | None:
         """The activation (or stateless worker pool) registered for ``type_name``/``key``."""
-        table = self._by_type.get(type_name)
+        table = self.by_type.get(type_name)
         return None if table is None else table.get(key)
+
+    def activation(self, atype: ActorType, key: str) -> Activation:
+        """The activation to deliver to, activating the actor here if it has none."""
+        if not self.host.running:
+            raise ActorError("the node is not running (use `async with Node()`)")
+        act = self.get(atype, key)
+        if act is None:
+            registrar = self.registrar
+            if registrar is None:
+                act = self.activate(atype, key)
+            else:
+                act = self.activate(atype, key, registrar.new_epoch())
+                registrar.activated(act)
+        return act
+
+    def receive_handoff(
+        self, atype: ActorType, key: str, state: Any, register: bool = True
+    ) -> Activation:
+        """Activate an actor handed over (leave, migration, placement) with its state, or
+        return the one already running here. ``register=False`` when the sender registers
+        the move with the owner itself (a migration names the previous host)."""
+        known = self.lookup(atype.name, key)
+        if known is not None and not isinstance(known, list):
+            log.warning(
+                "handoff of %s/%s: already active here, kept the running one", atype.name, key
+            )
+            return known
+        registrar = self.registrar
+        epoch = None if registrar is None else registrar.new_epoch()
+        act = self.activate(atype, key, epoch, state=state)
+        if register and registrar is not None:
+            registrar.activated(act)
+        for observer in self.observers:
+            observer("handoff", act)
+        return act
+
+    def drop_all(self, reason: str) -> None:
+        """Forget every activation at once (the cluster took them over): no
+        ``on_deactivate``; queued asks fail with ``NodeUnavailable``; owners elsewhere are
+        told, where they can be reached."""
+        err = NodeUnavailable(reason)
+        for act in list(self):
+            backlog = act.take_backlog()
+            self.remove(act)
+            for observer in self.observers:
+                observer("dropped", act)
+            for msg in backlog:
+                if msg.reply is not None and not msg.reply.done():
+                    msg.reply.set_exception(err)
 
     def activate(
         self, atype: ActorType, key: str, epoch: int | None = None, state: Any = None
@@ -71,8 +167,7 @@ class Catalog:
         loaded), then run ``on_activate`` as the first turn. Raises ``RemoteError`` if
         construction or a synchronous ``on_activate`` fails; an ``on_activate`` that suspends
         holds back the queue until it ends."""
-        node = self._node
-        act = Activation(node, atype, key, next(self._epochs) if epoch is None else epoch)
+        act = Activation(self.host, atype, key, next(self._epochs) if epoch is None else epoch)
         cls: Any = atype.cls
         try:
             inst = cls.__new__(cls)
@@ -88,7 +183,7 @@ class Catalog:
         if hook is not None:
             outcome, value = act.start_turn(hook, (), None, 0, 0.0, None)
             if outcome == RAISED:
-                self._remove(act)
+                self.remove(act)
                 raise value
             if outcome != DONE:
                 transition(act, "suspend")
@@ -110,7 +205,7 @@ class Catalog:
             else RemoteError("CancelledError", "on_activate was cancelled")
         )
         assert err is not None
-        self._remove(act)
+        self.remove(act)
         for msg in act.take_backlog():
             if msg.reply is not None and not msg.reply.done():
                 msg.reply.set_exception(err)
@@ -127,20 +222,22 @@ class Catalog:
         return best
 
     def _insert(self, act: Activation) -> None:
-        table = self._by_type.get(act.type.name)
+        table = self.by_type.get(act.type.name)
         if table is None:
-            table = self._by_type[act.type.name] = {}
+            table = self.by_type[act.type.name] = {}
         if act.type.stateless:
             table.setdefault(act.key, []).append(act)
         else:
             table[act.key] = act
         self.count += 1
 
-    def _remove(self, act: Activation, notify: bool = True) -> None:
-        if notify and act.status != DEAD and self._node._cluster is not None:
-            self._node._cluster.deactivated(act)
+    def remove(self, act: Activation, notify: bool = True) -> None:
+        """Drop ``act`` from the table (final: it is DEAD); ``notify=False`` when its
+        directory entry is taken care of otherwise (moved, or superseded)."""
+        if notify and act.status != DEAD and self.registrar is not None:
+            self.registrar.deactivated(act)
         transition(act, "remove")
-        table = self._by_type.get(act.type.name)
+        table = self.by_type.get(act.type.name)
         if table is None:
             return
         entry = table.get(act.key)
@@ -154,7 +251,7 @@ class Catalog:
                 del table[act.key]
 
     def __iter__(self) -> Any:
-        for table in list(self._by_type.values()):
+        for table in list(self.by_type.values()):
             for entry in list(table.values()):
                 if isinstance(entry, list):
                     yield from list(entry)
@@ -179,9 +276,9 @@ class Catalog:
         except RemoteError as err:
             log.error("on_deactivate of %s/%s failed: %s", act.type.name, act.key, err)
         finally:
-            self._remove(act)
+            self.remove(act)
             for msg in act.take_backlog():
-                self._node._redeliver(msg, act.type, act.key)
+                self.redeliver(msg, act.type, act.key)
 
     def _want_quantum(self, quantum: float) -> None:
         quantum = min(MAX_QUANTUM, max(MIN_QUANTUM, quantum))
@@ -189,9 +286,9 @@ class Catalog:
             self._quantum = quantum
             if self._wake is not None:
                 self._wake.set()
-        if self._collector is None and self._node._running:
+        if self._collector is None and self.host.running:
             self._wake = asyncio.Event()
-            self._collector = self._node._loop.create_task(self._collect_forever())
+            self._collector = self.host.loop.create_task(self._collect_forever())
 
     async def _collect_forever(self) -> None:
         assert self._wake is not None
@@ -202,15 +299,15 @@ class Catalog:
             except TimeoutError:
                 pass
             self._wake.clear()
-            self._node._tick += 1
+            self.host.tick += 1
             await self.collect_idle()
 
     async def collect_idle(self) -> int:
         """Deactivate every activation idle for its type's ``idle_after``; returns how many."""
-        tick = self._node._tick
+        tick = self.host.tick
         quantum = self._quantum
         idle: list[Activation] = []
-        for table in list(self._by_type.values()):
+        for table in list(self.by_type.values()):
             for entry in table.values():
                 for act in entry if isinstance(entry, list) else (entry,):
                     if (

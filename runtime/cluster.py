@@ -1,8 +1,12 @@
-"""The node's cluster agent: membership, ring, directory partition and location cache.
+"""The node's membership service and its partition of the actor directory.
 
 It runs the SWIM state machine (``router.swim``) over the node's messaging, keeps the ring of
 hosting members (``router.membership``) in step with what SWIM reports, owns this node's
-partition of the actor directory (``router.directory``), and answers where an actor lives.
+partition of the actor directory (``router.directory``) with its view-sync rounds, and keeps
+the request gate (quorum and lease). Around it: ``runtime.locator`` answers where a call goes
+(with the location cache this module clears on every ring change), ``runtime.placement``
+decides where a new activation goes, ``runtime.control`` handles what peers send, and
+``runtime.migration`` moves activations (a graceful leave included).
 
 Placement and single activation (see also the README's "Cluster" section):
 
@@ -32,7 +36,7 @@ import asyncio
 import contextlib
 import logging
 import math
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 from actors.errors import ActorError, NodeUnavailable, UnknownActorType
@@ -40,19 +44,19 @@ from router.directory import MOVING, Directory, EpochClock, ViewSync
 from router.membership import Member, Membership
 from router.ring import Ring
 from router.swim import Status, Swim, SwimConfig
-from runtime import migration, wire
+from runtime import wire
 from runtime.clock import Clock
 from runtime.lifecycle import MIGRATING
-from runtime.messaging import Messaging, RemoteReply
-from runtime.placement import DIRECTORS
+from runtime.messaging import Messaging, RemoteReply, Request
 from runtime.transport import Route
 
 if TYPE_CHECKING:
     from actors.decorator import ActorType
     from runtime.activation import Activation
-    from runtime.node import Node
+    from runtime.catalog import Catalog
+    from runtime.locator import LocationCache
 
-__all__ = ["Cluster"]
+__all__ = ["Cluster", "actor_body"]
 
 log = logging.getLogger("shoal.cluster")
 
@@ -66,8 +70,6 @@ MAX_HELD: Final = 100_000
 LEAVE_LINGER: Final = 0.5
 #: Seconds between a client's member-list refreshes.
 CLIENT_REFRESH: Final = 1.0
-#: Most cached locations per actor type (beyond it, owners are computed on every call).
-ROUTE_CACHE: Final = 1 << 17
 #: Most hops (forwards) one tell may take.
 MAX_HOPS: Final = 3
 #: Most redirects one ask follows. Members that disagree about the ring for a moment may send
@@ -80,17 +82,27 @@ class Cluster:
 
     def __init__(
         self,
-        node: Node,
         messaging: Messaging,
         address: str,
         types: Iterable[str],
         resources: dict[str, float],
         hosting: bool,
+        *,
+        catalog: Catalog,
+        known: Mapping[str, ActorType],
+        locations: LocationCache,
+        request: Request,
         swim_config: SwimConfig | None = None,
         clock: Clock | None = None,
     ) -> None:
-        self.node = node
         self.messaging = messaging
+        self._catalog = catalog
+        self._known = known
+        self._locations = locations
+        self._request = request
+        #: where requests held at the gate go once this node knows it is a member (the
+        #: inbound dispatch, wired by the node)
+        self.release: Callable[[list[Any], Route], None] = _refuse
         self.address = address
         self.hosting = hosting
         self._types = sorted(types)
@@ -111,13 +123,11 @@ class Cluster:
                 self.clock.derive(),
                 self._swim_config,
             )
-        self._locations: dict[str, dict[str, str]] = {}
         self.sync = ViewSync()
         self._without_me: Ring | None = None
         self._settled = asyncio.Event()
         self._settled.set()  # alone, the view is settled
         self._sync_tasks: set[asyncio.Task[None]] = set()
-        self._placing: dict[tuple[str, str], asyncio.Future[str]] = {}
         self._task: asyncio.Task[None] | None = None
         self._seeds: list[str] = []
         self._synced = asyncio.Event()
@@ -131,6 +141,14 @@ class Cluster:
         #: loop time the lease runs out (renewed by every tick that hears from a majority)
         self.lease_end = math.inf
         self._held: list[tuple[list[Any], Route]] = []
+
+    def serves(self, type_name: str) -> bool:
+        """Whether this node hosts actors of ``type_name``."""
+        return type_name in self._types
+
+    async def wait_settled(self) -> None:
+        """Until every other member has confirmed this node's current view."""
+        await self._settled.wait()
 
     def _meta(self) -> list[Any]:
         return [self._types, self._resources]
@@ -169,14 +187,15 @@ class Cluster:
                 await self._task
             self._task = None
 
-    async def leave(self, grace: float) -> None:
-        """Hand every activation to its new owner, then tell everyone this node leaves."""
+    async def leave(self, grace: float, hand_off: Callable[[float], Awaitable[None]]) -> None:
+        """Hand every activation to its new owner (``hand_off(grace)``: the migrator's), then
+        tell everyone this node leaves."""
         self.leaving = True
         if self.swim is None:
             return
         others = [a for a in self.membership.ring.members if a != self.address]
         if others:
-            await self._hand_off_all(grace)
+            await hand_off(grace)
         self._send(self.swim.leave(asyncio.get_running_loop().time()))
         if others:
             # Calls sent before the others heard of the leave still arrive: redirect them to
@@ -266,7 +285,7 @@ class Cluster:
         arrived meanwhile, in order of arrival."""
         held, self._held = self._held, []
         for fields, route in held:
-            self.node._on_request(fields, route)
+            self.release(fields, route)
 
     async def _run_client(self) -> None:
         loop = asyncio.get_running_loop()
@@ -317,13 +336,13 @@ class Cluster:
             log.warning("%s lost quorum: it serves no actors until it is back", self.address)
         elif (
             now - self._no_quorum_since >= swim.suspicion_timeout
-            and self.node._catalog.count
+            and self._catalog.count
             # only if the members we cannot reach could be a majority without us: in a
             # cluster of two, nobody can take our actors over while we are cut off
             and swim.view_size - swim.alive_count > swim.view_size // 2
         ):
             log.warning("%s lost quorum: dropping its activations", self.address)
-            self.node._drop_all_activations(f"{self.address} has no quorum")
+            self._catalog.drop_all(f"{self.address} has no quorum")
 
     def _send(self, out: list[tuple[str, Any]]) -> None:
         for address, message in out:
@@ -359,7 +378,7 @@ class Cluster:
                 if len(self.membership.members) <= 1:
                     continue  # alone: nobody can have taken our actors over
                 log.warning("%s was declared dead by the cluster: dropping activations", address)
-                self.node._drop_all_activations("this node was declared dead by the cluster")
+                self._catalog.drop_all("this node was declared dead by the cluster")
                 self.directory = Directory()
                 self._locations.clear()
                 self._begin_sync()  # whatever the ring looks like, trust it only once confirmed
@@ -371,9 +390,7 @@ class Cluster:
         (and redirects stragglers for ``LEAVE_LINGER``): its link stays open a little longer."""
         self.membership.remove(address)
         self.directory.purge_host(address)
-        for table in self._locations.values():
-            for key in [k for k, host in table.items() if host == address]:
-                del table[key]
+        self._locations.drop_host(address)
         if graceful:
             asyncio.get_running_loop().call_later(LEAVE_LINGER * 4, self._link_gone, address)
         else:
@@ -434,9 +451,7 @@ class Cluster:
             if peer not in self.membership.members:
                 return  # removed: the next round no longer waits for it
             try:
-                answer = await self.node._control_request(
-                    peer, "vsync", self._view_records(), SYNC_TIMEOUT
-                )
+                answer = await self._request(peer, "vsync", self._view_records(), SYNC_TIMEOUT)
             except (ActorError, TimeoutError) as err:
                 log.debug("%s did not confirm view round %d: %s", peer, number, err)
                 answer = None
@@ -473,12 +488,12 @@ class Cluster:
                 if self.directory.lookup(type_name, key) is None:
                     self.directory.register(type_name, key, host, MOVING)
             else:
-                self._register(type_name, key, host, epoch)
+                self.register(type_name, key, host, epoch)
 
     def _hosted_elsewhere_owned(self) -> list[list[Any]]:
         """Our activations whose owner is another member (the answer to a view-sync)."""
         out: list[list[Any]] = []
-        for act in self.node._catalog:
+        for act in self._catalog:
             if act.type.stateless:
                 continue
             owner = self._owner_or_none(act.type.name, act.key)
@@ -487,11 +502,11 @@ class Cluster:
                 out.append([act.type.name, act.key, epoch])
         return out
 
-    def _register(self, type_name: str, key: str, host: str, epoch: int) -> str:
+    def register(self, type_name: str, key: str, host: str, epoch: int) -> str:
         """Record ``host``'s activation in our directory partition, unless the actor already
         lives elsewhere: then the later registration loses and its host is told to drop it
         (fencing). Returns the winner's host."""
-        act = self.node._catalog.lookup(type_name, key)
+        act = self._catalog.lookup(type_name, key)
         if (
             act is not None
             and not isinstance(act, list)
@@ -527,7 +542,7 @@ class Cluster:
 
     def owner(self, type_name: str, key: str) -> str:
         """The ring owner of an actor; ``UnknownActorType`` if no member serves its type."""
-        atype = self.node._types.get(type_name)
+        atype = self._known.get(type_name)
         try:
             return self.membership.owner(
                 type_name, key, atype.resources if atype is not None else None
@@ -544,101 +559,6 @@ class Cluster:
     def owns(self, type_name: str, key: str) -> bool:
         """Whether this node is the ring owner of the actor."""
         return self._owner_or_none(type_name, key) == self.address
-
-    def route(self, type_name: str, key: str) -> str:
-        """Where to send a message for the actor: its cached location (the owner, or the host
-        a redirect named), computed on the ring the first time. The cache is dropped whenever
-        the ring changes."""
-        table = self._locations.get(type_name)
-        if table is None:
-            table = self._locations[type_name] = {}
-        else:
-            host = table.get(key)
-            if host is not None:
-                return host
-        host = self.owner(type_name, key)
-        if len(table) < ROUTE_CACHE:
-            table[key] = host
-        return host
-
-    def learned(self, type_name: str, key: str, host: str) -> None:
-        """A redirect said the actor lives on ``host``: remember it."""
-        table = self._locations.setdefault(type_name, {})
-        if host in self.membership:
-            table[key] = host
-        else:
-            table.pop(key, None)
-
-    async def place(self, atype: ActorType, key: str) -> str:
-        """Where an actor this node owns and does not host should live: the host its directory
-        entry names, or here once the view is settled (or, while this node leaves, its
-        successor, where it is activated first). The answer may also be another node, when the
-        view that settled has given the actor to it."""
-        actor_id = (atype.name, key)
-        pending = self._placing.get(actor_id)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        fut: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self._placing[actor_id] = fut
-        try:
-            host = await self._place(atype, key)
-            fut.set_result(host)
-            return host
-        except BaseException as err:
-            fut.set_exception(err)
-            fut.exception()  # retrieved: waiters re-raise it
-            raise
-        finally:
-            del self._placing[actor_id]
-
-    def place_now(self, atype: ActorType, key: str) -> str | None:
-        """The placement decision if it needs no waiting, else None."""
-        if (atype.name, key) in self._placing:
-            return None
-        return self._decide(atype, key)
-
-    def _decide(self, atype: ActorType, key: str) -> str | None:
-        entry = self.directory.lookup(atype.name, key)
-        if entry is not None:
-            if entry.host != self.address and entry.host in self.membership:
-                return entry.host
-            self.directory.unregister(atype.name, key, entry.host)
-        if self.leaving or not self._settled.is_set() or atype.placement == "random":
-            return None  # wait for the settle, or ask the type's director (may be elsewhere)
-        return self.address
-
-    async def _place(self, atype: ActorType, key: str) -> str:
-        if atype.placement == "local" and self.serving() and atype.name in self._types:
-            return await self.claim(atype, key)
-        loop = asyncio.get_running_loop()
-        give_up = loop.time() + self.node.default_timeout
-        while True:
-            decided = self._decide(atype, key)
-            if decided is not None:
-                return decided
-            if self.leaving:
-                target = self.successor(atype, key)
-                if target is None:
-                    raise NodeUnavailable(f"no other member can host {atype.name}/{key}")
-                return await self._place_on(atype, key, target)
-            if self._settled.is_set():
-                target = DIRECTORS[atype.placement].choose(
-                    self.address, self._candidates(atype), self._rng
-                )
-                if target == self.address:
-                    return target
-                return await self._place_on(atype, key, target)
-            try:
-                async with asyncio.timeout_at(give_up):
-                    await self._settled.wait()
-            except TimeoutError:
-                raise NodeUnavailable(
-                    f"{self.address} could not settle its view of the cluster "
-                    f"(waiting for {sorted(self.sync.waiting)})"
-                ) from None
-            owner = self.owner(atype.name, key)
-            if owner != self.address:
-                return owner
 
     def successor(self, atype: ActorType, key: str) -> str | None:
         """The owner of the actor on the ring without this node (where it goes when we
@@ -657,44 +577,6 @@ class Cluster:
             )
         except LookupError:
             return None
-
-    def _candidates(self, atype: ActorType) -> list[str]:
-        """The members that can host ``atype`` (they serve it and offer its resources)."""
-        return [
-            a for a, m in self.membership.members.items() if m.can_host(atype.name, atype.resources)
-        ]
-
-    async def _place_on(self, atype: ActorType, key: str, target: str) -> str:
-        """Activate a new actor on ``target`` and record it here (we own it): no call for it
-        needs to be placed again. While leaving, ``target`` is our successor for the key."""
-        epoch = await self.node._control_request(target, "handoff", [atype.name, key, None, 0])
-        self.directory.register(atype.name, key, target, epoch if isinstance(epoch, int) else 0)
-        return target
-
-    async def claim(self, atype: ActorType, key: str) -> str:
-        """``placement="local"``: where the actor lives, claiming it for this node if it lives
-        nowhere yet (its owner records the claim before this node activates it)."""
-        owner = self.owner(atype.name, key)
-        if owner == self.address:
-            return await self._claimed(atype, key, self.address)
-        answer = await self.node._control_request(owner, "claim", [atype.name, key])
-        return answer if isinstance(answer, str) else owner
-
-    async def _claimed(self, atype: ActorType, key: str, claimant: str) -> str:
-        """As the owner: the host of the actor, recording ``claimant`` as it if there is none."""
-        if not self._settled.is_set():
-            async with asyncio.timeout(self.node.default_timeout):
-                await self._settled.wait()
-        if not self.owns(atype.name, key):
-            return self.owner(atype.name, key)
-        if self.node._catalog.lookup(atype.name, key) is not None:
-            return self.address
-        entry = self.directory.lookup(atype.name, key)
-        if entry is not None and entry.host in self.membership:
-            return entry.host
-        if claimant != self.address:
-            self.directory.register(atype.name, key, claimant, 0)
-        return claimant
 
     def activated(self, act: Activation) -> None:
         """A new activation here: if this node is not its owner, register it there."""
@@ -722,51 +604,6 @@ class Cluster:
         """A fencing token for a new activation on this node."""
         return self.epochs.issue(self.clock.wall())
 
-    # -- handoff --------------------------------------------------------------------------------
-
-    async def _hand_off_all(self, grace: float) -> None:
-        """Move every activation to its owner on the ring without this node, as a migration:
-        messages that arrive meanwhile wait and then follow it (see ``runtime.migration``).
-        One batch at a time per target, every target at once; what a target did not take
-        (it died meanwhile) goes again to the owner the next view names, until ``grace``
-        runs out. What is still here then is dropped before the leave is announced: lost,
-        but never left running beside the activation its new owner would start."""
-        node = self.node
-        loop = asyncio.get_running_loop()
-        give_up = loop.time() + grace
-        while True:
-            by_target: dict[str, list[Activation]] = {}
-            for act in list(node._catalog):
-                if act.type.stateless:
-                    continue
-                target = self.successor(act.type, act.key)
-                if target is not None:
-                    by_target.setdefault(target, []).append(act)
-            if not by_target:
-                return
-            remaining = give_up - loop.time()
-            if remaining <= 0:
-                break
-            await asyncio.gather(
-                *(self._hand_off(acts, t, remaining) for t, acts in by_target.items())
-            )
-            if node._catalog.count and loop.time() < give_up:
-                await asyncio.sleep(SYNC_RETRY * 4)  # let the view drop the target that failed
-        left = [a for a in node._catalog if not a.type.stateless]
-        if left:
-            log.error("%d activations could not be handed over: dropped", len(left))
-            node._drop_all_activations(f"{self.address} left before it could hand this over")
-
-    async def _hand_off(self, acts: list[Activation], target: str, grace: float) -> None:
-        try:
-            async with asyncio.timeout(grace):
-                moved = await migration.migrate_many(self.node, acts, target)
-        except (ActorError, TimeoutError) as err:
-            log.warning("handoff of %d activations to %s failed: %s", len(acts), target, err)
-            return
-        if moved < len(acts):
-            log.warning("handed %d of %d activations to %s", moved, len(acts), target)
-
     # -- control messages -----------------------------------------------------------------------
 
     def post(self, peer: str, op: str, body: Any) -> None:
@@ -778,135 +615,74 @@ class Cluster:
             peer, wire.Envelope(wire.CONTROL, 0, self.address, method=op, body=body)
         )
 
-    def on_control(self, env: wire.Envelope, route: Route) -> None:
-        """A control message from a peer (membership, directory, handoff, lookups)."""
-        op, body = env.method, env.body
-        node = self.node
-        answer: Any = None
-        if op == "swim":
-            if self.swim is None:
-                raise ValueError("a client takes no part in membership")
-            now = asyncio.get_running_loop().time()
-            self._send(self.swim.receive(env.sender, body, now))
-            self._apply_events()
-            return
-        if op == "members":
-            answer = self._members_wire()
-        elif op in ("register", "unregister"):
-            if isinstance(body, list) and len(body) == 5:
-                type_name, key, host, epoch, previous = _actor_body(body, 5)
-            else:
-                type_name, key, host, epoch = _actor_body(body, 4)
-                previous = None
-            if not isinstance(host, str) or not isinstance(epoch, int):
-                raise ValueError("register body is [type_name, key, host, epoch(, previous)]")
-            self.epochs.observe(epoch)
-            if op == "register":
-                if previous is not None:
-                    # a migration: the entry moves from the previous host to the new one
-                    self.directory.unregister(type_name, key, str(previous))
-                answer = self._register(type_name, key, host, epoch)
-            else:
-                self.directory.unregister(type_name, key, host, epoch)
-        elif op == "vsync":
-            if self.swim is None:
-                raise ValueError("a client takes no part in membership")
-            now = asyncio.get_running_loop().time()
-            # Merge the sender's view before answering: from here on we do not activate what
-            # it owns in it (see router.directory).
-            self._send(self.swim.receive(env.sender, ["sync", body, False], now))
-            self._apply_events()
-            # Confirm only as a member that may serve: one cut off from the majority (or in
-            # doubt) may have been removed, and its activations are not to be counted on.
-            answer = (
-                self._hosted_elsewhere_owned()
-                if env.sender in self.membership.members and self.may_serve()
-                else None
-            )
-        elif op == "not_here":
-            type_name, key, epoch = _actor_body(body, 3)
-            if not isinstance(epoch, int):
-                raise ValueError("not_here body is [type_name, key, epoch]")
-            entry = self.directory.lookup(type_name, key)
-            # (epoch 0 is a claim, recorded before the claimant activates: it stays)
-            if entry is not None and entry.host == env.sender and 0 != entry.epoch <= epoch:
-                self.directory.unregister(type_name, key, env.sender)
-        elif op == "supersede":
-            type_name, key, epoch, winner = _actor_body(body, 4)
-            if not isinstance(epoch, int) or not isinstance(winner, str):
-                raise ValueError("supersede body is [type_name, key, epoch, winner]")
-            node._supersede(type_name, key, epoch, winner)
-        elif op == "locate":
-            type_name, key = _actor_body(body, 2)
-            answer = self.address if node._catalog.lookup(type_name, key) else None
-            if answer is None:
-                entry = self.directory.lookup(type_name, key)
-                answer = entry.host if entry is not None else None
-        elif op == "epoch":
-            type_name, key = _actor_body(body, 2)
-            act = node._catalog.lookup(type_name, key)
-            answer = None if act is None or isinstance(act, list) else act.epoch
-        elif op == "handoff":
-            type_name, key, state, epoch = _actor_body(body, 4)
-            if not isinstance(epoch, int):
-                raise ValueError("handoff epoch must be an int")
-            self.epochs.observe(epoch)
-            answer = node._receive_handoff(type_name, key, state)
-        elif op == "handoff_many":
-            if not isinstance(body, list):
-                raise ValueError("handoff_many body is a list of [type_name, key, state, epoch]")
-            answer = []
-            for item in body:
-                type_name, key, state, epoch = _actor_body(item, 4)
-                if not isinstance(epoch, int):
-                    raise ValueError("handoff epoch must be an int")
-                self.epochs.observe(epoch)
-                if node._catalog.lookup(type_name, key) is not None:
-                    # activated here meanwhile, by a view without the sender (which the
-                    # cluster had removed): the sender's state is the stale one
-                    answer.append(f"ActorError: {type_name}/{key} is already active here")
-                    log.warning("handoff of %s/%s refused: already active here", type_name, key)
-                    continue
-                try:
-                    answer.append(node._receive_handoff(type_name, key, state, register=False))
-                except ActorError as refused:
-                    answer.append(f"{type(refused).__name__}: {refused}")
-        elif op == "claim":
-            type_name, key = _actor_body(body, 2)
-            atype = node._served(type_name)
-            if atype is None:
-                raise ValueError(f"{self.address} serves no actor type {type_name!r}")
-            reply = RemoteReply(self.messaging, route, env.corr) if env.corr else None
-            claim = asyncio.get_running_loop().create_task(self._claimed(atype, key, env.sender))
-            claim.add_done_callback(lambda t: _answer(t, reply))
-            return
-        elif op == "migrate":
-            type_name, key, target = _actor_body(body, 3)
-            if not isinstance(target, str):
-                raise ValueError("migrate body is [type_name, key, to]")
-            reply = RemoteReply(self.messaging, route, env.corr) if env.corr else None
-            task = asyncio.get_running_loop().create_task(
-                migration.migrate_out(node, type_name, key, target)
-            )
-            task.add_done_callback(lambda t: _answer(t, reply))
-            return
-        elif op == "data":
-            if not isinstance(body, str):
-                raise ValueError("data body is a key")
-            if body not in node._data:
-                if env.corr:
-                    err = ActorError(f"no data {body!r} on {self.address}")
-                    self.messaging.transport.reply(
-                        route, self.messaging.encode_error(env.corr, err)
-                    )
-                return
-            answer = node._data.get(body)
-        else:
-            raise ValueError(f"unknown control operation {op!r}")
-        if env.corr:
-            RemoteReply(self.messaging, route, env.corr).set_result(answer)
+    # -- what peers send the membership and the directory (see ``runtime.control``) --------
 
-    def _members_wire(self) -> list[Any]:
+    def on_swim(self, sender: str, body: Any) -> None:
+        """A SWIM message from ``sender``."""
+        if self.swim is None:
+            raise ValueError("a client takes no part in membership")
+        now = asyncio.get_running_loop().time()
+        self._send(self.swim.receive(sender, body, now))
+        self._apply_events()
+
+    def on_register(self, body: Any) -> str:
+        """A host registers its activation (``[type, key, host, epoch(, previous)]``; with
+        ``previous``, a migration: the entry moves). Returns the winner's host."""
+        if isinstance(body, list) and len(body) == 5:
+            type_name, key, host, epoch, previous = actor_body(body, 5)
+        else:
+            type_name, key, host, epoch = actor_body(body, 4)
+            previous = None
+        if not isinstance(host, str) or not _is_int(epoch):
+            raise ValueError("register body is [type_name, key, host, epoch(, previous)]")
+        self.epochs.observe(epoch)
+        if previous is not None:
+            self.directory.unregister(type_name, key, str(previous))
+        return self.register(type_name, key, host, epoch)
+
+    def on_unregister(self, body: Any) -> None:
+        """A host's activation ended (``[type, key, host, epoch]``)."""
+        type_name, key, host, epoch = actor_body(body, 4)
+        if not isinstance(host, str) or not _is_int(epoch):
+            raise ValueError("unregister body is [type_name, key, host, epoch]")
+        self.epochs.observe(epoch)
+        self.directory.unregister(type_name, key, host, epoch)
+
+    def on_vsync(self, sender: str, records: Any) -> list[list[Any]] | None:
+        """A peer's view (its SWIM records): merge it before answering, so that from here on
+        we do not activate what it owns in it (see ``router.directory``); answer with the
+        activations we host and it owns -- only as a member that may serve: one cut off from
+        the majority (or in doubt) may have been removed, and its activations are not to be
+        counted on."""
+        if self.swim is None:
+            raise ValueError("a client takes no part in membership")
+        now = asyncio.get_running_loop().time()
+        self._send(self.swim.receive(sender, ["sync", records, False], now))
+        self._apply_events()
+        if sender in self.membership.members and self.may_serve():
+            return self._hosted_elsewhere_owned()
+        return None
+
+    def on_not_here(self, sender: str, body: Any) -> None:
+        """``sender`` does not host the actor our entry names it for: drop an entry older
+        than its epoch clock (epoch 0 is a claim, recorded before the claimant activates:
+        it stays)."""
+        type_name, key, epoch = actor_body(body, 3)
+        if not _is_int(epoch):
+            raise ValueError("not_here body is [type_name, key, epoch]")
+        entry = self.directory.lookup(type_name, key)
+        if entry is not None and entry.host == sender and 0 != entry.epoch <= epoch:
+            self.directory.unregister(type_name, key, sender)
+
+    def hosted_here(self, type_name: str, key: str) -> str | None:
+        """Where this node knows the actor lives: here, or the host its directory names."""
+        if self._catalog.lookup(type_name, key) is not None:
+            return self.address
+        entry = self.directory.lookup(type_name, key)
+        return entry.host if entry is not None else None
+
+    def members_wire(self) -> list[Any]:
+        """The members this node knows, as ``Member`` wire records (a client's refresh)."""
         if self.swim is None:
             return self.membership.to_wire()
         out = []
@@ -920,23 +696,16 @@ class Cluster:
         return out
 
 
-def _answer(task: asyncio.Task[Any], reply: RemoteReply | None) -> None:
-    """Answer a control request that ran as a task: its result (a migration's: True)."""
-    if task.cancelled():
-        err: BaseException | None = ActorError("cancelled")
-    else:
-        err = task.exception()
-    if reply is None:
-        if err is not None:
-            log.warning("%s failed: %s", task.get_name(), err)
-    elif err is not None:
-        reply.set_exception(err)
-    else:
-        result = task.result()
-        reply.set_result(True if result is None else result)
+def _refuse(fields: list[Any], route: Route) -> None:
+    raise RuntimeError("no inbound dispatch wired to release held requests")
 
 
-def _actor_body(body: Any, n: int) -> list[Any]:
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def actor_body(body: Any, n: int) -> list[Any]:
+    """``body`` checked as a list of ``n`` items starting with a type name and a key."""
     if not (isinstance(body, list) and len(body) == n):
         raise ValueError(f"expected a list of {n} items")
     if not isinstance(body[0], str) or not isinstance(body[1], str):

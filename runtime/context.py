@@ -34,9 +34,9 @@ def current_node() -> Node:
     if turn is not None:
         return turn[0].node
     node = NODE.get()
-    if node is not None and not node._closed:
+    if node is not None and not node.closed:
         return node
-    live = [n for n in _last_started if not n._closed]
+    live = [n for n in _last_started if not n.closed]
     if len(live) == 1:
         return live[0]
     raise ActorError(

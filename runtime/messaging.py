@@ -17,8 +17,8 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import Callable
-from typing import Any, Final
+from collections.abc import Awaitable, Callable
+from typing import Any, Final, Protocol
 
 from actors.errors import (
     ActorError,
@@ -33,12 +33,26 @@ from runtime import wire
 from runtime.transport import Route, Transport
 from runtime.wire import F_BODY, F_CORR, F_KIND
 
-__all__ = ["Messaging", "RemoteReply", "ask_timeout"]
+__all__ = ["Messaging", "RemoteReply", "Request", "ask_timeout"]
 
 log = logging.getLogger("shoal.messaging")
 
 #: Most malformed-frame warnings logged per second (the rest are counted).
 _LOG_INTERVAL: Final = 1.0
+
+
+def _expire(fut: asyncio.Future[Any], peer: str, op: str, timeout: float) -> None:
+    if not fut.done():
+        fut.set_exception(ask_timeout("node", peer, op, timeout))
+
+
+class Request(Protocol):
+    """A control request to a peer and its answer (``Calls.control``: the node's default
+    timeout unless given): what components that talk to peers are handed."""
+
+    def __call__(
+        self, peer: str, op: str, body: Any, timeout: float | None = None
+    ) -> Awaitable[Any]: ...
 
 
 class _Pending:
@@ -195,6 +209,20 @@ class Messaging:
         self._pending[corr] = _Pending(fut, peer, "", "", "", 0.0)
         self.transport.send(peer, chunk)
         return corr, fut
+
+    async def control(self, peer: str, op: str, body: Any, timeout: float) -> Any:
+        """A CONTROL request to ``peer`` and its answer; ``ActorTimeout`` after ``timeout``
+        seconds, the peer's typed error if it failed."""
+        env = wire.Envelope(wire.CONTROL, 0, self.address, method=op, body=body)
+        loop = asyncio.get_running_loop()
+        corr, fut = self.request(peer, env, loop)
+        # (a timer, not asyncio.timeout: a turn's first step runs outside any task)
+        handle = loop.call_later(timeout, _expire, fut, peer, op, timeout)
+        try:
+            return await fut
+        finally:
+            handle.cancel()
+            self.forget(corr)
 
     def ask(
         self,

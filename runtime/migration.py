@@ -13,6 +13,8 @@ The host runs the move, whoever asked for it:
    redirected (one extra hop), local callers re-ask at the target, tells are forwarded.
 
 If the handoff fails, the activation goes back to ACTIVE and serves the held messages here.
+
+A graceful leave is the same move for every activation at once (:meth:`Migrator.hand_off_all`).
 """
 
 from __future__ import annotations
@@ -28,116 +30,170 @@ from runtime.state import get_state
 if TYPE_CHECKING:
     from actors.ref import ActorRef
     from runtime.activation import Activation
-    from runtime.node import Node
+    from runtime.calls import Calls
+    from runtime.catalog import Catalog
+    from runtime.cluster import Cluster
+    from runtime.locator import Locator
 
-__all__ = ["migrate", "migrate_many", "migrate_out"]
+__all__ = ["BATCH", "Migrator"]
 
 log = logging.getLogger("shoal.migration")
 
-
-async def migrate(node: Node, ref: ActorRef, to: str) -> None:
-    """Move ``ref``'s activation to the member at ``to`` (see the module docstring)."""
-    cluster = node._cluster
-    if cluster is None:
-        if to == node.address:
-            return
-        raise NodeUnavailable(f"{to} is not a member of this (embedded) node's cluster")
-    member = cluster.membership.members.get(to)
-    if member is None or not member.types:
-        raise NodeUnavailable(f"{to} is not a hosting member of the cluster")
-    if ref.type_name not in member.types:
-        raise UnknownActorType(f"{to} does not serve actor type {ref.type_name!r}")
-    host = await node.locate(ref)
-    if host == to:
-        return
-    if host is None:
-        await node._control_request(to, "handoff", [ref.type_name, ref.key, None, 0])
-    elif host == node.address:
-        await migrate_out(node, ref.type_name, ref.key, to)
-    else:
-        await node._control_request(host, "migrate", [ref.type_name, ref.key, to])
-
-
-async def migrate_out(node: Node, type_name: str, key: str, to: str) -> None:
-    """Move this node's activation of ``type_name``/``key`` to ``to``."""
-    act = node._catalog.lookup(type_name, key)
-    if act is None:
-        raise NodeUnavailable(f"{type_name}/{key} is not active on {node.address}")
-    if isinstance(act, list):
-        raise ActorError("stateless workers are not migrated: each node runs its own")
-    if act.status != ACTIVE:
-        raise ActorError(f"{type_name}/{key} is activating or deactivating; try again")
-    moved = await migrate_many(node, [act], to)
-    if not moved:
-        raise ActorError(f"{to} did not take {type_name}/{key} over")
-
-
 #: Most activations one handoff request carries.
 BATCH: Final = 256
+#: Seconds between attempts to hand over what a target did not take (it died meanwhile).
+RETRY: Final = 0.2
 
 
-async def migrate_many(node: Node, acts: list[Activation], to: str) -> int:
-    """Move ``acts`` (active activations of this node) to ``to``, ``BATCH`` per request, one
-    request at a time; returns how many moved. An activation that stays busy past the
-    node's default timeout, or that ``to`` refuses, stays here and serves its queue."""
-    moved = 0
-    for i in range(0, len(acts), BATCH):
-        moved += await _move(node, acts[i : i + BATCH], to)
-    return moved
+class Migrator:
+    """Moves this node's activations to other members (on request, or all when leaving)."""
 
+    __slots__ = ("_calls", "_catalog", "_cluster", "_locator", "timeout")
 
-async def _move(node: Node, batch: list[Activation], to: str) -> int:
-    cluster = node._cluster
-    assert cluster is not None
-    loop = asyncio.get_running_loop()
-    batch = [a for a in batch if a.status == ACTIVE]
-    for act in batch:
-        transition(act, "migrate")
-    give_up = loop.time() + node.default_timeout
-    while any(a.running for a in batch) and loop.time() < give_up:
-        await asyncio.sleep(0.001)
-    for act in [a for a in batch if a.running]:
-        log.warning("%s/%s stayed busy; not moved", act.type.name, act.key)
-        _stay(act)
-    batch = [a for a in batch if not a.running]
-    if not batch:
-        return 0
-    try:
-        body = [[a.type.name, a.key, get_state(a.instance), a.epoch] for a in batch]
-        epochs = await node._control_request(to, "handoff_many", body)
-        if not (isinstance(epochs, list) and len(epochs) == len(batch)):
-            raise ActorError(f"{to} answered a handoff with {epochs!r}")
-    except BaseException:
-        for act in batch:
-            _stay(act)
-        raise
-    moved = 0
-    for act, epoch in zip(batch, epochs, strict=True):
-        if not isinstance(epoch, int) or isinstance(epoch, bool):
-            log.warning("%s refused %s/%s: %s", to, act.type.name, act.key, epoch)
-            _stay(act)
-            continue
-        moved += 1
-        type_name, key = act.type.name, act.key
-        node._catalog._remove(act, notify=False)
-        cluster.learned(type_name, key, to)
-        owner = cluster.owner(type_name, key)
-        if owner == node.address:
-            cluster.directory.register(type_name, key, to, epoch)
-        elif owner == to:
-            cluster.post(owner, "unregister", [type_name, key, node.address, act.epoch])
+    def __init__(
+        self, cluster: Cluster, catalog: Catalog, calls: Calls, locator: Locator, timeout: float
+    ) -> None:
+        self._cluster = cluster
+        self._catalog = catalog
+        self._calls = calls
+        self._locator = locator
+        #: how long a move waits for a busy activation's turn to end
+        self.timeout = timeout
+
+    async def migrate(self, ref: ActorRef, to: str) -> None:
+        """Move ``ref``'s activation to the member at ``to`` (see the module docstring);
+        one that is not active is activated at ``to``."""
+        cluster = self._cluster
+        member = cluster.membership.members.get(to)
+        if member is None or not member.types:
+            raise NodeUnavailable(f"{to} is not a hosting member of the cluster")
+        if ref.type_name not in member.types:
+            raise UnknownActorType(f"{to} does not serve actor type {ref.type_name!r}")
+        host = await self._locator.locate(ref.type_name, ref.key)
+        if host == to:
+            return
+        if host is None:
+            await self._calls.control(to, "handoff", [ref.type_name, ref.key, None, 0])
+        elif host == cluster.address:
+            await self.migrate_out(ref.type_name, ref.key, to)
         else:
-            cluster.post(owner, "register", [type_name, key, to, epoch, node.address])
-        for msg in act.take_backlog():
-            node._reroute(msg, act.type, key, to)
-    return moved
+            await self._calls.control(host, "migrate", [ref.type_name, ref.key, to])
 
+    async def migrate_out(self, type_name: str, key: str, to: str) -> None:
+        """Move this node's activation of ``type_name``/``key`` to ``to``."""
+        act = self._catalog.lookup(type_name, key)
+        if act is None:
+            raise NodeUnavailable(f"{type_name}/{key} is not active on {self._cluster.address}")
+        if isinstance(act, list):
+            raise ActorError("stateless workers are not migrated: each node runs its own")
+        if act.status != ACTIVE:
+            raise ActorError(f"{type_name}/{key} is activating or deactivating; try again")
+        moved = await self.migrate_many([act], to)
+        if not moved:
+            raise ActorError(f"{to} did not take {type_name}/{key} over")
 
-def _stay(act: Activation) -> None:
-    """A move that did not happen: the activation serves here again (and registers again
-    with its owner, which may hold only a placeholder for it from a view sync meanwhile)."""
-    if transition(act, "stay"):
-        act.schedule()
-        cluster = act.node._cluster
-        if cluster is not None:
-            cluster.activated(act)
+    async def migrate_many(self, acts: list[Activation], to: str) -> int:
+        """Move ``acts`` (active activations of this node) to ``to``, ``BATCH`` per request,
+        one request at a time; returns how many moved. An activation that stays busy past
+        ``timeout``, or that ``to`` refuses, stays here and serves its queue."""
+        moved = 0
+        for i in range(0, len(acts), BATCH):
+            moved += await self._move(acts[i : i + BATCH], to)
+        return moved
+
+    async def _move(self, batch: list[Activation], to: str) -> int:
+        cluster, catalog = self._cluster, self._catalog
+        loop = asyncio.get_running_loop()
+        batch = [a for a in batch if a.status == ACTIVE]
+        for act in batch:
+            transition(act, "migrate")
+        give_up = loop.time() + self.timeout
+        while any(a.running for a in batch) and loop.time() < give_up:
+            await asyncio.sleep(0.001)
+        for act in [a for a in batch if a.running]:
+            log.warning("%s/%s stayed busy; not moved", act.type.name, act.key)
+            self._stay(act)
+        batch = [a for a in batch if not a.running]
+        if not batch:
+            return 0
+        try:
+            body = [[a.type.name, a.key, get_state(a.instance), a.epoch] for a in batch]
+            epochs = await self._calls.control(to, "handoff_many", body)
+            if not (isinstance(epochs, list) and len(epochs) == len(batch)):
+                raise ActorError(f"{to} answered a handoff with {epochs!r}")
+        except BaseException:
+            for act in batch:
+                self._stay(act)
+            raise
+        moved = 0
+        for act, epoch in zip(batch, epochs, strict=True):
+            if not isinstance(epoch, int) or isinstance(epoch, bool):
+                log.warning("%s refused %s/%s: %s", to, act.type.name, act.key, epoch)
+                self._stay(act)
+                continue
+            moved += 1
+            type_name, key = act.type.name, act.key
+            catalog.remove(act, notify=False)
+            self._locator.learned(type_name, key, to)
+            owner = cluster.owner(type_name, key)
+            if owner == cluster.address:
+                cluster.directory.register(type_name, key, to, epoch)
+            elif owner == to:
+                cluster.post(owner, "unregister", [type_name, key, cluster.address, act.epoch])
+            else:
+                cluster.post(owner, "register", [type_name, key, to, epoch, cluster.address])
+            for msg in act.take_backlog():
+                self._calls.reroute(msg, act.type, key, to)
+        return moved
+
+    def _stay(self, act: Activation) -> None:
+        """A move that did not happen: the activation serves here again (and registers again
+        with its owner, which may hold only a placeholder for it from a view sync meanwhile)."""
+        if transition(act, "stay"):
+            act.schedule()
+            self._cluster.activated(act)
+
+    # -- a graceful leave -----------------------------------------------------------------------
+
+    async def hand_off_all(self, grace: float) -> None:
+        """Move every activation to its owner on the ring without this node, as a migration:
+        messages that arrive meanwhile wait and then follow it. One batch at a time per
+        target, every target at once; what a target did not take (it died meanwhile) goes
+        again to the owner the next view names, until ``grace`` runs out. What is still here
+        then is dropped before the leave is announced: lost, but never left running beside
+        the activation its new owner would start."""
+        cluster, catalog = self._cluster, self._catalog
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + grace
+        while True:
+            by_target: dict[str, list[Activation]] = {}
+            for act in list(catalog):
+                if act.type.stateless:
+                    continue
+                target = cluster.successor(act.type, act.key)
+                if target is not None:
+                    by_target.setdefault(target, []).append(act)
+            if not by_target:
+                return
+            remaining = give_up - loop.time()
+            if remaining <= 0:
+                break
+            await asyncio.gather(
+                *(self._hand_off(acts, t, remaining) for t, acts in by_target.items())
+            )
+            if catalog.count and loop.time() < give_up:
+                await asyncio.sleep(RETRY)  # let the view drop the target that failed
+        left = [a for a in catalog if not a.type.stateless]
+        if left:
+            log.error("%d activations could not be handed over: dropped", len(left))
+            catalog.drop_all(f"{cluster.address} left before it could hand this over")
+
+    async def _hand_off(self, acts: list[Activation], target: str, grace: float) -> None:
+        try:
+            async with asyncio.timeout(grace):
+                moved = await self.migrate_many(acts, target)
+        except (ActorError, TimeoutError) as err:
+            log.warning("handoff of %d activations to %s failed: %s", len(acts), target, err)
+            return
+        if moved < len(acts):
+            log.warning("handed %d of %d activations to %s", moved, len(acts), target)

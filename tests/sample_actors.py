@@ -213,7 +213,7 @@ class NodeInfo:
         return current_node().address
 
     def activations(self, type_name: str) -> int:
-        table = current_node()._catalog._by_type.get(type_name, {})
+        table = current_node()._catalog.by_type.get(type_name, {})
         return len(table)
 
     def view(self) -> list[str]:
@@ -221,7 +221,7 @@ class NodeInfo:
         return current_node().members
 
     def active_keys(self, type_name: str) -> list[str]:
-        return sorted(current_node()._catalog._by_type.get(type_name, {}))
+        return sorted(current_node()._catalog.by_type.get(type_name, {}))
 
     async def mark_all(self, type_name: str, keys: list[str], tag: str) -> list[Any]:
         """Concurrent first calls from this node: ``mark(tag)`` on every key. Each answer is

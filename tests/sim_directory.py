@@ -30,10 +30,10 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from actors import ActorError, Node, actor
 from router.swim import Status, SwimConfig
+from runtime.activation import Activation
 from runtime.context import current_node
 from runtime.lifecycle import MIGRATING
 from runtime.memory_transport import MemoryNetwork, MemoryTransport
@@ -124,23 +124,17 @@ class Sim:
 
     def _watch_drops(self, node: Node, name: str) -> None:
         """Record when a node drops its activations (lost quorum, removed by the others)."""
-        original = node._drop_all_activations
         run, loop = self.run, self.loop
 
-        def dropping(reason: str) -> None:
-            run.dropped[node.address] = loop.time()
-            self.log(f"{node.address} drops its activations: {reason}")
-            original(reason)
+        def observe(event: str, act: Activation) -> None:
+            if event == "dropped":
+                if run.dropped.get(node.address) != loop.time():
+                    self.log(f"{node.address} drops its activations")
+                run.dropped[node.address] = loop.time()
+            elif event == "handoff":
+                run.handed.setdefault(act.key, []).append((node.address, loop.time()))
 
-        node._drop_all_activations = dropping  # type: ignore[method-assign]
-        receive = node._receive_handoff
-
-        def received(type_name: str, key: str, state: Any, register: bool = True) -> int:
-            epoch = receive(type_name, key, state, register)
-            run.handed.setdefault(key, []).append((node.address, loop.time()))
-            return epoch
-
-        node._receive_handoff = received  # type: ignore[method-assign]
+        node._catalog.observers.append(observe)
 
     # -- the load -------------------------------------------------------------------------
 
@@ -190,7 +184,7 @@ class Sim:
             for address, node in self.nodes.items():
                 if not self.serving(address, node):
                     continue
-                table = node._catalog._by_type.get("SimProbe", {})
+                table = node._catalog.by_type.get("SimProbe", {})
                 for key, act in table.items():
                     if getattr(act, "status", None) == MIGRATING:
                         continue
@@ -281,9 +275,11 @@ class Sim:
             assert cluster is not None
             entry = cluster.directory.lookup("SimProbe", key)
             active = node._catalog.lookup("SimProbe", key) is not None
+            locator = node._locator
+            located = locator.route("SimProbe", key) if locator is not None else None
             out.append(
                 f"{address}: active={active} owner={cluster.owner('SimProbe', key)} "
-                f"entry={entry} route={cluster.route('SimProbe', key)}"
+                f"entry={entry} located={located}"
             )
         return "; ".join(out)
 

@@ -51,7 +51,7 @@ async def test_idle_target_runs_inline_in_the_callers_task() -> None:
         p = node.ref(Probe, "inline")
         await p.task_id()  # activation
         assert await p.task_id() == id(asyncio.current_task())
-        assert not node._turn_tasks
+        assert not node._host.turn_tasks
 
 
 async def test_suspending_turn_continues_in_its_own_task() -> None:

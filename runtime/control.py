@@ -1,0 +1,274 @@
+"""Control operations: what peers send a node besides actor messages, one handler each.
+
+``OPERATIONS`` is the table (operation name -> handler); :meth:`Control.on_control` looks the
+name up and runs its handler with the envelope's sender and body. A handler returns the answer
+(sent back if the request carries a correlation id), or ``_LATER`` when it answers itself from
+a task. A body that does not have the operation's shape raises ``ValueError``, which
+``Messaging`` answers with a ``ProtocolError``; an unknown name is refused the same way.
+
+===============  ===========================================================================
+operation        what it does
+===============  ===========================================================================
+swim             a SWIM message (membership)
+members          the member list (a pure client's refresh)
+vsync            a peer's view: merge it, answer with what we host that it owns
+register         a host registers an activation with us, its owner (fencing epochs)
+unregister       a host's activation ended
+not_here         a redirect named a host that does not have the actor: stale entry
+supersede        our registration lost: drop our activation, reroute its queue
+locate           where the actor lives, as far as we know
+epoch            the fencing epoch of our activation of the actor
+handoff          activate an actor here (with its state, or fresh: placement)
+handoff_many     activate a batch of moved actors here (a migration or a leave)
+claim            ``placement="local"``: record the claimant as the host, if none yet
+migrate          move our activation of the actor to another member
+data             a payload this node keeps (``actors.data``)
+===============  ===========================================================================
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Final
+
+from actors.errors import ActorError, ProtocolError, UnknownActorType
+from runtime import wire
+from runtime.activation import Activation
+from runtime.cluster import actor_body
+from runtime.messaging import RemoteReply
+
+if TYPE_CHECKING:
+    from actors.decorator import ActorType
+    from runtime.calls import Calls
+    from runtime.catalog import Catalog
+    from runtime.cluster import Cluster
+    from runtime.datastore import DataStore
+    from runtime.locator import Locator
+    from runtime.migration import Migrator
+    from runtime.placement import Placement
+    from runtime.served import Served
+    from runtime.transport import Route
+
+__all__ = ["OPERATIONS", "Control"]
+
+log = logging.getLogger("shoal.control")
+
+#: A handler's answer when it replies by itself (from a task).
+_LATER: Final[Any] = object()
+
+
+def _epoch(value: Any, what: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValueError(f"{what} must be an int")
+    return value
+
+
+class Control:
+    """The handlers of the control operations, over the node's parts."""
+
+    __slots__ = (
+        "_calls",
+        "_catalog",
+        "_cluster",
+        "_data",
+        "_locator",
+        "_migrator",
+        "_placement",
+        "_served",
+        "address",
+    )
+
+    def __init__(
+        self,
+        cluster: Cluster,
+        catalog: Catalog,
+        served: Served,
+        placement: Placement,
+        locator: Locator,
+        migrator: Migrator,
+        calls: Calls,
+        data: DataStore,
+    ) -> None:
+        self._cluster = cluster
+        self._catalog = catalog
+        self._served = served
+        self._placement = placement
+        self._locator = locator
+        self._migrator = migrator
+        self._calls = calls
+        self._data = data
+        self.address = cluster.address
+
+    def on_control(self, env: wire.Envelope, route: Route) -> None:
+        """A control message from a peer: run its operation's handler, answer if asked."""
+        handler = OPERATIONS.get(env.method)
+        if handler is None:
+            raise ValueError(f"unknown control operation {env.method!r}")
+        reply = RemoteReply(self._cluster.messaging, route, env.corr) if env.corr else None
+        try:
+            answer = handler(self, env.sender, env.body, reply)
+        except (ActorError, ValueError, TypeError, KeyError) as err:
+            if reply is not None:  # the requester learns why, instead of timing out
+                reply.set_exception(
+                    err
+                    if isinstance(err, ActorError)
+                    else ProtocolError(f"bad {env.method!r} request: {err}")
+                )
+            raise  # and Messaging logs it
+        if reply is not None and answer is not _LATER:
+            reply.set_result(answer)
+
+    def _later(self, reply: RemoteReply | None, coro: Any) -> Any:
+        task = asyncio.get_running_loop().create_task(coro)
+        task.add_done_callback(lambda t: _answer(t, reply))
+        return _LATER
+
+    def _hosted(self, type_name: str) -> ActorType:
+        atype = self._served.get(type_name)
+        if atype is None:
+            raise UnknownActorType(f"{self.address} serves no actor type {type_name!r}")
+        return atype
+
+    # -- membership and directory -------------------------------------------------------------
+
+    def swim(self, sender: str, body: Any, reply: RemoteReply | None) -> Any:
+        self._cluster.on_swim(sender, body)
+        return _LATER  # gossip is never answered
+
+    def members(self, sender: str, body: Any, reply: RemoteReply | None) -> Any:
+        return self._cluster.members_wire()
+
+    def vsync(self, sender: str, body: Any, reply: RemoteReply | None) -> Any:
+        return self._cluster.on_vsync(sender, body)
+
+    def register(self, sender: str, body: Any, reply: RemoteReply | None) -> Any:
+        return self._cluster.on_register(body)
+
+    def unregister(self, sender: str, body: Any, reply: RemoteReply | None) -> Any:
+        self._cluster.on_unregister(body)
+
+    def not_here(self, sender: str, body: Any, reply: RemoteReply | None) -> Any:
+        self._cluster.on_not_here(sender, body)
+
+    def supersede(self, sender: str, body: Any, reply: RemoteReply | None) -> Any:
+        """The owner says another activation of the actor won: drop ours (if it is still the
+        one with ``epoch``) without ``on_deactivate``, and send what it held to the winner."""
+        type_name, key, epoch, winner = actor_body(body, 4)
+        if not isinstance(winner, str):
+            raise ValueError("supersede body is [type_name, key, epoch, winner]")
+        epoch = _epoch(epoch, "supersede epoch")
+        act = self._catalog.lookup(type_name, key)
+        if not isinstance(act, Activation) or act.epoch != epoch:
+            return None
+        log.warning("%s/%s (epoch %d) superseded by %s: dropped", type_name, key, epoch, winner)
+        backlog = act.take_backlog()
+        self._catalog.remove(act, notify=False)
+        self._locator.learned(type_name, key, winner)
+        for msg in backlog:
+            self._calls.reroute(msg, act.type, key, winner)
+        return None
+
+    # -- lookups --------------------------------------------------------------------------------
+
+    def locate(self, sender: str, body: Any, reply: RemoteReply | None) -> Any:
+        type_name, key = actor_body(body, 2)
+        return self._cluster.hosted_here(type_name, key)
+
+    def epoch(self, sender: str, body: Any, reply: RemoteReply | None) -> Any:
+        type_name, key = actor_body(body, 2)
+        act = self._catalog.lookup(type_name, key)
+        return None if act is None or isinstance(act, list) else act.epoch
+
+    # -- activations arriving -------------------------------------------------------------------
+
+    def handoff(self, sender: str, body: Any, reply: RemoteReply | None) -> Any:
+        """Activate an actor here (fresh, from a placement, or with a handed-over state);
+        answers its epoch."""
+        type_name, key, state, epoch = actor_body(body, 4)
+        self._cluster.epochs.observe(_epoch(epoch, "handoff epoch"))
+        return self._catalog.receive_handoff(self._hosted(type_name), key, state).epoch
+
+    def handoff_many(self, sender: str, body: Any, reply: RemoteReply | None) -> Any:
+        """A batch of moved actors: each answer is its new epoch, or why it was refused."""
+        if not isinstance(body, list):
+            raise ValueError("handoff_many body is a list of [type_name, key, state, epoch]")
+        answer: list[Any] = []
+        for item in body:
+            type_name, key, state, epoch = actor_body(item, 4)
+            self._cluster.epochs.observe(_epoch(epoch, "handoff epoch"))
+            if self._catalog.lookup(type_name, key) is not None:
+                # activated here meanwhile, by a view without the sender (which the cluster
+                # had removed): the sender's state is the stale one
+                answer.append(f"ActorError: {type_name}/{key} is already active here")
+                log.warning("handoff of %s/%s refused: already active here", type_name, key)
+                continue
+            try:
+                atype = self._hosted(type_name)
+                answer.append(self._catalog.receive_handoff(atype, key, state, False).epoch)
+            except ActorError as refused:
+                answer.append(f"{type(refused).__name__}: {refused}")
+        return answer
+
+    def claim(self, sender: str, body: Any, reply: RemoteReply | None) -> Any:
+        type_name, key = actor_body(body, 2)
+        atype = self._served.get(type_name)
+        if atype is None:
+            raise ValueError(f"{self.address} serves no actor type {type_name!r}")
+        return self._later(reply, self._placement.claimed(atype, key, sender))
+
+    def migrate(self, sender: str, body: Any, reply: RemoteReply | None) -> Any:
+        type_name, key, target = actor_body(body, 3)
+        if not isinstance(target, str):
+            raise ValueError("migrate body is [type_name, key, to]")
+        return self._later(reply, self._migrator.migrate_out(type_name, key, target))
+
+    # -- data -----------------------------------------------------------------------------------
+
+    def data(self, sender: str, body: Any, reply: RemoteReply | None) -> Any:
+        if not isinstance(body, str):
+            raise ValueError("data body is a key")
+        if body not in self._data:
+            if reply is not None:
+                reply.set_exception(ActorError(f"no data {body!r} on {self.address}"))
+            return _LATER
+        return self._data.get(body)
+
+
+#: Operation name -> handler (``Control.<name>``).
+OPERATIONS: Final[dict[str, Callable[[Control, str, Any, RemoteReply | None], Any]]] = {
+    name: getattr(Control, name)
+    for name in (
+        "swim",
+        "members",
+        "vsync",
+        "register",
+        "unregister",
+        "not_here",
+        "supersede",
+        "locate",
+        "epoch",
+        "handoff",
+        "handoff_many",
+        "claim",
+        "migrate",
+        "data",
+    )
+}
+
+
+def _answer(task: asyncio.Task[Any], reply: RemoteReply | None) -> None:
+    """Answer a control request that ran as a task: its result (a migration's: True)."""
+    if task.cancelled():
+        err: BaseException | None = ActorError("cancelled")
+    else:
+        err = task.exception()
+    if reply is None:
+        if err is not None:
+            log.warning("%s failed: %s", task.get_name(), err)
+    elif err is not None:
+        reply.set_exception(err)
+    else:
+        result = task.result()
+        reply.set_result(True if result is None else result)

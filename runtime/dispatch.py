@@ -1,0 +1,224 @@
+"""Inbound dispatch: asks and tells that arrive from the wire (Orleans' Dispatcher).
+
+A request passes the cluster's gate (quorum and lease; see ``Cluster.gate``), then either
+runs on the activation here -- the fast path, for a known method of an actor active here,
+builds no envelope object -- or goes where the locator says: activated here, placed first,
+or redirected (an ask: the caller re-sends it and learns the host) or forwarded (a tell, up
+to ``MAX_HOPS`` times).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any, Final
+
+from actors.errors import ActorError, NodeUnavailable, UnknownActorType
+from runtime import wire
+from runtime.activation import DONE, NO_REPLY, RAISED, Activation, log_tell_failure
+from runtime.locator import PLACE
+from runtime.mailbox import Message
+from runtime.messaging import RemoteReply
+from runtime.served import method_of
+from runtime.wire import (
+    F_ARGS,
+    F_CORR,
+    F_DEADLINE,
+    F_KEY,
+    F_KIND,
+    F_KWARGS,
+    F_METHOD,
+    F_TRACE,
+    F_TYPE,
+)
+
+if TYPE_CHECKING:
+    from actors.decorator import ActorType
+    from runtime.activation import Host
+    from runtime.calls import Calls
+    from runtime.catalog import Catalog
+    from runtime.cluster import Cluster
+    from runtime.locator import Locator
+    from runtime.messaging import Messaging
+    from runtime.served import Served
+    from runtime.transport import Route
+
+__all__ = ["MAX_HOPS", "Dispatcher"]
+
+log = logging.getLogger("shoal.node")
+
+#: Most hops (forwards) one tell may take.
+MAX_HOPS: Final = 3
+
+
+class Dispatcher:
+    """Delivers the requests that reach this node (``Messaging``'s request handler)."""
+
+    __slots__ = (
+        "_calls",
+        "_catalog",
+        "_cluster",
+        "_host",
+        "_locator",
+        "_messaging",
+        "_served",
+        "_wall",
+        "address",
+    )
+
+    def __init__(
+        self,
+        host: Host,
+        catalog: Catalog,
+        served: Served,
+        cluster: Cluster,
+        locator: Locator,
+        calls: Calls,
+        messaging: Messaging,
+        wall: Any,
+    ) -> None:
+        self._host = host
+        self._catalog = catalog
+        self._served = served
+        self._cluster = cluster
+        self._locator = locator
+        self._calls = calls
+        self._messaging = messaging
+        self._wall = wall
+        self.address = cluster.address
+
+    def on_request(self, fields: list[Any], route: Route) -> None:
+        """An ASK or TELL from the wire (its validated array, see ``wire.decode_fields``):
+        deliver it here, or say where the actor lives."""
+        cluster = self._cluster
+        loop = self._host.loop
+        if loop.time() >= cluster.open_until and cluster.gate(fields, route):
+            return
+        is_ask = fields[F_KIND] == wire.ASK
+        deadline = 0.0
+        if is_ask and fields[F_DEADLINE]:
+            remaining = fields[F_DEADLINE] - self._wall()
+            if remaining <= 0:
+                return  # the caller has given up already: never run it
+            deadline = loop.time() + remaining
+        # Fast path: a known method of an actor active here (no Envelope object).
+        table = self._catalog.by_type.get(fields[F_TYPE])
+        act = None if table is None else table.get(fields[F_KEY])
+        names = self._served.names
+        if type(act) is Activation and (names is None or fields[F_TYPE] in names):
+            method = act.type.methods.get(fields[F_METHOD])
+            if method is not None:
+                sink = RemoteReply(self._messaging, route, fields[F_CORR]) if is_ask else None
+                self._deliver(
+                    act, method, fields[F_ARGS], fields[F_KWARGS], fields[F_TRACE], deadline, sink
+                )
+                return
+        self._on_request_slow(wire.envelope_of(fields), route, deadline)
+
+    def _on_request_slow(self, env: wire.Envelope, route: Route, deadline: float) -> None:
+        """:meth:`on_request` for an actor not active here, or a type or method unknown."""
+        sink = RemoteReply(self._messaging, route, env.corr) if env.kind == wire.ASK else None
+        try:
+            atype = self._served.get(env.type_name)
+            if atype is None:
+                raise UnknownActorType(f"{self.address} serves no actor type {env.type_name!r}")
+            method = method_of(atype, env.method)
+            act = self._catalog.get(atype, env.key)
+            if act is not None:
+                self._deliver(act, method, env.args, env.kwargs, env.trace, deadline, sink)
+                return
+            host = self._locator.inbound(atype, env.key, env.hops > 0)
+        except ActorError as err:
+            _fail(env, sink, err)
+            return
+        if host == PLACE:
+            self._host.loop.create_task(
+                self._place_then_deliver(env, sink, atype, method, deadline)
+            )
+        else:
+            assert host is not None
+            self._deliver_at(host, env, sink, atype, method, deadline)
+
+    def _deliver_at(
+        self,
+        host: str,
+        env: wire.Envelope,
+        sink: RemoteReply | None,
+        atype: ActorType,
+        method: Any,
+        deadline: float,
+    ) -> None:
+        """A request for an actor not active here, once placed: forward it to ``host``, or
+        activate the actor here and deliver it."""
+        try:
+            if host != self.address:
+                self._send_elsewhere(env, sink, host)
+                return
+            act = self._catalog.activation(atype, env.key)
+        except ActorError as err:
+            _fail(env, sink, err)
+            return
+        self._deliver(act, method, env.args, env.kwargs, env.trace, deadline, sink)
+
+    def _deliver(
+        self,
+        act: Activation,
+        method: Any,
+        args: Any,
+        kwargs: dict[str, Any],
+        chain: int,
+        deadline: float,
+        sink: RemoteReply | None,
+    ) -> None:
+        """Run a request from the wire on ``act`` now, or queue it: an ask answers ``sink``;
+        a tell (``sink`` None) starts a call chain of its own."""
+        if sink is None:
+            if act.can_run_now(0):
+                outcome, value = act.start_turn(method, args, kwargs, 0, 0.0, NO_REPLY)
+                if outcome == RAISED:
+                    log_tell_failure(act, value)
+            else:
+                act.enqueue(Message(method, args, kwargs, None, 0.0, 0))
+            return
+        if act.can_run_now(chain):
+            outcome, value = act.start_turn(method, args, kwargs, chain, deadline, sink)
+            if outcome == DONE:
+                sink.set_result(value)
+            elif outcome == RAISED:
+                sink.set_exception(value)
+        else:
+            act.enqueue(Message(method, args, kwargs, sink, deadline, chain))
+
+    def _send_elsewhere(self, env: wire.Envelope, sink: RemoteReply | None, host: str) -> None:
+        """Redirect an ask (the caller re-sends it) or forward a tell to ``host``."""
+        if sink is not None:  # the caller follows redirects, up to its own limit
+            sink.set_exception(wire.Redirect(host))
+            return
+        if env.hops >= MAX_HOPS:
+            err = NodeUnavailable(f"{env.type_name}/{env.key} not located in {MAX_HOPS} hops")
+            log.warning("tell to %s/%s dropped: %s", env.type_name, env.key, err)
+            return
+        self._calls.remote_tell(
+            host, env.type_name, env.key, env.method, env.args, env.kwargs, env.hops + 1
+        )
+
+    async def _place_then_deliver(
+        self,
+        env: wire.Envelope,
+        sink: RemoteReply | None,
+        atype: ActorType,
+        method: Any,
+        deadline: float,
+    ) -> None:
+        try:
+            host = await self._locator.place(atype, env.key)
+        except ActorError as err:
+            _fail(env, sink, err)
+            return
+        self._deliver_at(host, env, sink, atype, method, deadline)
+
+
+def _fail(env: wire.Envelope, sink: RemoteReply | None, err: ActorError) -> None:
+    if sink is not None:
+        sink.set_exception(err)
+    else:
+        log.warning("tell to %s/%s.%s dropped: %s", env.type_name, env.key, env.method, err)
