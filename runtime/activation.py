@@ -36,6 +36,7 @@ from runtime.mailbox import Message, ReplySink
 
 if TYPE_CHECKING:
     from actors.decorator import ActorType, Method
+    from runtime.affinity import Affinity
     from runtime.node import Node
 
 __all__ = ["Activation", "Host", "new_chain", "remote_error"]
@@ -153,6 +154,7 @@ class Activation:
     """One live instance of an actor type on this node."""
 
     __slots__ = (
+        "affinity",
         "epoch",
         "host",
         "instance",
@@ -178,6 +180,8 @@ class Activation:
         self.pumping = False
         self.status = ACTIVE
         self.tick = host.tick
+        #: what it reads and whom it calls (``placement="data"`` on a cluster; else None)
+        self.affinity: Affinity | None = None
 
     @property
     def node(self) -> Node:

@@ -180,6 +180,9 @@ class Calls:
             chain = turn[1]
             if 0.0 < turn[2] < deadline:
                 deadline = turn[2]
+            affinity = turn[0].affinity
+            if affinity is not None:
+                affinity.sent(self.address)
         if act.can_run_now(chain):
             outcome, waiter = act.start_turn(method, args, kwargs, chain, deadline, None)
             if outcome == DONE:
@@ -219,6 +222,9 @@ class Calls:
                 chain = turn[1]
                 if 0.0 < turn[2] < deadline:
                     deadline = turn[2]
+                affinity = turn[0].affinity
+                if affinity is not None:
+                    affinity.sent(host)
         if not chain:
             chain = new_chain()
         messaging, locator = self.messaging, self.locator
@@ -378,6 +384,11 @@ class Calls:
         messaging = self.messaging
         assert messaging is not None
         messaging.tell(host, type_name, key, method_name, args, kwargs, hops)
+        turn = TURN.get()
+        if turn is not None:
+            affinity = turn[0].affinity
+            if affinity is not None:
+                affinity.sent(host)
         if messaging.transport.backlog(host) < self._hwm:
             return SENT
         # Congested: every teller to this peer shares one wait for the backlog to drain.

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from actors.errors import ActorError, NodeUnavailable, RemoteError
 from runtime.activation import DONE, RAISED, Activation, Host, remote_error
+from runtime.affinity import Affinity
 from runtime.lifecycle import ACTIVE, DEAD, transition
 from runtime.state import set_state
 
@@ -70,6 +71,7 @@ class Catalog:
         "_epochs",
         "_quantum",
         "_wake",
+        "affinity",
         "by_type",
         "count",
         "host",
@@ -88,6 +90,8 @@ class Catalog:
         #: called with ``("handoff", act)`` for an activation handed over to this node and
         #: ``("dropped", act)`` for each one :meth:`drop_all` forgets (checkers, metrics)
         self.observers: list[Callable[[str, Activation], None]] = []
+        #: whether ``placement="data"`` activations keep affinity counters (a rebalancer runs)
+        self.affinity = False
         self._epochs = itertools.count(1)
         self._quantum = MAX_QUANTUM
         self._collector: asyncio.Task[None] | None = None
@@ -126,11 +130,17 @@ class Catalog:
         return act
 
     def receive_handoff(
-        self, atype: ActorType, key: str, state: Any, register: bool = True
+        self,
+        atype: ActorType,
+        key: str,
+        state: Any,
+        register: bool = True,
+        moves: list[float] | None = None,
     ) -> Activation:
         """Activate an actor handed over (leave, migration, placement) with its state, or
         return the one already running here. ``register=False`` when the sender registers
-        the move with the owner itself (a migration names the previous host)."""
+        the move with the owner itself (a migration names the previous host); ``moves``:
+        when the actor moved before (its move budget travels with it)."""
         known = self.lookup(atype.name, key)
         if known is not None and not isinstance(known, list):
             log.warning(
@@ -140,6 +150,8 @@ class Catalog:
         registrar = self.registrar
         epoch = None if registrar is None else registrar.new_epoch()
         act = self.activate(atype, key, epoch, state=state)
+        if moves and act.affinity is not None:
+            act.affinity.moves = moves
         if register and registrar is not None:
             registrar.activated(act)
         for observer in self.observers:
@@ -178,6 +190,8 @@ class Catalog:
         except Exception as exc:
             raise remote_error(exc) from None
         act.instance = inst
+        if self.affinity and atype.placement == "data":
+            act.affinity = Affinity(self.host.loop.time())
         self._insert(act)
         hook = atype.on_activate
         if hook is not None:

@@ -14,6 +14,8 @@ from typing import Final
 import click
 import uvloop
 
+from runtime.rebalancer import DEFAULT_PERIOD
+
 __all__ = ["GC_THRESHOLD", "main", "parse_resources", "tune_gc"]
 
 GC_THRESHOLD: Final = 10_000
@@ -72,6 +74,13 @@ def main(verbose: int) -> None:
 @click.option("--storage", default=None, help="State storage URL, e.g. sqlite:///state.db.")
 @click.option("--resources", default=None, help="What this node offers, e.g. gpu=1,mem=16.")
 @click.option(
+    "--rebalance-period",
+    default=DEFAULT_PERIOD,
+    show_default=True,
+    type=click.FloatRange(min=0.001),
+    help='Seconds between moves of placement="data" actors toward what they use.',
+)
+@click.option(
     "--gc-threshold",
     default=GC_THRESHOLD,
     show_default=True,
@@ -83,6 +92,7 @@ def node(
     modules: Sequence[str],
     storage: str | None,
     resources: str | None,
+    rebalance_period: float,
     gc_threshold: int,
 ) -> None:
     """Run a node until SIGTERM or SIGINT, then leave gracefully."""
@@ -91,11 +101,15 @@ def node(
         importlib.import_module(name)
     res = parse_resources(resources)
     tune_gc(gc_threshold)
-    uvloop.run(_serve(listen, list(seeds), storage, res))
+    uvloop.run(_serve(listen, list(seeds), storage, res, rebalance_period))
 
 
 async def _serve(
-    listen: str, seeds: list[str], storage: str | None, resources: dict[str, float]
+    listen: str,
+    seeds: list[str],
+    storage: str | None,
+    resources: dict[str, float],
+    rebalance_period: float,
 ) -> None:
     from runtime.node import Node
 
@@ -103,7 +117,13 @@ async def _serve(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    async with Node(listen=listen, seeds=seeds, storage=storage, resources=resources) as n:
+    async with Node(
+        listen=listen,
+        seeds=seeds,
+        storage=storage,
+        resources=resources,
+        rebalance_period=rebalance_period,
+    ) as n:
         print(f"listening on {n.address}", flush=True)
         await stop.wait()
 

@@ -22,6 +22,7 @@ handoff          activate an actor here (with its state, or fresh: placement)
 handoff_many     activate a batch of moved actors here (a migration or a leave)
 claim            ``placement="local"``: record the claimant as the host, if none yet
 migrate          move our activation of the actor to another member
+may_move         how many partner-affinity moves we take from the sender (the rebalancer)
 data             a payload this node keeps (``actors.data``)
 ===============  ===========================================================================
 """
@@ -48,6 +49,7 @@ if TYPE_CHECKING:
     from runtime.locator import Locator
     from runtime.migration import Migrator
     from runtime.placement import Placement
+    from runtime.rebalancer import Rebalancer
     from runtime.served import Served
     from runtime.transport import Route
 
@@ -78,6 +80,7 @@ class Control:
         "_placement",
         "_served",
         "address",
+        "rebalancer",
     )
 
     def __init__(
@@ -100,6 +103,8 @@ class Control:
         self._calls = calls
         self._data = data
         self.address = cluster.address
+        #: the node's rebalancer, if it runs one (answers ``may_move``)
+        self.rebalancer: Rebalancer | None = None
 
     def on_control(self, env: wire.Envelope, route: Route) -> None:
         """A control message from a peer: run its operation's handler, answer if asked."""
@@ -196,6 +201,11 @@ class Control:
             raise ValueError("handoff_many body is a list of [type_name, key, state, epoch]")
         answer: list[Any] = []
         for item in body:
+            moves = None
+            if isinstance(item, list) and len(item) == 5:
+                moves = item.pop()
+                if not (isinstance(moves, list) and all(type(t) is float for t in moves)):
+                    raise ValueError("a handoff's move history is a list of float")
             type_name, key, state, epoch = actor_body(item, 4)
             self._cluster.epochs.observe(_epoch(epoch, "handoff epoch"))
             if self._catalog.lookup(type_name, key) is not None:
@@ -206,7 +216,8 @@ class Control:
                 continue
             try:
                 atype = self._hosted(type_name)
-                answer.append(self._catalog.receive_handoff(atype, key, state, False).epoch)
+                act = self._catalog.receive_handoff(atype, key, state, False, moves)
+                answer.append(act.epoch)
             except ActorError as refused:
                 answer.append(f"{type(refused).__name__}: {refused}")
         return answer
@@ -223,6 +234,13 @@ class Control:
         if not isinstance(target, str):
             raise ValueError("migrate body is [type_name, key, to]")
         return self._later(reply, self._migrator.migrate_out(type_name, key, target))
+
+    def may_move(self, sender: str, body: Any, reply: RemoteReply | None) -> Any:
+        """``[partners, source_count]``: how many partner-affinity moves we take."""
+        if not (isinstance(body, list) and len(body) == 2 and all(type(n) is int for n in body)):
+            raise ValueError("may_move body is [partners, source_count]")
+        rebalancer = self.rebalancer
+        return 0 if rebalancer is None else rebalancer.may_move(sender, body[0], body[1])
 
     # -- data -----------------------------------------------------------------------------------
 
@@ -253,6 +271,7 @@ OPERATIONS: Final[dict[str, Callable[[Control, str, Any, RemoteReply | None], An
         "handoff_many",
         "claim",
         "migrate",
+        "may_move",
         "data",
     )
 }

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
 from actors.errors import ActorError, NodeUnavailable, UnknownActorType
@@ -48,11 +49,18 @@ RETRY: Final = 0.2
 class Migrator:
     """Moves this node's activations to other members (on request, or all when leaving)."""
 
-    __slots__ = ("_calls", "_catalog", "_cluster", "_locator", "timeout")
+    __slots__ = ("_calls", "_catalog", "_cluster", "_locator", "_wall", "timeout")
 
     def __init__(
-        self, cluster: Cluster, catalog: Catalog, calls: Calls, locator: Locator, timeout: float
+        self,
+        cluster: Cluster,
+        catalog: Catalog,
+        calls: Calls,
+        locator: Locator,
+        timeout: float,
+        wall: Callable[[], float],
     ) -> None:
+        self._wall = wall
         self._cluster = cluster
         self._catalog = catalog
         self._calls = calls
@@ -117,7 +125,13 @@ class Migrator:
         if not batch:
             return 0
         try:
-            body = [[a.type.name, a.key, get_state(a.instance), a.epoch] for a in batch]
+            wall = self._wall()
+            body = [
+                [a.type.name, a.key, get_state(a.instance), a.epoch]
+                if a.affinity is None
+                else [a.type.name, a.key, get_state(a.instance), a.epoch, [*a.affinity.moves, wall]]
+                for a in batch
+            ]
             epochs = await self._calls.control(to, "handoff_many", body)
             if not (isinstance(epochs, list) and len(epochs) == len(batch)):
                 raise ActorError(f"{to} answered a handoff with {epochs!r}")

@@ -34,11 +34,12 @@ from actors.ref import ActorRef, type_name_of
 from router.swim import SwimConfig
 from runtime import wire
 from runtime.activation import Activation, Host
+from runtime.affinity import payload_size
 from runtime.calls import Calls
 from runtime.catalog import Catalog
 from runtime.clock import Clock
 from runtime.cluster import Cluster
-from runtime.context import NODE, node_started, node_stopped
+from runtime.context import NODE, TURN, node_started, node_stopped
 from runtime.control import Control
 from runtime.datastore import DataStore
 from runtime.dispatch import Dispatcher
@@ -46,6 +47,7 @@ from runtime.locator import LocationCache, Locator
 from runtime.messaging import Messaging
 from runtime.migration import Migrator
 from runtime.placement import Placement
+from runtime.rebalancer import DEFAULT_PERIOD, Rebalancer
 from runtime.served import Served
 from runtime.transport import Transport
 
@@ -98,6 +100,9 @@ class Node:
         join_timeout: how long ``start`` keeps trying the seeds.
         clock: wall-clock time and randomness (``runtime.clock.Clock``); a simulator passes
             one that follows its virtual-time loop. Default: the system's.
+        rebalance_period: seconds between the rounds in which a member moves its
+            ``placement="data"`` actors toward the data they read and the actors they call
+            (``runtime.rebalancer``; rates are smoothed over five periods).
 
     A member without ``listen`` but with ``seeds`` is a client: it sends to the cluster and
     hosts nothing.
@@ -117,11 +122,19 @@ class Node:
         max_frame_size: int = wire.DEFAULT_MAX_FRAME,
         join_timeout: float = DEFAULT_JOIN_TIMEOUT,
         clock: Clock | None = None,
+        rebalance_period: float = DEFAULT_PERIOD,
     ) -> None:
         if not default_timeout > 0:
             raise ValueError("default_timeout must be positive")
         if listen is None and not seeds and transport is not None:
             raise ValueError("a transport needs listen= or seeds=")
+        if isinstance(rebalance_period, bool) or not isinstance(rebalance_period, (int, float)):
+            raise TypeError(
+                f"rebalance_period must be a number of seconds, not {rebalance_period!r}"
+            )
+        if not rebalance_period > 0:
+            raise ValueError(f"rebalance_period must be positive, not {rebalance_period!r}")
+        self.rebalance_period = float(rebalance_period)
         self.listen = listen
         self.seeds = list(seeds)
         self.storage = storage
@@ -153,6 +166,7 @@ class Node:
         self._cluster: Cluster | None = None
         self._locator: Locator | None = None
         self._migrator: Migrator | None = None
+        self._rebalancer: Rebalancer | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -201,6 +215,8 @@ class Node:
                         task.cancel()
                     if late:
                         await asyncio.wait(late)
+                if self._rebalancer is not None:
+                    await self._rebalancer.close()
                 if self._cluster is not None and self._migrator is not None:
                     await self._cluster.leave(self.stop_grace, self._migrator.hand_off_all)
                     await self._cluster.close()
@@ -296,7 +312,9 @@ class Node:
         calls.connect(messaging, locator, cluster)
         if bound:
             catalog.registrar = cluster
-        migrator = self._migrator = Migrator(cluster, catalog, calls, locator, self.default_timeout)
+        migrator = self._migrator = Migrator(
+            cluster, catalog, calls, locator, self.default_timeout, self._clock.wall
+        )
         dispatch.append(
             Dispatcher(
                 self._host, catalog, served, cluster, locator, calls, messaging, self._clock.wall
@@ -306,7 +324,15 @@ class Node:
         control.append(
             Control(cluster, catalog, served, placement, locator, migrator, calls, self._data)
         )
+        if bound and any(getattr(served.get(t), "placement", "") == "data" for t in types):
+            rebalancer = self._rebalancer = Rebalancer(
+                cluster, catalog, calls, migrator, self._clock, self.rebalance_period
+            )
+            catalog.affinity = True
+            control[0].rebalancer = rebalancer
         await cluster.start(list(self.seeds), self.join_timeout)
+        if self._rebalancer is not None:
+            self._rebalancer.start()
 
     # -- references and inspection --------------------------------------------------------------
 
@@ -369,8 +395,21 @@ class Node:
         return self._data.put(key, payload)
 
     async def _data_get(self, ref: DataRef) -> Any:
+        turn = TURN.get()
+        affinity = None if turn is None else turn[0].affinity
         if ref.node == self._address:
-            return self._data.get(ref.key)
+            value = self._data.get(ref.key)
+            if affinity is not None:
+                affinity.fetched(ref.node, payload_size(value))
+            return value
         if self._messaging is None:
             raise NodeUnavailable(f"data {ref.key!r} is kept on {ref.node}, not on this node")
-        return await self.calls.control(ref.node, "data", ref.key)
+        loop = self._host.loop
+        started = loop.time()
+        value = await self.calls.control(ref.node, "data", ref.key)
+        size = payload_size(value)
+        if self._rebalancer is not None:
+            self._rebalancer.link(ref.node).saw_transfer(size, loop.time() - started)
+        if affinity is not None:
+            affinity.fetched(ref.node, size)
+        return value

@@ -271,3 +271,44 @@ class Reader:
 
     def where(self) -> str:
         return current_node().address
+
+
+@actor(placement="data")
+class Follower:
+    """Reads data and calls partners; ``placement="data"`` moves it toward what it uses."""
+
+    def __init__(self) -> None:
+        self.reads = 0
+        self.pings = 0
+        self.ballast = b""
+
+    async def read(self, ref: DataRef) -> str:
+        """Read ``ref`` once; answers where it ran."""
+        await ref.get()
+        self.reads += 1
+        return current_node().address
+
+    async def chat(self, partner: str, n: int) -> str:
+        """Ask ``ping`` of the Follower ``partner`` ``n`` times; answers where it ran."""
+        for _ in range(n):
+            await actors.ref(Follower, partner).ping()
+        return current_node().address
+
+    def ping(self) -> int:
+        self.pings += 1
+        return self.pings
+
+    def load(self, nbytes: int) -> None:
+        """Carry ``nbytes`` of state (what a move must transfer)."""
+        self.ballast = b"x" * nbytes
+
+    def where(self) -> str:
+        return current_node().address
+
+    def counts(self) -> list[int]:
+        return [self.reads, self.pings]
+
+
+@actor(placement="data", resources={"gpu": 1})
+class GpuFollower(Follower):
+    """A Follower that only a node offering a GPU may host."""

@@ -1,0 +1,253 @@
+"""The rebalancer: moves ``placement="data"`` activations toward what they use.
+
+Every ``period`` seconds a hosting member folds the counters of its ``placement="data"``
+activations into rates (``runtime.affinity``), asks :func:`~runtime.affinity.best_move` where
+each would be cheapest, and moves the ones worth moving with the live migration
+(``runtime.migration``: nothing is lost, messages follow). Moves toward one target go in one
+batch, after the target agreed to take them (the control operation ``may_move``):
+
+* a move paid for by the *data* an actor reads is always taken (the data is there: that is
+  where it must run), if the target can host the type;
+* a move paid for by the *calls* it makes (partner affinity) is taken only as far as it keeps
+  the target's activation count within ``SLACK`` of the source's, and not while the target
+  itself moved actors toward the source within the last window (so two partners on two nodes
+  do not swap places: when both ends want to move at once, the lower address's moves win).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import TYPE_CHECKING, Any, Final
+
+from actors.errors import ActorError
+from runtime import wire
+from runtime.affinity import (
+    BUDGET_PERIODS,
+    DWELL_PERIODS,
+    WINDOWS,
+    Affinity,
+    Link,
+    Move,
+    best_move,
+)
+from runtime.lifecycle import ACTIVE
+from runtime.state import get_state
+
+if TYPE_CHECKING:
+    from runtime.activation import Activation
+    from runtime.calls import Calls
+    from runtime.catalog import Catalog
+    from runtime.clock import Clock
+    from runtime.cluster import Cluster
+    from runtime.migration import Migrator
+
+__all__ = ["DEFAULT_PERIOD", "Rebalancer"]
+
+log = logging.getLogger("shoal.rebalancer")
+
+#: Seconds between rebalancing rounds (the window, dwell and budget are counted in them).
+DEFAULT_PERIOD: Final = 1.0
+#: Most activations one round moves.
+MAX_MOVES: Final = 256
+#: How many more activations than the source a target may end up with by partner moves:
+#: ``max(SLACK, SLACK_SHARE * mean of the two counts)``.
+SLACK: Final = 4
+SLACK_SHARE: Final = 0.1
+
+
+class Rebalancer:
+    """The rebalancing loop of one hosting member, and its answers to ``may_move``."""
+
+    __slots__ = (
+        "_calls",
+        "_catalog",
+        "_clock",
+        "_cluster",
+        "_migrator",
+        "_moved_to",
+        "_planning",
+        "_task",
+        "links",
+        "moves",
+        "period",
+        "window",
+    )
+
+    def __init__(
+        self,
+        cluster: Cluster,
+        catalog: Catalog,
+        calls: Calls,
+        migrator: Migrator,
+        clock: Clock,
+        period: float = DEFAULT_PERIOD,
+    ) -> None:
+        self._cluster = cluster
+        self._catalog = catalog
+        self._calls = calls
+        self._migrator = migrator
+        self._clock = clock
+        self.period = period
+        self.window = period * WINDOWS
+        #: what this node measured of its link to each peer
+        self.links: dict[str, Link] = {}
+        #: peer -> loop time of the last partner move this node made (or planned) toward it
+        self._moved_to: dict[str, float] = {}
+        #: peers this node is asking to take partner moves right now
+        self._planning: set[str] = set()
+        #: how many activations this rebalancer moved (for tests and metrics)
+        self.moves = 0
+        self._task: asyncio.Task[None] | None = None
+
+    def link(self, peer: str) -> Link:
+        """The measured link to ``peer`` (the assumed figures until measured)."""
+        link = self.links.get(peer)
+        if link is None:
+            link = self.links[peer] = Link()
+        return link
+
+    def start(self) -> None:
+        """Run rounds every ``period`` seconds until :meth:`close`."""
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def close(self) -> None:
+        """Stop the rounds (a move under way is finished or undone by the migration)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.period)
+            try:
+                await self.round()
+            except Exception:  # a bug here must not stop the node
+                log.exception("rebalancing round failed")
+
+    # -- one round ------------------------------------------------------------------------------
+
+    def plan(self) -> dict[str, list[tuple[Activation, Move]]]:
+        """The moves worth making now, by target (folds every activation's counters)."""
+        cluster = self._cluster
+        now = asyncio.get_running_loop().time()
+        wall = self._clock.wall()
+        members = cluster.membership.members
+        here = cluster.address
+        plans: dict[str, list[tuple[Activation, Move]]] = {}
+        count = 0
+        for act in list(self._catalog):
+            aff = act.affinity
+            if aff is None or act.status != ACTIVE or act.type.stateless:
+                continue
+            aff.fold(now, self.window)
+            if not any(n != here for n in (*aff.data_rates, *aff.call_rates)):
+                continue  # uses nothing elsewhere
+            atype = act.type
+            candidates = [
+                a
+                for a, m in members.items()
+                if a != here and m.can_host(atype.name, atype.resources)
+            ]
+            if not candidates:
+                continue
+            size = _state_size(act)
+            move = best_move(
+                aff,
+                here,
+                candidates,
+                self.link,
+                size,
+                self.window,
+                now,
+                wall,
+                DWELL_PERIODS * self.period,
+                BUDGET_PERIODS * self.period,
+            )
+            if move is not None:
+                plans.setdefault(move.target, []).append((act, move))
+                count += 1
+                if count >= MAX_MOVES:
+                    break
+        return plans
+
+    async def round(self) -> int:
+        """Plan and make this round's moves; returns how many activations moved."""
+        cluster = self._cluster
+        if not cluster.serving() or not cluster.settled:
+            return 0
+        plans = self.plan()
+        if not plans:
+            return 0
+        moved = await asyncio.gather(*(self._move_to(t, p) for t, p in plans.items()))
+        return sum(moved)
+
+    async def _move_to(self, target: str, plan: list[tuple[Activation, Move]]) -> int:
+        by_data = [a for a, m in plan if m.by_data]
+        partners = sorted((p for p in plan if not p[1].by_data), key=lambda p: -p[1].saving)
+        loop = asyncio.get_running_loop()
+        if partners:
+            self._planning.add(target)
+        try:
+            sent = loop.time()
+            try:
+                answer = await self._calls.control(
+                    target, "may_move", [len(partners), self._catalog.count]
+                )
+            except ActorError as err:
+                log.debug("%s did not answer may_move: %s", target, err)
+                return 0
+            self.link(target).saw_round_trip(loop.time() - sent)
+            taken = answer if isinstance(answer, int) and not isinstance(answer, bool) else 0
+            taken_partners = [a for a, _ in partners[: max(0, taken)]]
+            if taken_partners:
+                self._moved_to[target] = loop.time()
+            acts = [a for a in by_data + taken_partners if a.status == ACTIVE]
+            if not acts:
+                return 0
+            try:
+                moved = await self._migrator.migrate_many(acts, target)
+            except ActorError as err:
+                log.warning("moving %d activations to %s failed: %s", len(acts), target, err)
+                return 0
+            self.moves += moved
+            if moved:
+                log.info("moved %d activations to %s (affinity)", moved, target)
+            return moved
+        finally:
+            self._planning.discard(target)
+
+    # -- the target's side ----------------------------------------------------------------------
+
+    def may_move(self, source: str, partners: int, source_count: int) -> int:
+        """How many of ``partners`` partner moves from ``source`` this node takes (data moves
+        are always taken)."""
+        if partners <= 0:
+            return 0
+        if source in self._planning and self._cluster.address < source:
+            return 0  # both ends want to move toward each other: ours win
+        last = self._moved_to.get(source)
+        if last is not None and asyncio.get_running_loop().time() - last < self.window:
+            return 0  # we moved actors toward it lately: do not send them back
+        mine = self._catalog.count
+        slack = max(SLACK, SLACK_SHARE * (mine + source_count) / 2)
+        room = int((source_count - mine + slack) // 2)
+        return max(0, min(partners, room))
+
+
+def _state_size(act: Activation) -> int:
+    """The encoded size of an activation's state (what a move carries)."""
+    try:
+        return len(wire.DEFAULT_CODEC.packb(get_state(act.instance)))
+    except Exception:
+        return 1 << 62
+
+
+def new_affinity(now: float, moves: Any = None) -> Affinity:
+    """A fresh affinity record, carrying the move history a handoff brought along."""
+    history = [float(t) for t in moves] if isinstance(moves, list) else []
+    return Affinity(now, history)
