@@ -53,8 +53,10 @@ DEFAULT_PERIOD: Final = 1.0
 MAX_MOVES: Final = 256
 #: How many more activations than the source a target may end up with by partner moves:
 #: ``max(SLACK, SLACK_SHARE * mean of the two counts)``.
-SLACK: Final = 4
-SLACK_SHARE: Final = 0.1
+SLACK: Final = 2
+SLACK_SHARE: Final = 0.05
+#: Periods a target counts the partner moves it agreed to as its own (until they arrive).
+RESERVE_PERIODS: Final = 3
 
 
 class Rebalancer:
@@ -68,6 +70,7 @@ class Rebalancer:
         "_migrator",
         "_moved_to",
         "_planning",
+        "_reserved",
         "_task",
         "links",
         "moves",
@@ -97,6 +100,8 @@ class Rebalancer:
         self._moved_to: dict[str, float] = {}
         #: peers this node is asking to take partner moves right now
         self._planning: set[str] = set()
+        #: (loop time, count) of the partner moves this node agreed to take, lately
+        self._reserved: list[tuple[float, int]] = []
         #: how many activations this rebalancer moved (for tests and metrics)
         self.moves = 0
         self._task: asyncio.Task[None] | None = None
@@ -230,13 +235,21 @@ class Rebalancer:
             return 0
         if source in self._planning and self._cluster.address < source:
             return 0  # both ends want to move toward each other: ours win
+        now = asyncio.get_running_loop().time()
         last = self._moved_to.get(source)
-        if last is not None and asyncio.get_running_loop().time() - last < self.window:
+        if last is not None and now - last < self.window:
             return 0  # we moved actors toward it lately: do not send them back
-        mine = self._catalog.count
+        # what we agreed to take from anyone lately counts as ours already: several sources
+        # asking at once must not all fill the same room
+        recent = now - RESERVE_PERIODS * self.period
+        self._reserved = [r for r in self._reserved if r[0] > recent]
+        mine = self._catalog.count + sum(n for _, n in self._reserved)
         slack = max(SLACK, SLACK_SHARE * (mine + source_count) / 2)
         room = int((source_count - mine + slack) // 2)
-        return max(0, min(partners, room))
+        taken = max(0, min(partners, room))
+        if taken:
+            self._reserved.append((now, taken))
+        return taken
 
 
 def _state_size(act: Activation) -> int:
