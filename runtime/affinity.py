@@ -110,6 +110,11 @@ class Affinity:
                 rates[node] = rates.get(node, 0.0) + (1.0 - keep) * n / dt
             counts.clear()
 
+    def forget_calls(self, node: str) -> None:
+        """Drop what was counted of calls to ``node`` (the actors it called there moved)."""
+        self._calls.pop(node, None)
+        self.call_rates.pop(node, None)
+
     def moved_recently(self, wall: float, budget_window: float) -> int:
         """How many moves count against the budget at ``wall``."""
         self.moves = [t for t in self.moves if wall - t < budget_window]

@@ -200,12 +200,14 @@ class Control:
         if not isinstance(body, list):
             raise ValueError("handoff_many body is a list of [type_name, key, state, epoch]")
         answer: list[Any] = []
+        affine = 0
         for item in body:
             moves = None
             if isinstance(item, list) and len(item) == 5:
                 moves = item.pop()
                 if not (isinstance(moves, list) and all(type(t) is float for t in moves)):
                     raise ValueError("a handoff's move history is a list of float")
+                affine += 1
             type_name, key, state, epoch = actor_body(item, 4)
             self._cluster.epochs.observe(_epoch(epoch, "handoff epoch"))
             if self._catalog.lookup(type_name, key) is not None:
@@ -220,6 +222,8 @@ class Control:
                 answer.append(act.epoch)
             except ActorError as refused:
                 answer.append(f"{type(refused).__name__}: {refused}")
+        if affine and self.rebalancer is not None:
+            self.rebalancer.arrived(sender, affine)
         return answer
 
     def claim(self, sender: str, body: Any, reply: RemoteReply | None) -> Any:

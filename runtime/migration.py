@@ -100,30 +100,48 @@ class Migrator:
         if not moved:
             raise ActorError(f"{to} did not take {type_name}/{key} over")
 
-    async def migrate_many(self, acts: list[Activation], to: str) -> int:
+    async def migrate_many(
+        self, acts: list[Activation], to: str, patience: float | None = None
+    ) -> int:
         """Move ``acts`` (active activations of this node) to ``to``, ``BATCH`` per request,
         one request at a time; returns how many moved. An activation that stays busy past
-        ``timeout``, or that ``to`` refuses, stays here and serves its queue."""
+        ``patience`` seconds (default ``timeout``), or that ``to`` refuses, stays here and
+        serves its queue."""
         moved = 0
         for i in range(0, len(acts), BATCH):
-            moved += await self._move(acts[i : i + BATCH], to)
+            moved += await self._move(acts[i : i + BATCH], to, patience)
         return moved
 
-    async def _move(self, batch: list[Activation], to: str) -> int:
-        cluster, catalog = self._cluster, self._catalog
+    async def _move(self, batch: list[Activation], to: str, patience: float | None) -> int:
+        """Hold new messages for every activation of ``batch``, then hand over each as soon as
+        its running turn has ended (those that ended together, in one request): a turn that
+        waits on another activation of the batch must not hold that one back."""
         loop = asyncio.get_running_loop()
-        batch = [a for a in batch if a.status == ACTIVE]
-        for act in batch:
+        waiting = [a for a in batch if a.status == ACTIVE]
+        for act in waiting:
             transition(act, "migrate")
-        give_up = loop.time() + self.timeout
-        while any(a.running for a in batch) and loop.time() < give_up:
-            await asyncio.sleep(0.001)
-        for act in [a for a in batch if a.running]:
-            log.warning("%s/%s stayed busy; not moved", act.type.name, act.key)
-            self._stay(act)
-        batch = [a for a in batch if not a.running]
-        if not batch:
-            return 0
+        give_up = loop.time() + (self.timeout if patience is None else patience)
+        moved = 0
+        try:
+            while waiting:
+                ready = [a for a in waiting if not a.running]
+                if ready:
+                    waiting = [a for a in waiting if a.running]
+                    moved += await self._hand_over(ready, to)
+                elif loop.time() < give_up:
+                    await asyncio.sleep(0.001)
+                else:
+                    break
+        finally:
+            for act in waiting:  # (a rebalancing move that found it busy tries again later)
+                level = logging.WARNING if patience is None else logging.DEBUG
+                log.log(level, "%s/%s stayed busy; not moved", act.type.name, act.key)
+                self._stay(act)
+        return moved
+
+    async def _hand_over(self, batch: list[Activation], to: str) -> int:
+        """Send the state of ``batch`` (idle, held) to ``to``; returns how many it took."""
+        cluster, catalog = self._cluster, self._catalog
         try:
             wall = self._wall()
             body = [

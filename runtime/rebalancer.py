@@ -9,9 +9,13 @@ batch, after the target agreed to take them (the control operation ``may_move``)
 * a move paid for by the *data* an actor reads is always taken (the data is there: that is
   where it must run), if the target can host the type;
 * a move paid for by the *calls* it makes (partner affinity) is taken only as far as it keeps
-  the target's activation count within ``SLACK`` of the source's, and not while the target
-  itself moved actors toward the source within the last window (so two partners on two nodes
-  do not swap places: when both ends want to move at once, the lower address's moves win).
+  the target's activation count within a slack of the source's (counting the moves it agreed
+  to that have not arrived yet).
+
+Two partners on two nodes must not swap places. When both nodes want to move toward each other
+at once, the lower address's moves win (the other is told to take none). When moves arrive,
+the target forgets its activations' calls toward the source: a partner left behind there, whose
+rates would still remember the calls of the window before the move, does not follow it back.
 """
 
 from __future__ import annotations
@@ -53,8 +57,8 @@ DEFAULT_PERIOD: Final = 1.0
 MAX_MOVES: Final = 256
 #: How many more activations than the source a target may end up with by partner moves:
 #: ``max(SLACK, SLACK_SHARE * mean of the two counts)``.
-SLACK: Final = 2
-SLACK_SHARE: Final = 0.05
+SLACK: Final = 4
+SLACK_SHARE: Final = 0.1
 #: Periods a target counts the partner moves it agreed to as its own (until they arrive).
 RESERVE_PERIODS: Final = 3
 
@@ -68,7 +72,6 @@ class Rebalancer:
         "_clock",
         "_cluster",
         "_migrator",
-        "_moved_to",
         "_planning",
         "_reserved",
         "_task",
@@ -96,12 +99,10 @@ class Rebalancer:
         self.window = period * WINDOWS
         #: what this node measured of its link to each peer
         self.links: dict[str, Link] = {}
-        #: peer -> loop time of the last partner move this node made (or planned) toward it
-        self._moved_to: dict[str, float] = {}
         #: peers this node is asking to take partner moves right now
         self._planning: set[str] = set()
-        #: (loop time, count) of the partner moves this node agreed to take, lately
-        self._reserved: list[tuple[float, int]] = []
+        #: source -> [loop time, count] of the partner moves agreed to and not yet arrived
+        self._reserved: dict[str, list[list[float]]] = {}
         #: how many activations this rebalancer moved (for tests and metrics)
         self.moves = 0
         self._task: asyncio.Task[None] | None = None
@@ -208,14 +209,21 @@ class Rebalancer:
                 return 0
             self.link(target).saw_round_trip(loop.time() - sent)
             taken = answer if isinstance(answer, int) and not isinstance(answer, bool) else 0
+            log.debug(
+                "%s -> %s: %d data moves, %d of %d partner moves taken",
+                self._cluster.address,
+                target,
+                len(by_data),
+                taken,
+                len(partners),
+            )
             taken_partners = [a for a, _ in partners[: max(0, taken)]]
-            if taken_partners:
-                self._moved_to[target] = loop.time()
             acts = [a for a in by_data + taken_partners if a.status == ACTIVE]
             if not acts:
                 return 0
             try:
-                moved = await self._migrator.migrate_many(acts, target)
+                # an actor busy for longer than a period moves in a later round
+                moved = await self._migrator.migrate_many(acts, target, self.period)
             except ActorError as err:
                 log.warning("moving %d activations to %s failed: %s", len(acts), target, err)
                 return 0
@@ -236,20 +244,43 @@ class Rebalancer:
         if source in self._planning and self._cluster.address < source:
             return 0  # both ends want to move toward each other: ours win
         now = asyncio.get_running_loop().time()
-        last = self._moved_to.get(source)
-        if last is not None and now - last < self.window:
-            return 0  # we moved actors toward it lately: do not send them back
         # what we agreed to take from anyone lately counts as ours already: several sources
         # asking at once must not all fill the same room
         recent = now - RESERVE_PERIODS * self.period
-        self._reserved = [r for r in self._reserved if r[0] > recent]
-        mine = self._catalog.count + sum(n for _, n in self._reserved)
+        for peer in list(self._reserved):
+            kept = [r for r in self._reserved[peer] if r[0] > recent and r[1] > 0]
+            if kept:
+                self._reserved[peer] = kept
+            else:
+                del self._reserved[peer]
+        mine = self._catalog.count + int(sum(r[1] for rs in self._reserved.values() for r in rs))
         slack = max(SLACK, SLACK_SHARE * (mine + source_count) / 2)
         room = int((source_count - mine + slack) // 2)
         taken = max(0, min(partners, room))
+        log.debug(
+            "may_move from %s: %d partners, theirs %d, ours %d (+%d agreed), slack %.1f: %d",
+            source,
+            partners,
+            source_count,
+            self._catalog.count,
+            mine - self._catalog.count,
+            slack,
+            taken,
+        )
         if taken:
-            self._reserved.append((now, taken))
+            self._reserved.setdefault(source, []).append([now, float(taken)])
         return taken
+
+    def arrived(self, source: str, count: int) -> None:
+        """``count`` activations moved here from ``source``: they no longer count as agreed,
+        and we forget our calls toward it (see the module docstring)."""
+        for reservation in self._reserved.get(source, ()):
+            took = min(reservation[1], count)
+            reservation[1] -= took
+            count -= int(took)
+        for act in self._catalog:
+            if act.affinity is not None:
+                act.affinity.forget_calls(source)
 
 
 def _state_size(act: Activation) -> int:
