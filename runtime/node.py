@@ -48,6 +48,7 @@ from runtime.messaging import Messaging
 from runtime.migration import Migrator
 from runtime.placement import Placement
 from runtime.rebalancer import DEFAULT_PERIOD, Rebalancer
+from runtime.resources import detect_async, offered
 from runtime.served import Served
 from runtime.transport import Transport
 
@@ -87,7 +88,9 @@ class Node:
         listen: endpoint to serve on (``tcp://HOST:PORT``, port 0 for any); None = embedded.
         seeds: endpoints of cluster members to join through.
         storage: state storage URL (``sqlite:///path``); takes effect with the storage issue.
-        resources: what this node offers to actors' ``resources`` requirements.
+        resources: what this node offers to actors' ``resources`` requirements, on top of
+            what a cluster member detects of its machine (``cpu``, ``mem`` in GiB, ``gpu``:
+            see ``runtime.resources``); the given figures win.
         default_timeout: the deadline of an ask, in seconds, unless the call gives one.
         check_serializable: reject local arguments and results that could not cross the wire
             with ``SerializationError`` (costs an encode per call; the test suite turns it on).
@@ -138,6 +141,19 @@ class Node:
         self.listen = listen
         self.seeds = list(seeds)
         self.storage = storage
+        if resources is not None and not (
+            isinstance(resources, Mapping)
+            and all(
+                isinstance(k, str)
+                and isinstance(v, (int, float))
+                and not isinstance(v, bool)
+                and v >= 0
+                for k, v in resources.items()
+            )
+        ):
+            raise TypeError(f"resources must map names to non-negative numbers, not {resources!r}")
+        self._given_resources = None if resources is None else dict(resources)
+        #: what this node offers (detected and given, once it started as a member)
         self.resources: dict[str, float] = dict(resources or {})
         self.default_timeout = float(default_timeout)
         self.check_serializable = check_serializable
@@ -287,6 +303,7 @@ class Node:
         if bound:
             self._address = bound
             types = served.hosted_names()
+            self.resources = offered(self._given_resources, await detect_async())
         else:
             self._address = f"client://{uuid.uuid4().hex[:16]}"
             types = []

@@ -312,3 +312,11 @@ class Follower:
 @actor(placement="data", resources={"gpu": 1})
 class GpuFollower(Follower):
     """A Follower that only a node offering a GPU may host."""
+
+
+@actor(resources={"cpu": 1})
+class CpuBound:
+    """Needs a CPU: hosted by members that detected one (or were given ``cpu``)."""
+
+    def where(self) -> str:
+        return current_node().address

@@ -174,7 +174,7 @@ async def test_a_move_under_ten_thousand_concurrent_calls_loses_and_repeats_noth
 
 async def test_a_move_never_lands_where_the_type_cannot_run() -> None:
     # a and b offer a GPU, c does not: the data on c cannot draw the actor there
-    with data_cluster(["gpu=1", "gpu=1", None]) as procs:
+    with data_cluster(["gpu=1", "gpu=1", "gpu=0"]) as procs:
         async with converged_client(procs, 3) as client:
             a, b, c = (p.address for p in procs)
             blob = await data_on(client, c, "blob", 200_000)
