@@ -891,16 +891,9 @@ class Cluster:
             task.add_done_callback(lambda t: _answer(t, reply))
             return
         elif op == "data":
-            if not isinstance(body, str):
-                raise ValueError("data body is a key")
-            if body not in node._data:
-                if env.corr:
-                    err = ActorError(f"no data {body!r} on {self.address}")
-                    self.messaging.transport.reply(
-                        route, self.messaging.encode_error(env.corr, err)
-                    )
-                return
-            answer = node._data.get(body)
+            reply = RemoteReply(self.messaging, route, env.corr) if env.corr else None
+            node._data.serve(body, reply)
+            return
         else:
             raise ValueError(f"unknown control operation {op!r}")
         if env.corr:

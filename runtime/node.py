@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import os
 import uuid
 from collections.abc import Awaitable, Coroutine, Iterable, Mapping, Sequence
 from contextvars import Token
@@ -124,6 +125,11 @@ class Node:
         join_timeout: how long ``start`` keeps trying the seeds.
         clock: wall-clock time and randomness (``runtime.clock.Clock``); a simulator passes
             one that follows its virtual-time loop. Default: the system's.
+        data_limit: the most bytes of ``data.put`` payloads held in memory (default: no
+            limit); beyond it they spill to ``data_spill_dir`` or ``put`` fails with
+            ``DataLimitExceeded``. See ``runtime.datastore``.
+        data_spill_dir: a directory for payloads beyond ``data_limit`` (the node makes one of
+            its own inside it, removed when it stops).
 
     A member without ``listen`` but with ``seeds`` is a client: it sends to the cluster and
     hosts nothing.
@@ -143,6 +149,8 @@ class Node:
         max_frame_size: int = wire.DEFAULT_MAX_FRAME,
         join_timeout: float = DEFAULT_JOIN_TIMEOUT,
         clock: Clock | None = None,
+        data_limit: int | None = None,
+        data_spill_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         if not default_timeout > 0:
             raise ValueError("default_timeout must be positive")
@@ -158,7 +166,7 @@ class Node:
         self._address = f"local://node-{self._id}"
         self._types: Mapping[str, ActorType] = registered_types()
         self._catalog = Catalog(self)
-        self._data = DataStore(self._address)
+        self._data = DataStore(self._address, data_limit, data_spill_dir, max_frame_size)
         self._turn_tasks: set[asyncio.Task[Any]] = set()
         self.stop_grace = DEFAULT_STOP_GRACE
         self._tick = 0
@@ -229,6 +237,7 @@ class Node:
             node_stopped(self)
             if self._messaging is not None:
                 await self._messaging.close()
+            await self._data.close()
 
     async def __aenter__(self) -> Node:
         await self.start()
@@ -298,15 +307,14 @@ class Node:
         ``runtime.migration``."""
         await migration.migrate(self, ref, to)
 
-    def _data_put(self, key: str, payload: Any) -> DataRef:
-        return self._data.put(key, payload)
+    async def _data_put(self, key: str, payload: Any) -> DataRef:
+        return await self._data.put(key, payload)
 
     async def _data_get(self, ref: DataRef) -> Any:
-        if ref.node == self._address:
-            return self._data.get(ref.key)
-        if self._messaging is None:
-            raise NodeUnavailable(f"data {ref.key!r} is kept on {ref.node}, not on this node")
-        return await self._control_request(ref.node, "data", ref.key)
+        return await self._data.get(ref)
+
+    async def _data_delete(self, key: str) -> bool:
+        return await self._data.delete(key)
 
     async def deactivate_idle(self) -> int:
         """Deactivate now every activation that has been idle for its ``idle_after``."""
@@ -714,10 +722,17 @@ class Node:
             global _MEMORY_NETWORK
             if _MEMORY_NETWORK is None:
                 _MEMORY_NETWORK = MemoryNetwork()
-            return MemoryTransport(_MEMORY_NETWORK)
+            return MemoryTransport(_MEMORY_NETWORK, max_frame_bytes=self._coalesce_limit())
         from runtime.zmq_transport import ZmqTransport
 
-        return ZmqTransport()
+        return ZmqTransport(max_frame_bytes=self._coalesce_limit())
+
+    def _coalesce_limit(self) -> int:
+        """How large the transport may coalesce frames: never over ``max_frame_size``, which
+        the receiving end enforces."""
+        from runtime.transport import DEFAULT_MAX_FRAME_BYTES
+
+        return min(DEFAULT_MAX_FRAME_BYTES, self.max_frame_size)
 
     async def _start_cluster(self) -> None:
         transport = self._make_transport()
@@ -727,7 +742,7 @@ class Node:
         )
         bound = await messaging.start(self.listen)
         if bound:
-            self._address = self._data.address = bound
+            self._address = bound
             types = sorted(self._types) if self._serve is None else sorted(self._serve)
         else:
             self._address = f"client://{uuid.uuid4().hex[:16]}"
@@ -742,6 +757,8 @@ class Node:
             swim_config=self.swim_config,
             clock=self._clock,
         )
+        members = self._cluster.membership
+        self._data.connect(self._address, self._control_request, members.__contains__)
         await self._cluster.start(list(self.seeds), self.join_timeout)
 
     def _on_control(self, env: wire.Envelope, route: Route) -> None:
