@@ -87,6 +87,8 @@ MAX_RESTARTS: Final = 3
 FRAME_OVERHEAD: Final = 4096
 """Room left in a frame for the reply's envelope and header around the chunk."""
 MIN_CHUNK: Final = 512
+JOIN_IN_THREAD: Final = 8 << 20
+"""From this size on, a fetched bytes payload's chunks are joined in a thread."""
 
 # Kinds of wire form.
 BYTES: Final = 0
@@ -237,11 +239,19 @@ class Fetch:
     Once :attr:`done`, :meth:`result` rebuilds the payload. Answers may come in any order.
     Raises ``ProtocolError`` for an answer that does not fit, :class:`Changed` when the
     payload's tag changed.
+
+    Reassembly never touches the whole payload at once while chunks arrive, so it costs the
+    loop a bounded time per chunk: a bytearray, memoryview or numpy payload grows chunk by
+    chunk (``bytearray.extend``, in offset order) and *is* the result, with no final copy;
+    bytes and msgpack payloads keep their chunks and are joined once at the end
+    (:attr:`joins`; ``bytes.join`` lets go of the GIL, so a caller may run :meth:`buffer` in
+    a thread).
     """
 
     __slots__ = (
         "_buf",
         "_chunk",
+        "_filled",
         "_missing",
         "_next",
         "_parts",
@@ -264,6 +274,7 @@ class Fetch:
         self.kind = -1
         self.meta: list[Any] = []
         self._buf: bytearray | None = None
+        self._filled = 0  # bytes of _buf in place (the rest wait in _parts)
         self._parts: dict[int, bytes] = {}
         self._next = 0
         self._missing = -1  # bytes still to arrive (-1: before the first answer)
@@ -272,6 +283,11 @@ class Fetch:
     def done(self) -> bool:
         """Every byte has arrived."""
         return self._missing == 0
+
+    @property
+    def joins(self) -> bool:
+        """The payload's chunks are joined at the end (bytes and msgpack payloads)."""
+        return self._buf is None
 
     def first(self) -> list[Any]:
         """The first request: the start of the payload, which also tells its size."""
@@ -296,22 +312,34 @@ class Fetch:
                 self._chunk = min(self._chunk, len(data))  # the holder's chunk size
             self._missing = total
             self._next = len(data)
-            if kind in (BYTES, MSGPACK):
-                self._parts = {}  # joined once at the end: one copy in all
-            else:
-                self._buf = bytearray(total)  # filled as chunks arrive; becomes the payload
+            if kind not in (BYTES, MSGPACK):
+                self._buf = bytearray()  # grows chunk by chunk into the payload itself
         elif tag != self.tag:
             raise Changed(f"data {self.key!r} was replaced while it was fetched")
         elif total != self.total or kind != self.kind:
             raise ProtocolError("a data answer disagrees with the first one")
+        if (
+            offset % self._chunk
+            or offset >= max(self.total, 1)
+            or offset in self._parts
+            or offset < self._filled
+        ):
+            raise ProtocolError(f"a data answer for offset {offset}, which was not asked for")
         expected = min(self._chunk, self.total - offset)
         if len(data) != expected and not (offset == 0 and len(data) == self.total):
             raise ProtocolError(f"a chunk of {len(data)} bytes at {offset}, expected {expected}")
-        if self._buf is not None:
-            self._buf[offset : offset + len(data)] = data
-        else:
-            self._parts[offset] = data
         self._missing -= len(data)
+        buf = self._buf
+        if buf is None or offset != self._filled:
+            self._parts[offset] = data
+        else:
+            buf += data
+            self._filled += len(data)
+            parts = self._parts
+            while self._filled in parts:  # answers that came early
+                more = parts.pop(self._filled)
+                buf += more
+                self._filled += len(more)
         return self._requests(1 if offset else self._window)
 
     def _requests(self, n: int) -> list[list[Any]]:
@@ -322,17 +350,20 @@ class Fetch:
             n -= 1
         return out
 
-    def result(self, codec: wire.Codec = wire.DEFAULT_CODEC) -> Any:
-        """The payload, rebuilt (once :attr:`done`)."""
+    def buffer(self) -> bytes | bytearray:
+        """All the payload's bytes (once :attr:`done`)."""
         if not self.done:
             raise ActorError("the fetch is not complete")
         if self._buf is not None:
-            buf: bytes | bytearray = self._buf
-        else:
-            parts = self._parts
-            buf = parts[0] if len(parts) == 1 else b"".join(parts[k] for k in sorted(parts))
-            self._parts = {}
-        return from_wire(self.kind, self.meta, buf, codec)
+            return self._buf
+        parts, self._parts = self._parts, {}
+        if len(parts) == 1:
+            return next(iter(parts.values()))
+        return b"".join([parts[k] for k in sorted(parts)])
+
+    def result(self, codec: wire.Codec = wire.DEFAULT_CODEC) -> Any:
+        """The payload, rebuilt (once :attr:`done`)."""
+        return from_wire(self.kind, self.meta, self.buffer(), codec)
 
 
 # -- the store ----------------------------------------------------------------------------------
@@ -697,7 +728,11 @@ class DataStore:
                         task.exception()  # seen: the first failure is the one raised
                 else:
                     task.cancel()
-        return fetch.result(self.codec)
+        if fetch.joins and fetch.total >= JOIN_IN_THREAD:
+            buf = await asyncio.to_thread(fetch.buffer)  # bytes.join lets go of the GIL
+        else:
+            buf = fetch.buffer()
+        return from_wire(fetch.kind, fetch.meta, buf, self.codec)
 
 
 # -- file I/O (run in threads) ------------------------------------------------------------------

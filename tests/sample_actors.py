@@ -18,7 +18,7 @@ def pattern(nbytes: int) -> bytes:
     """``nbytes`` of a fixed, non-constant pattern (cheap to make, checkable with crc32)."""
     block = bytes(range(256)) * 4096
     whole, rest = divmod(nbytes, len(block))
-    return block * whole + block[:rest]
+    return b"".join([block] * whole + [block[:rest]])
 
 
 #: Turns in progress in this process per pool, and the most seen at once (stateless workers).
@@ -270,11 +270,14 @@ class Shelf:
     async def make(self, key: str, nbytes: int, kind: str = "bytes") -> DataRef:
         """Keep a payload of ``nbytes`` made here (``pattern(nbytes)``; ``kind`` "numpy": a
         float64 array of those bytes), so that it need not travel in the ask."""
-        payload: Any = pattern(nbytes)
+        # made in a thread (bytes.join and numpy's copy let go of the GIL): a few hundred MB
+        # made on the loop would stall it for long enough to lose the cluster's quorum
+        payload: Any = await asyncio.to_thread(pattern, nbytes)
         if kind == "numpy":
             import numpy as np
 
-            payload = np.frombuffer(bytearray(payload), dtype=np.float64)
+            raw = payload
+            payload = await asyncio.to_thread(lambda: np.frombuffer(raw, np.float64).copy())
         return await data.put(key, payload)
 
     async def drop(self, key: str) -> bool:
@@ -297,7 +300,8 @@ class Reader:
         value = await ref.get()
         took = time.perf_counter() - t0
         raw = memoryview(value).cast("B") if not isinstance(value, bytes | bytearray) else value
-        return [type(value).__name__, len(raw), zlib.crc32(raw), took]
+        crc = await asyncio.to_thread(zlib.crc32, raw)  # (zlib lets go of the GIL)
+        return [type(value).__name__, len(raw), crc, took]
 
     def where(self) -> str:
         return current_node().address

@@ -424,3 +424,14 @@ async def test_spill_writes_and_reads_do_not_block_the_loop(
     assert after_put >= 10 and ticks >= after_put + 10, (after_put, ticks)
     assert bytes(sink.result[4]) == pattern(100)
     await store.close()
+
+
+def test_an_answer_for_an_offset_not_asked_for_is_a_protocol_error() -> None:
+    for kind in (datastore.BYTES, datastore.BYTEARRAY):
+        fetch = Fetch("k", chunk=100)
+        todo = fetch.feed(0, [1, 1000, kind, [], b"x" * 100])
+        fetch.feed(todo[0][1], [1, 1000, kind, [], b"x" * 100])
+        with pytest.raises(ProtocolError, match="not asked for"):
+            fetch.feed(todo[0][1], [1, 1000, kind, [], b"x" * 100])  # twice
+        with pytest.raises(ProtocolError, match="not asked for"):
+            fetch.feed(150, [1, 1000, kind, [], b"x" * 100])
