@@ -15,9 +15,12 @@ from tests.sample_actors import pattern
 pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
 
 #: What moves (256 MB runs in ``bench/bench_data.py``).
-SIZE = 48 * 1024 * 1024
-#: The slowest answer allowed from another actor on the holder while it moves.
-BOUND = 0.25
+SIZE = 64 * 1024 * 1024
+#: The slowest answer allowed from another actor on the holder while it moves, in the best of
+#: ``TRIES`` transfers (the machines are shared: a neighbour's burst may stall any one of them;
+#: a holder that stalls on the transfer itself stalls in every one).
+BOUND = 0.1
+TRIES = 3
 
 
 def _key_on(client: Node, type_name: str, address: str) -> str:
@@ -39,13 +42,17 @@ async def test_other_actors_on_the_holder_keep_answering_during_a_large_fetch() 
             assert await ping.address() == holder
             ref = await shelf.make.ask("big", SIZE, timeout=30)
             assert ref.node == holder
-            fetch = asyncio.ensure_future(fetcher.digest.ask(ref, timeout=60))
-            latencies = []
-            while not fetch.done():
-                t0 = time.perf_counter()
-                assert await ping.address.ask(timeout=5) == holder
-                latencies.append(time.perf_counter() - t0)
-            kind, length, crc, took = await fetch
-            assert (kind, length, crc) == ("bytes", SIZE, zlib.crc32(pattern(SIZE)))
-            assert len(latencies) >= 5, (latencies, took)  # answered all along
-            assert max(latencies) < BOUND, (max(latencies), took)
+            slowest = []
+            for _ in range(TRIES):
+                fetch = asyncio.ensure_future(fetcher.digest.ask(ref, timeout=60))
+                latencies = []
+                while not fetch.done():
+                    t0 = time.perf_counter()
+                    assert await ping.address.ask(timeout=5) == holder
+                    latencies.append(time.perf_counter() - t0)
+                kind, length, crc, took = await fetch
+                assert (kind, length, crc) == ("bytes", SIZE, zlib.crc32(pattern(SIZE)))
+                assert len(latencies) >= 5, (latencies, took)  # answered all along
+                slowest.append(max(latencies))
+            assert min(slowest) < BOUND, slowest
+            assert max(slowest) < 2.0, slowest  # never stalled for long, whatever the noise
