@@ -48,7 +48,7 @@ from runtime.context import NODE, TURN, node_started, node_stopped
 from runtime.datastore import DataStore
 from runtime.mailbox import Message, ReplySink
 from runtime.messaging import Messaging, RemoteReply, ask_timeout
-from runtime.transport import Route, Transport
+from runtime.transport import DEFAULT_MAX_FRAME_BYTES, Route, Transport
 from runtime.wire import (
     F_ARGS,
     F_CORR,
@@ -716,23 +716,18 @@ class Node:
         if self._transport is not None:
             return self._transport
         endpoints = [self.listen] if self.listen is not None else list(self.seeds)
+        # frames coalesced past max_frame_size would be refused by the receiving end
+        coalesce = min(DEFAULT_MAX_FRAME_BYTES, self.max_frame_size)
         if endpoints and all(e.startswith("mem://") for e in endpoints):
             from runtime.memory_transport import MemoryNetwork, MemoryTransport
 
             global _MEMORY_NETWORK
             if _MEMORY_NETWORK is None:
                 _MEMORY_NETWORK = MemoryNetwork()
-            return MemoryTransport(_MEMORY_NETWORK, max_frame_bytes=self._coalesce_limit())
+            return MemoryTransport(_MEMORY_NETWORK, max_frame_bytes=coalesce)
         from runtime.zmq_transport import ZmqTransport
 
-        return ZmqTransport(max_frame_bytes=self._coalesce_limit())
-
-    def _coalesce_limit(self) -> int:
-        """How large the transport may coalesce frames: never over ``max_frame_size``, which
-        the receiving end enforces."""
-        from runtime.transport import DEFAULT_MAX_FRAME_BYTES
-
-        return min(DEFAULT_MAX_FRAME_BYTES, self.max_frame_size)
+        return ZmqTransport(max_frame_bytes=coalesce)
 
     async def _start_cluster(self) -> None:
         transport = self._make_transport()

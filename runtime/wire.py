@@ -74,7 +74,6 @@ import msgpack
 from actors.errors import (
     ActorError,
     ActorTimeout,
-    DataLimitExceeded,
     MessageTooLarge,
     NodeUnavailable,
     ProtocolError,
@@ -91,7 +90,6 @@ __all__ = [
     "DEFAULT_MAX_FRAME",
     "ERROR",
     "ERR_ACTOR",
-    "ERR_DATA_LIMIT",
     "ERR_NODE_UNAVAILABLE",
     "ERR_PROTOCOL",
     "ERR_REDIRECT",
@@ -955,7 +953,6 @@ ERR_TOO_LARGE: Final = 7
 ERR_NODE_UNAVAILABLE: Final = 8
 ERR_PROTOCOL: Final = 9
 ERR_REDIRECT: Final = 10
-ERR_DATA_LIMIT: Final = 11
 
 
 class Redirect(ActorError):
@@ -977,7 +974,6 @@ _ERR_CLASSES: Final[dict[int, type[ActorError]]] = {
     ERR_NODE_UNAVAILABLE: NodeUnavailable,
     ERR_PROTOCOL: ProtocolError,
     ERR_REDIRECT: Redirect,
-    ERR_DATA_LIMIT: DataLimitExceeded,
 }
 _ERR_CODES: Final[dict[type, int]] = {cls: code for code, cls in _ERR_CLASSES.items()}
 

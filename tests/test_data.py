@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from actors import ActorError, DataLimitExceeded, Node, NodeUnavailable, data
+from actors import ActorError, DataLimitExceeded, Node, NodeUnavailable, RemoteError, data
 from actors.data import DataRef
 from runtime import wire
 from runtime.datastore import CHUNK_SIZE
@@ -108,6 +108,16 @@ async def test_a_node_spills_beyond_its_limit_and_removes_its_files_when_it_stop
             assert await ref.get() == pattern(600) + bytes([i])
         assert any(tmp_path.iterdir())
     assert list(tmp_path.iterdir()) == []
+
+
+async def test_the_limit_error_raised_in_a_remote_turn_names_its_type() -> None:
+    net = MemoryNetwork()
+    a, b = _pair(net, "limit", data_limit=100)
+    async with a, b:
+        await until(lambda: len(a.members) == len(b.members) == 2, 10)
+        with pytest.raises(RemoteError, match="data_limit=100") as caught:
+            await b.ref(Shelf, "s").keep("k", b"x" * 101)  # raised in a's turn
+        assert caught.value.type_name.endswith("DataLimitExceeded")
 
 
 async def test_put_on_a_pure_client_fails_at_once() -> None:
