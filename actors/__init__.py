@@ -21,6 +21,7 @@ from actors.decorator import actor
 from actors.errors import (
     ActorError,
     ActorTimeout,
+    DataLimitExceeded,
     MessageTooLarge,
     NodeUnavailable,
     ProtocolError,
@@ -37,6 +38,7 @@ __all__ = [
     "ActorError",
     "ActorRef",
     "ActorTimeout",
+    "DataLimitExceeded",
     "MessageTooLarge",
     "Node",
     "NodeUnavailable",

@@ -10,6 +10,7 @@ from __future__ import annotations
 __all__ = [
     "ActorError",
     "ActorTimeout",
+    "DataLimitExceeded",
     "MessageTooLarge",
     "NodeUnavailable",
     "ProtocolError",
@@ -72,3 +73,9 @@ class NodeUnavailable(ActorError):
 
 class ProtocolError(ActorError):
     """A frame on the wire was malformed, truncated, oversized or of an unknown version."""
+
+
+class DataLimitExceeded(ActorError):
+    """A payload given to ``data.put`` does not fit under the node's ``data_limit`` and the
+    node has no ``data_spill_dir`` to move older payloads to; the earlier payload under the
+    same key, if any, is kept."""

@@ -23,7 +23,7 @@ handoff_many     activate a batch of moved actors here (a migration or a leave)
 claim            ``placement="local"``: record the claimant as the host, if none yet
 migrate          move our activation of the actor to another member
 may_move         how many partner-affinity moves we take from the sender (the rebalancer)
-data             a payload this node keeps (``actors.data``)
+data             a chunk of a payload this node keeps (``actors.data``, ``DataStore.serve``)
 ===============  ===========================================================================
 """
 
@@ -249,13 +249,9 @@ class Control:
     # -- data -----------------------------------------------------------------------------------
 
     def data(self, sender: str, body: Any, reply: RemoteReply | None) -> Any:
-        if not isinstance(body, str):
-            raise ValueError("data body is a key")
-        if body not in self._data:
-            if reply is not None:
-                reply.set_exception(ActorError(f"no data {body!r} on {self.address}"))
-            return _LATER
-        return self._data.get(body)
+        """A chunk of a payload kept here (``DataStore.serve`` answers, maybe from a thread)."""
+        self._data.serve(body, reply)
+        return _LATER
 
 
 #: Operation name -> handler (``Control.<name>``).

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from contextvars import Token
@@ -34,12 +35,11 @@ from actors.ref import ActorRef, type_name_of
 from router.swim import SwimConfig
 from runtime import wire
 from runtime.activation import Activation, Host
-from runtime.affinity import payload_size
 from runtime.calls import Calls
 from runtime.catalog import Catalog
 from runtime.clock import Clock
 from runtime.cluster import Cluster
-from runtime.context import NODE, TURN, node_started, node_stopped
+from runtime.context import NODE, node_started, node_stopped
 from runtime.control import Control
 from runtime.datastore import DataStore
 from runtime.dispatch import Dispatcher
@@ -50,7 +50,7 @@ from runtime.placement import Placement
 from runtime.rebalancer import DEFAULT_PERIOD, Rebalancer
 from runtime.resources import detect_async, offered
 from runtime.served import Served
-from runtime.transport import Transport
+from runtime.transport import DEFAULT_MAX_FRAME_BYTES, Transport
 
 __all__ = ["Node"]
 
@@ -103,6 +103,11 @@ class Node:
         join_timeout: how long ``start`` keeps trying the seeds.
         clock: wall-clock time and randomness (``runtime.clock.Clock``); a simulator passes
             one that follows its virtual-time loop. Default: the system's.
+        data_limit: the most bytes of ``data.put`` payloads held in memory (default: no
+            limit); beyond it they spill to ``data_spill_dir`` or ``put`` fails with
+            ``DataLimitExceeded``. See ``runtime.datastore``.
+        data_spill_dir: a directory for payloads beyond ``data_limit`` (the node makes one of
+            its own inside it, removed when it stops).
         rebalance_period: seconds between the rounds in which a member moves its
             ``placement="data"`` actors toward the data they read and the actors they call
             (``runtime.rebalancer``; rates are smoothed over five periods).
@@ -125,6 +130,8 @@ class Node:
         max_frame_size: int = wire.DEFAULT_MAX_FRAME,
         join_timeout: float = DEFAULT_JOIN_TIMEOUT,
         clock: Clock | None = None,
+        data_limit: int | None = None,
+        data_spill_dir: str | os.PathLike[str] | None = None,
         rebalance_period: float = DEFAULT_PERIOD,
     ) -> None:
         if not default_timeout > 0:
@@ -172,7 +179,8 @@ class Node:
         self._host = Host(self, check_serializable)
         self._served = Served(serve)
         self._catalog = Catalog(self._host)
-        self._data = DataStore(self._address)
+        #: the payloads this node keeps (what ``actors.data`` puts, gets and deletes)
+        self.data = DataStore(self._address, data_limit, data_spill_dir, max_frame_size)
         #: the outbound call path (what references call: ``calls.ask``, ``calls.tell``)
         self.calls = Calls(
             self._host, self._catalog, self._served, self.default_timeout, self._clock.wall
@@ -242,6 +250,7 @@ class Node:
             node_stopped(self)
             if self._messaging is not None:
                 await self._messaging.close()
+            await self.data.close()
 
     def _stopped(self) -> None:
         self._running = self._host.running = False
@@ -277,16 +286,18 @@ class Node:
         if self._transport is not None:
             return self._transport
         endpoints = [self.listen] if self.listen is not None else list(self.seeds)
+        # frames coalesced past max_frame_size would be refused by the receiving end
+        coalesce = min(DEFAULT_MAX_FRAME_BYTES, self.max_frame_size)
         if endpoints and all(e.startswith("mem://") for e in endpoints):
             from runtime.memory_transport import MemoryNetwork, MemoryTransport
 
             global _MEMORY_NETWORK
             if _MEMORY_NETWORK is None:
                 _MEMORY_NETWORK = MemoryNetwork()
-            return MemoryTransport(_MEMORY_NETWORK)
+            return MemoryTransport(_MEMORY_NETWORK, max_frame_bytes=coalesce)
         from runtime.zmq_transport import ZmqTransport
 
-        return ZmqTransport()
+        return ZmqTransport(max_frame_bytes=coalesce)
 
     async def _start_cluster(self) -> None:
         """Build and wire the cluster's parts, then join."""
@@ -307,7 +318,7 @@ class Node:
         else:
             self._address = f"client://{uuid.uuid4().hex[:16]}"
             types = []
-        self._data.address = self._address
+        self.data.connect(self._address, calls.control, lambda a: a in cluster.membership)
         cache = LocationCache()
         cluster = self._cluster = Cluster(
             messaging,
@@ -339,7 +350,7 @@ class Node:
         )
         cluster.release = dispatch[0].on_request
         control.append(
-            Control(cluster, catalog, served, placement, locator, migrator, calls, self._data)
+            Control(cluster, catalog, served, placement, locator, migrator, calls, self.data)
         )
         if bound and any(getattr(served.get(t), "placement", "") == "data" for t in types):
             rebalancer = self._rebalancer = Rebalancer(
@@ -347,6 +358,7 @@ class Node:
             )
             catalog.affinity = True
             control[0].rebalancer = rebalancer
+            self.data.on_read = rebalancer.data_read
         await cluster.start(list(self.seeds), self.join_timeout)
         if self._rebalancer is not None:
             self._rebalancer.start()
@@ -405,28 +417,3 @@ class Node:
     async def deactivate_idle(self) -> int:
         """Deactivate now every activation that has been idle for its ``idle_after``."""
         return await self._catalog.collect_idle()
-
-    # -- data (``actors.data``) -----------------------------------------------------------------
-
-    def _data_put(self, key: str, payload: Any) -> DataRef:
-        return self._data.put(key, payload)
-
-    async def _data_get(self, ref: DataRef) -> Any:
-        turn = TURN.get()
-        affinity = None if turn is None else turn[0].affinity
-        if ref.node == self._address:
-            value = self._data.get(ref.key)
-            if affinity is not None:
-                affinity.fetched(ref.node, payload_size(value))
-            return value
-        if self._messaging is None:
-            raise NodeUnavailable(f"data {ref.key!r} is kept on {ref.node}, not on this node")
-        loop = self._host.loop
-        started = loop.time()
-        value = await self.calls.control(ref.node, "data", ref.key)
-        size = payload_size(value)
-        if self._rebalancer is not None:
-            self._rebalancer.link(ref.node).saw_transfer(size, loop.time() - started)
-        if affinity is not None:
-            affinity.fetched(ref.node, size)
-        return value

@@ -36,6 +36,7 @@ from runtime.affinity import (
     Move,
     best_move,
 )
+from runtime.context import TURN
 from runtime.lifecycle import ACTIVE
 from runtime.state import get_state
 
@@ -270,6 +271,15 @@ class Rebalancer:
         if taken:
             self._reserved.setdefault(source, []).append([now, float(taken)])
         return taken
+
+    def data_read(self, holder: str, nbytes: int, seconds: float) -> None:
+        """``DataRef.get`` read ``nbytes`` held by ``holder`` in ``seconds`` (the data store's
+        ``on_read``): the reading turn's activation counts it, the link learns from it."""
+        if seconds > 0:
+            self.link(holder).saw_transfer(nbytes, seconds)
+        turn = TURN.get()
+        if turn is not None and turn[0].affinity is not None:
+            turn[0].affinity.fetched(holder, nbytes)
 
     def arrived(self, source: str, count: int) -> None:
         """``count`` activations moved here from ``source``: they no longer count as agreed,

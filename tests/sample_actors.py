@@ -5,12 +5,21 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+import zlib
 from typing import Any
 
 import actors
 from actors import actor, data
 from actors.data import DataRef
 from runtime.context import current_node
+
+
+def pattern(nbytes: int) -> bytes:
+    """``nbytes`` of a fixed, non-constant pattern (cheap to make, checkable with crc32)."""
+    block = bytes(range(256)) * 4096
+    whole, rest = divmod(nbytes, len(block))
+    return b"".join([block] * whole + [block[:rest]])
+
 
 #: Turns in progress in this process per pool, and the most seen at once (stateless workers).
 POOL_STATS: dict[str, int] = {"inflight": 0, "max": 0}
@@ -258,6 +267,22 @@ class Shelf:
     async def keep(self, key: str, payload: Any) -> DataRef:
         return await data.put(key, payload)
 
+    async def make(self, key: str, nbytes: int, kind: str = "bytes") -> DataRef:
+        """Keep a payload of ``nbytes`` made here (``pattern(nbytes)``; ``kind`` "numpy": a
+        float64 array of those bytes), so that it need not travel in the ask."""
+        # made in a thread (bytes.join and numpy's copy let go of the GIL): a few hundred MB
+        # made on the loop would stall it for long enough to lose the cluster's quorum
+        payload: Any = await asyncio.to_thread(pattern, nbytes)
+        if kind == "numpy":
+            import numpy as np
+
+            raw = payload
+            payload = await asyncio.to_thread(lambda: np.frombuffer(raw, np.float64).copy())
+        return await data.put(key, payload)
+
+    async def drop(self, key: str) -> bool:
+        return await data.delete(key)
+
     def where(self) -> str:
         return current_node().address
 
@@ -268,6 +293,15 @@ class Reader:
 
     async def fetch(self, ref: DataRef) -> Any:
         return await ref.get()
+
+    async def digest(self, ref: DataRef) -> list[Any]:
+        """``[type name, length in bytes, crc32, seconds]`` of the payload fetched."""
+        t0 = time.perf_counter()
+        value = await ref.get()
+        took = time.perf_counter() - t0
+        raw = memoryview(value).cast("B") if not isinstance(value, bytes | bytearray) else value
+        crc = await asyncio.to_thread(zlib.crc32, raw)  # (zlib lets go of the GIL)
+        return [type(value).__name__, len(raw), crc, took]
 
     def where(self) -> str:
         return current_node().address

@@ -15,6 +15,19 @@ def test_every_error_is_an_actor_error(name: str) -> None:
     assert issubclass(getattr(errors, name), ActorError)
 
 
+@pytest.mark.parametrize("name", errors.__all__)
+def test_every_error_is_exported_by_the_package(name: str) -> None:
+    import actors
+
+    assert name in actors.__all__ and getattr(actors, name) is getattr(errors, name)
+
+
+def test_the_data_api_is_exported() -> None:
+    from actors import data
+
+    assert data.__all__ == ["DataRef", "delete", "put"]
+
+
 def test_timeout_is_also_a_timeout_error() -> None:
     assert issubclass(ActorTimeout, TimeoutError)
     assert issubclass(MessageTooLarge, SerializationError)
