@@ -34,6 +34,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
+from actors.data import DataRef
 from actors.errors import ActorError, ProtocolError, UnknownActorType
 from runtime import wire
 from runtime.activation import Activation
@@ -59,6 +60,23 @@ log = logging.getLogger("shoal.control")
 
 #: A handler's answer when it replies by itself (from a task).
 _LATER: Final[Any] = object()
+
+
+def _handoff_item(item: Any) -> list[Any]:
+    """A ``handoff_many`` item checked, as ``[type, key, state, epoch, moves, staged]``."""
+    if isinstance(item, list) and len(item) == 6:
+        type_name, key, state, epoch = actor_body(item[:4], 4)
+        moves, staged = item[4], item[5]
+        if moves is not None and not (
+            isinstance(moves, list) and all(type(t) is float for t in moves)
+        ):
+            raise ValueError("a handoff's move history is a list of float")
+        if staged is not None and not isinstance(staged, DataRef):
+            raise ValueError("a handoff's staged state is a DataRef")
+    else:
+        type_name, key, state, epoch = actor_body(item, 4)
+        moves = staged = None
+    return [type_name, key, state, _epoch(epoch, "handoff epoch"), moves, staged]
 
 
 def _epoch(value: Any, what: str) -> int:
@@ -196,20 +214,40 @@ class Control:
         return self._catalog.receive_handoff(self._hosted(type_name), key, state).epoch
 
     def handoff_many(self, sender: str, body: Any, reply: RemoteReply | None) -> Any:
-        """A batch of moved actors: each answer is its new epoch, or why it was refused."""
+        """A batch of moved actors: each answer is its new epoch, or why it was refused.
+
+        An item is ``[type_name, key, state, epoch]``, or ``[type_name, key, state, epoch,
+        moves, staged]`` with the actor's move history (``placement="data"``) and, for a
+        large state, a ``DataRef`` to it in the sender's data store (``state`` is then None):
+        those are fetched first, and the batch is answered once all of them arrived."""
         if not isinstance(body, list):
             raise ValueError("handoff_many body is a list of [type_name, key, state, epoch]")
+        items = [_handoff_item(item) for item in body]
+        for item in items:
+            self._cluster.epochs.observe(item[3])
+        if any(item[5] is not None for item in items):
+            return self._later(reply, self._receive_staged(sender, items))
+        return self._receive(sender, items)
+
+    async def _receive_staged(self, sender: str, items: list[list[Any]]) -> list[Any]:
+        for item in items:
+            staged = item[5]
+            if staged is not None:
+                try:
+                    item[2] = self._data.codec.unpackb(await self._data.get(staged))
+                except ActorError as err:
+                    item[2] = err
+        return self._receive(sender, items)
+
+    def _receive(self, sender: str, items: list[list[Any]]) -> list[Any]:
         answer: list[Any] = []
         affine = 0
-        for item in body:
-            moves = None
-            if isinstance(item, list) and len(item) == 5:
-                moves = item.pop()
-                if not (isinstance(moves, list) and all(type(t) is float for t in moves)):
-                    raise ValueError("a handoff's move history is a list of float")
+        for type_name, key, state, _, moves, _ in items:
+            if moves is not None:
                 affine += 1
-            type_name, key, state, epoch = actor_body(item, 4)
-            self._cluster.epochs.observe(_epoch(epoch, "handoff epoch"))
+            if isinstance(state, ActorError):  # its staged state could not be fetched
+                answer.append(f"{type(state).__name__}: {state}")
+                continue
             if self._catalog.lookup(type_name, key) is not None:
                 # activated here meanwhile, by a view without the sender (which the cluster
                 # had removed): the sender's state is the stale one

@@ -22,18 +22,21 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from actors.errors import ActorError, NodeUnavailable, UnknownActorType
+from runtime.affinity import payload_size
 from runtime.lifecycle import ACTIVE, transition
 from runtime.state import get_state
 
 if TYPE_CHECKING:
+    from actors.data import DataRef
     from actors.ref import ActorRef
     from runtime.activation import Activation
     from runtime.calls import Calls
     from runtime.catalog import Catalog
     from runtime.cluster import Cluster
+    from runtime.datastore import DataStore
     from runtime.locator import Locator
 
 __all__ = ["BATCH", "Migrator"]
@@ -42,6 +45,9 @@ log = logging.getLogger("shoal.migration")
 
 #: Most activations one handoff request carries.
 BATCH: Final = 256
+#: Encoded states of at least this many bytes are staged in the data store and fetched by the
+#: target in chunks, instead of travelling in the handoff request.
+LARGE_STATE: Final = 256 * 1024
 #: Seconds between attempts to hand over what a target did not take (it died meanwhile).
 RETRY: Final = 0.2
 
@@ -49,7 +55,7 @@ RETRY: Final = 0.2
 class Migrator:
     """Moves this node's activations to other members (on request, or all when leaving)."""
 
-    __slots__ = ("_calls", "_catalog", "_cluster", "_locator", "_wall", "timeout")
+    __slots__ = ("_calls", "_catalog", "_cluster", "_data", "_locator", "_wall", "timeout")
 
     def __init__(
         self,
@@ -57,10 +63,12 @@ class Migrator:
         catalog: Catalog,
         calls: Calls,
         locator: Locator,
+        data: DataStore,
         timeout: float,
         wall: Callable[[], float],
     ) -> None:
         self._wall = wall
+        self._data = data
         self._cluster = cluster
         self._catalog = catalog
         self._calls = calls
@@ -140,16 +148,27 @@ class Migrator:
         return moved
 
     async def _hand_over(self, batch: list[Activation], to: str) -> int:
-        """Send the state of ``batch`` (idle, held) to ``to``; returns how many it took."""
+        """Send the state of ``batch`` (idle, held) to ``to``; returns how many it took.
+
+        A state larger than ``LARGE_STATE`` encoded is staged in this node's data store and
+        the target fetches it in chunks (``runtime.datastore``): the loops of both ends keep
+        serving between chunks, and no frame grows with the state."""
         cluster, catalog = self._cluster, self._catalog
+        staged: list[str] = []
         try:
             wall = self._wall()
-            body = [
-                [a.type.name, a.key, get_state(a.instance), a.epoch]
-                if a.affinity is None
-                else [a.type.name, a.key, get_state(a.instance), a.epoch, [*a.affinity.moves, wall]]
-                for a in batch
-            ]
+            body = []
+            for a in batch:
+                state = get_state(a.instance)
+                moves = None if a.affinity is None else [*a.affinity.moves, wall]
+                ref = await self._stage(a, state)
+                if ref is not None:
+                    staged.append(ref.key)
+                    body.append([a.type.name, a.key, None, a.epoch, moves, ref])
+                elif moves is not None:
+                    body.append([a.type.name, a.key, state, a.epoch, moves, None])
+                else:
+                    body.append([a.type.name, a.key, state, a.epoch])
             epochs = await self._calls.control(to, "handoff_many", body)
             if not (isinstance(epochs, list) and len(epochs) == len(batch)):
                 raise ActorError(f"{to} answered a handoff with {epochs!r}")
@@ -157,6 +176,9 @@ class Migrator:
             for act in batch:
                 self._stay(act)
             raise
+        finally:
+            for key in staged:
+                await self._data.delete(key)
         moved = 0
         for act, epoch in zip(batch, epochs, strict=True):
             if not isinstance(epoch, int) or isinstance(epoch, bool):
@@ -177,6 +199,20 @@ class Migrator:
             for msg in act.take_backlog():
                 self._calls.reroute(msg, act.type, key, to)
         return moved
+
+    async def _stage(self, act: Activation, state: Any) -> DataRef | None:
+        """``state`` kept in the data store for the target to fetch, if it is large."""
+        if payload_size(state) < LARGE_STATE // 2:
+            return None
+        encoded = self._data.codec.packb(state)
+        if len(encoded) < LARGE_STATE:
+            return None
+        key = f"shoal.move/{act.type.name}/{act.key}/{act.epoch}"
+        try:
+            return await self._data.put(key, encoded)
+        except ActorError as err:  # no room in the store: it travels in the request
+            log.warning("state of %s/%s not staged (%s): sent whole", act.type.name, act.key, err)
+            return None
 
     def _stay(self, act: Activation) -> None:
         """A move that did not happen: the activation serves here again (and registers again

@@ -341,7 +341,7 @@ class Node:
         if bound:
             catalog.registrar = cluster
         migrator = self._migrator = Migrator(
-            cluster, catalog, calls, locator, self.default_timeout, self._clock.wall
+            cluster, catalog, calls, locator, self.data, self.default_timeout, self._clock.wall
         )
         dispatch.append(
             Dispatcher(

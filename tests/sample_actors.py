@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import time
 import zlib
@@ -334,7 +335,11 @@ class Follower:
 
     def load(self, nbytes: int) -> None:
         """Carry ``nbytes`` of state (what a move must transfer)."""
-        self.ballast = b"x" * nbytes
+        self.ballast = os.urandom(nbytes)
+
+    def ballast_digest(self) -> list[Any]:
+        """``[size, sha256]`` of the state it carries."""
+        return [len(self.ballast), hashlib.sha256(self.ballast).hexdigest()]
 
     def where(self) -> str:
         return current_node().address

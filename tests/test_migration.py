@@ -6,7 +6,10 @@ import asyncio
 
 import pytest
 
+from actors import Node
+from runtime.memory_transport import MemoryNetwork, MemoryTransport
 from tests.cluster import cluster, converged_client
+from tests.sample_actors import Follower
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
 
@@ -56,3 +59,36 @@ async def test_migrate_moves_state_and_loses_no_message() -> None:
             await client.migrate(c, to=home)  # and back to the owner
             assert await client.locate(c) == home
             assert await c.incr(1) == total + 2
+
+
+async def test_a_large_state_moves_in_chunks_under_a_small_frame_limit() -> None:
+    """A 3 MB state with frames limited to 1 MiB: it cannot travel in the handoff request, so
+    it is staged in the source's data store, fetched by the target in chunks, and removed."""
+    net = MemoryNetwork()
+    nodes = [
+        Node(
+            listen=f"mem://big-{name}",
+            seeds=[] if name == "a" else ["mem://big-a"],
+            transport=MemoryTransport(net, max_frame_bytes=1 << 20),
+            max_frame_size=1 << 20,
+            default_timeout=10,
+            serve=[Follower],
+        )
+        for name in ("a", "b")
+    ]
+    for node in nodes:
+        await node.start()
+    try:
+        a, b = nodes
+        ref = a.ref(Follower, "heavy")
+        await ref.load(3_000_000)
+        digest = await ref.ballast_digest()
+        home = await a.locate(ref)
+        source, target = (a, b) if home == a.address else (b, a)
+        await a.migrate(ref, to=target.address)
+        assert await a.locate(ref) == target.address
+        assert await ref.ballast_digest() == digest
+        assert len(source.data) == 0, "the staged state was left behind"
+    finally:
+        for node in reversed(nodes):
+            await node.stop()
