@@ -24,11 +24,11 @@ where ``S`` is the size of its state, ``bw(t)`` the measured bandwidth of the li
 (bytes/s) and ``rtt(t)`` its measured round trip (s); what is local costs nothing. It moves to
 the ``t`` with the largest saving if ``saving(t) > HYSTERESIS * cost(t)``: the time it would
 save over the next window pays for the move several times over. A move that would save less
-than ``HYSTERESIS`` times its cost, a move before the actor has been ``dwell`` seconds in
-place, and a move beyond the budget (``BUDGET`` moves per ``budget_window`` seconds, carried
-along with the actor) are not made: an actor never ping-pongs. The rebalancer sets the window
-to ``WINDOWS`` rebalancing periods, ``dwell`` to ``DWELL_PERIODS`` and ``budget_window`` to
-``BUDGET_PERIODS`` of them.
+than ``HYSTERESIS`` times its cost, a move before an actor that moved has been ``dwell``
+seconds in its new place, and a move beyond the budget (``BUDGET`` moves per
+``budget_window`` seconds, carried along with the actor) are not made: an actor never
+ping-pongs. The rebalancer sets the window to ``WINDOWS`` rebalancing periods, ``dwell`` to
+``DWELL_PERIODS`` and ``budget_window`` to ``BUDGET_PERIODS`` of them.
 """
 
 from __future__ import annotations
@@ -170,8 +170,12 @@ def best_move(
     dwell: float,
     budget_window: float,
 ) -> Move | None:
-    """The move the formula of the module docstring makes, or None to stay."""
-    if now - aff.since < dwell or aff.moved_recently(wall, budget_window) >= BUDGET:
+    """The move the formula of the module docstring makes, or None to stay. ``dwell`` holds
+    back an actor that arrived by a move; a fresh activation may move as soon as its rates
+    say so."""
+    if aff.moved_recently(wall, budget_window) >= BUDGET:
+        return None
+    if aff.moves and now - aff.since < dwell:
         return None
     data, calls = aff.data_rates, aff.call_rates
     d_here, m_here = data.get(here, 0.0), calls.get(here, 0.0)

@@ -45,9 +45,10 @@ log = logging.getLogger("shoal.migration")
 
 #: Most activations one handoff request carries.
 BATCH: Final = 256
-#: Encoded states of at least this many bytes are staged in the data store and fetched by the
-#: target in chunks, instead of travelling in the handoff request.
-LARGE_STATE: Final = 256 * 1024
+#: Encoded states of at least this many bytes (or of one data chunk, if that is less: see
+#: ``DataStore.chunk_size``) are staged in the data store and fetched by the target in chunks,
+#: instead of travelling in the handoff request.
+LARGE_STATE: Final = 1 << 20
 #: Seconds between attempts to hand over what a target did not take (it died meanwhile).
 RETRY: Final = 0.2
 
@@ -150,7 +151,7 @@ class Migrator:
     async def _hand_over(self, batch: list[Activation], to: str) -> int:
         """Send the state of ``batch`` (idle, held) to ``to``; returns how many it took.
 
-        A state larger than ``LARGE_STATE`` encoded is staged in this node's data store and
+        A state of ``LARGE_STATE`` or more encoded is staged in this node's data store and
         the target fetches it in chunks (``runtime.datastore``): the loops of both ends keep
         serving between chunks, and no frame grows with the state."""
         cluster, catalog = self._cluster, self._catalog
@@ -202,10 +203,11 @@ class Migrator:
 
     async def _stage(self, act: Activation, state: Any) -> DataRef | None:
         """``state`` kept in the data store for the target to fetch, if it is large."""
-        if payload_size(state) < LARGE_STATE // 2:
+        large = min(LARGE_STATE, self._data.chunk_size)
+        if payload_size(state) < large // 2:
             return None
         encoded = self._data.codec.packb(state)
-        if len(encoded) < LARGE_STATE:
+        if len(encoded) < large:
             return None
         key = f"shoal.move/{act.type.name}/{act.key}/{act.epoch}"
         try:

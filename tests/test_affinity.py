@@ -102,8 +102,10 @@ def test_data_outweighs_calls() -> None:
     assert move is not None and move.target == "a"
 
 
-def test_no_move_before_the_dwell_time() -> None:
+def test_an_actor_that_moved_stays_for_the_dwell_time() -> None:
     aff = reading("a", 10_000_000, seconds=1.5, step=0.5)
+    assert decide(aff, now=1.5) is not None  # a fresh activation moves when the rates say so
+    aff.moves = [1e6 - 1.0]  # it arrived here by a move, a second ago
     assert decide(aff, now=1.5) is None  # in place 1.5 s, dwell 2 s
     assert decide(aff, now=2.5) is not None
 
