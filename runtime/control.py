@@ -21,7 +21,7 @@ epoch            the fencing epoch of our activation of the actor
 handoff          activate an actor here (with its state, or fresh: placement)
 handoff_many     activate a batch of moved actors here (a migration or a leave)
 claim            ``placement="local"``: record the claimant as the host, if none yet
-migrate          move our activation of the actor to another member
+migrate          move our activation of the actor to another member (or say where it lives)
 may_move         how many partner-affinity moves we take from the sender (the rebalancer)
 data             a chunk of a payload this node keeps (``actors.data``, ``DataStore.serve``)
 ===============  ===========================================================================
@@ -275,7 +275,7 @@ class Control:
         type_name, key, target = actor_body(body, 3)
         if not isinstance(target, str):
             raise ValueError("migrate body is [type_name, key, to]")
-        return self._later(reply, self._migrator.migrate_out(type_name, key, target))
+        return self._later(reply, self._migrator.move_or_where(type_name, key, target))
 
     def may_move(self, sender: str, body: Any, reply: RemoteReply | None) -> Any:
         """``[partners, source_count]``: how many partner-affinity moves we take."""

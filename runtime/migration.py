@@ -86,15 +86,30 @@ class Migrator:
             raise NodeUnavailable(f"{to} is not a hosting member of the cluster")
         if ref.type_name not in member.types:
             raise UnknownActorType(f"{to} does not serve actor type {ref.type_name!r}")
-        host = await self._locator.locate(ref.type_name, ref.key)
-        if host == to:
-            return
-        if host is None:
-            await self._calls.control(to, "handoff", [ref.type_name, ref.key, None, 0])
-        elif host == cluster.address:
-            await self.migrate_out(ref.type_name, ref.key, to)
-        else:
-            await self._calls.control(host, "migrate", [ref.type_name, ref.key, to])
+        type_name, key = ref.type_name, ref.key
+        # Ask where its calls would go (one round trip when the cache is right), then where
+        # that node says it lives, then its owner; nowhere: activate it at ``to``.
+        host = self._locator.route(type_name, key)
+        asked: set[str] = set()
+        while host not in asked:
+            asked.add(host)
+            if host == cluster.address:
+                answer: Any = await self.move_or_where(type_name, key, to)
+            else:
+                answer = await self._calls.control(host, "migrate", [type_name, key, to])
+            if answer is True:
+                return
+            host = answer if isinstance(answer, str) and answer else cluster.owner(type_name, key)
+        await self._calls.control(to, "handoff", [type_name, key, None, 0])
+
+    async def move_or_where(self, type_name: str, key: str, to: str) -> bool | str:
+        """Move our activation of the actor to ``to`` (True), or say where it lives as far
+        as we know (an address, or ``""``: nowhere we know of)."""
+        if self._catalog.lookup(type_name, key) is None:
+            return self._cluster.hosted_here(type_name, key) or ""
+        if to != self._cluster.address:
+            await self.migrate_out(type_name, key, to)
+        return True
 
     async def migrate_out(self, type_name: str, key: str, to: str) -> None:
         """Move this node's activation of ``type_name``/``key`` to ``to``."""
