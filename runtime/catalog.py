@@ -78,6 +78,7 @@ class Catalog:
         "observers",
         "redeliver",
         "registrar",
+        "tracked",
     )
 
     def __init__(self, host: Host) -> None:
@@ -92,6 +93,8 @@ class Catalog:
         self.observers: list[Callable[[str, Activation], None]] = []
         #: whether ``placement="data"`` activations keep affinity counters (a rebalancer runs)
         self.affinity = False
+        #: the activations that keep them (what the rebalancer looks at, not the whole table)
+        self.tracked: set[Activation] = set()
         self._epochs = itertools.count(1)
         self._quantum = MAX_QUANTUM
         self._collector: asyncio.Task[None] | None = None
@@ -190,8 +193,9 @@ class Catalog:
         except Exception as exc:
             raise remote_error(exc) from None
         act.instance = inst
-        if self.affinity and atype.placement == "data":
+        if self.affinity and atype.placement == "data" and not atype.stateless:
             act.affinity = Affinity(self.host.loop.time())
+            self.tracked.add(act)
         self._insert(act)
         hook = atype.on_activate
         if hook is not None:
@@ -251,6 +255,8 @@ class Catalog:
         if notify and act.status != DEAD and self.registrar is not None:
             self.registrar.deactivated(act)
         transition(act, "remove")
+        if act.affinity is not None:
+            self.tracked.discard(act)
         table = self.by_type.get(act.type.name)
         if table is None:
             return

@@ -147,9 +147,9 @@ class Rebalancer:
         here = cluster.address
         plans: dict[str, list[tuple[Activation, Move]]] = {}
         count = 0
-        for act in list(self._catalog):
+        for act in list(self._catalog.tracked):
             aff = act.affinity
-            if aff is None or act.status != ACTIVE or act.type.stateless:
+            if aff is None or act.status != ACTIVE:
                 continue
             aff.fold(now, self.window)
             if not any(n != here for n in (*aff.data_rates, *aff.call_rates)):
@@ -288,7 +288,7 @@ class Rebalancer:
             took = min(reservation[1], count)
             reservation[1] -= took
             count -= int(took)
-        for act in self._catalog:
+        for act in self._catalog.tracked:
             if act.affinity is not None:
                 act.affinity.forget_calls(source)
 
