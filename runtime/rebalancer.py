@@ -79,6 +79,7 @@ class Rebalancer:
         "links",
         "moves",
         "period",
+        "stats",
         "window",
     )
 
@@ -106,6 +107,9 @@ class Rebalancer:
         self._reserved: dict[str, list[list[float]]] = {}
         #: how many activations this rebalancer moved (for tests and metrics)
         self.moves = 0
+        #: counts of what its rounds did: rounds, moves planned, partner moves the targets
+        #: took, moves refused (by the target), activations moved
+        self.stats = {"rounds": 0, "planned": 0, "taken": 0, "refused": 0, "moved": 0}
         self._task: asyncio.Task[None] | None = None
 
     def link(self, peer: str) -> Link:
@@ -187,9 +191,11 @@ class Rebalancer:
         cluster = self._cluster
         if not cluster.serving() or not cluster.settled:
             return 0
+        self.stats["rounds"] += 1
         plans = self.plan()
         if not plans:
             return 0
+        self.stats["planned"] += sum(len(p) for p in plans.values())
         moved = await asyncio.gather(*(self._move_to(t, p) for t, p in plans.items()))
         return sum(moved)
 
@@ -219,6 +225,8 @@ class Rebalancer:
                 len(partners),
             )
             taken_partners = [a for a, _ in partners[: max(0, taken)]]
+            self.stats["taken"] += len(taken_partners)
+            self.stats["refused"] += len(partners) - len(taken_partners)
             acts = [a for a in by_data + taken_partners if a.status == ACTIVE]
             if not acts:
                 return 0
@@ -229,6 +237,7 @@ class Rebalancer:
                 log.warning("moving %d activations to %s failed: %s", len(acts), target, err)
                 return 0
             self.moves += moved
+            self.stats["moved"] += moved
             if moved:
                 log.info("moved %d activations to %s (affinity)", moved, target)
             return moved

@@ -22,6 +22,9 @@ def pattern(nbytes: int) -> bytes:
     return b"".join([block] * whole + [block[:rest]])
 
 
+#: Partner calls made by ``Follower.rally`` turns in this process, and whether rallies go on.
+RALLY: dict[str, int] = {"calls": 0, "running": 1}
+
 #: Turns in progress in this process per pool, and the most seen at once (stateless workers).
 POOL_STATS: dict[str, int] = {"inflight": 0, "max": 0}
 
@@ -230,6 +233,14 @@ class NodeInfo:
         """The hosting members this node knows."""
         return current_node().members
 
+    def rally_calls(self) -> int:
+        """Partner calls ``Follower.rally`` made on this node so far."""
+        return RALLY["calls"]
+
+    def rallies(self, running: bool) -> None:
+        """Let rallies on this node go on, or end at their next turn."""
+        RALLY["running"] = int(running)
+
     def active_keys(self, type_name: str) -> list[str]:
         return sorted(current_node()._catalog.by_type.get(type_name, {}))
 
@@ -333,6 +344,18 @@ class Follower:
         self.pings += 1
         return self.pings
 
+    async def rally(self, partner: str, n: int) -> None:
+        """Ask ``ping`` of ``partner`` ``n`` times, then tell it to do the same back: a
+        rally that keeps itself going (between two turns both ends are idle, so movable)
+        while ``RALLY["running"]``."""
+        if not RALLY["running"]:
+            return
+        other = actors.ref(type(self), partner)
+        for _ in range(n):
+            await other.ping()
+        RALLY["calls"] += n
+        other.rally.tell(self.key, n)
+
     def load(self, nbytes: int) -> None:
         """Carry ``nbytes`` of state (what a move must transfer)."""
         self.ballast = os.urandom(nbytes)
@@ -346,6 +369,16 @@ class Follower:
 
     def counts(self) -> list[int]:
         return [self.reads, self.pings]
+
+    def rebalancer_stats(self) -> dict[str, int]:
+        """What the rebalancer of the node it runs on did so far."""
+        rebalancer = current_node()._rebalancer
+        return {} if rebalancer is None else dict(rebalancer.stats)
+
+
+@actor(placement="hash")
+class PinnedFollower(Follower):
+    """A Follower that stays where hashing put it (the floor of apart partners)."""
 
 
 @actor(placement="data", resources={"gpu": 1})
