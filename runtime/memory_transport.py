@@ -73,6 +73,7 @@ class MemoryNetwork:
         "_by_name",
         "_by_route",
         "_counter",
+        "_held",
         "_listeners",
         "_partitions",
         "_paused",
@@ -87,6 +88,7 @@ class MemoryNetwork:
         self._by_route: dict[bytes, MemoryTransport] = {}
         """Every live transport by the route id its outgoing frames carry."""
         self._partitions: list[tuple[frozenset[str], frozenset[str]]] = []
+        self._held: list[tuple[frozenset[str], frozenset[str]]] = []
         self._paused: set[str] = set()
         self._counter = 0
         self.delay: Callable[[str, str], float] | None = None
@@ -107,9 +109,33 @@ class MemoryNetwork:
                 if not self.reachable(t.name, peer):
                     t._report_down(link)
 
+    def hold(self, group_a: Iterable[str], group_b: Iterable[str]) -> None:
+        """Hold all traffic between names in ``group_a`` and names in ``group_b``: frames wait
+        in the senders' outboxes and nobody is told ``peer_down``, as TCP buffers what a cut
+        link cannot carry; :meth:`heal` delivers what waited, in order (frames already in
+        flight land)."""
+        self._held.append((frozenset(group_a), frozenset(group_b)))
+
+    def held(self, a: str, b: str) -> bool:
+        """Whether a held partition keeps frames between ``a`` and ``b`` waiting."""
+        return any((a in ga and b in gb) or (a in gb and b in ga) for ga, gb in self._held)
+
+    @property
+    def cut(self) -> bool:
+        """Whether any partition, dropping or holding, is in place."""
+        return bool(self._partitions or self._held)
+
     def heal(self) -> None:
-        """Remove every partition (peers are reachable again on the next send)."""
+        """Remove every partition (peers are reachable again on the next send; what a held
+        partition kept waiting is delivered now)."""
         self._partitions.clear()
+        if self._held:
+            self._held.clear()
+            for t in list(self._by_name.values()):
+                for link in (*t._links.values(), *t._routes.values()):
+                    if link.blocked and not self._paused_target(link):
+                        link.blocked = False
+                        t._queue(link)
 
     def kill(self, name: str) -> None:
         """Let the transport named ``name`` die: it stops delivering and sending at once.
@@ -137,6 +163,10 @@ class MemoryNetwork:
     def pause(self, name: str) -> None:
         """Stop delivering to ``name``: frames wait in the senders' outboxes (backpressure)."""
         self._paused.add(name)
+
+    def _paused_target(self, link: _Link) -> bool:
+        target = self._target_of(link)
+        return target is not None and target.name in self._paused
 
     def resume(self, name: str) -> None:
         """Undo :meth:`pause`; the waiting frames are delivered in order."""
@@ -361,7 +391,7 @@ class MemoryTransport(Transport):
                 link.fail(NodeUnavailable("the caller's connection is gone"))
                 del self._routes[key]
             return
-        if target.name in net._paused:
+        if target.name in net._paused or (net._held and net.held(self.name, target.name)):
             link.blocked = True
             return
         link.down = False

@@ -138,12 +138,14 @@ class Placement:
             decided = self._decide(atype, key)
             if decided is not None:
                 return decided
-            if cluster.leaving:
-                target = self.successor(atype, key)
-                if target is None:
-                    raise NodeUnavailable(f"no other member can host {atype.name}/{key}")
-                return await self._place_on(atype, key, target)
             if cluster.settled:
+                # (also while leaving: only a settled view knows what the others host, and a
+                # leaver that joined a moment ago may not have heard of it yet)
+                if cluster.leaving:
+                    target = cluster.successor(atype, key)
+                    if target is None:
+                        raise NodeUnavailable(f"no other member can host {atype.name}/{key}")
+                    return await self._place_on(atype, key, target)
                 target = DIRECTORS[atype.placement].choose(
                     cluster.address, self._candidates(atype), self._rng
                 )
@@ -161,11 +163,6 @@ class Placement:
             owner = cluster.owner(atype.name, key)
             if owner != cluster.address:
                 return owner
-
-    def successor(self, atype: ActorType, key: str) -> str | None:
-        """The owner of the actor on the ring without this node (where it goes when we
-        leave), or None if no other member can host it."""
-        return self._cluster.successor(atype, key)
 
     def _candidates(self, atype: ActorType) -> list[str]:
         """The members that can host ``atype`` (they serve it and offer its resources)."""

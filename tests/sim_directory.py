@@ -3,7 +3,8 @@
 Each seed builds a cluster of 3-5 nodes on the in-memory transport, inside a virtual-time loop
 (``runtime.simloop``), with random per-frame latency (so frames on different connections
 overtake each other), and plays a random schedule of joins, graceful leaves, kills and
-partitions (healed later) while every live node sends a steady stream of calls, a third of them
+partitions (healed later; half of them hold what they cannot carry and deliver it at the heal,
+as TCP does) while every live node sends a steady stream of calls, a third of them
 first calls, to ``SimProbe`` actors. Checked:
 
 * **one activation, continuously**: every millisecond of virtual time, no key is active on two
@@ -230,16 +231,20 @@ class Sim:
                 names = list(self.live)
                 self.rng.shuffle(names)
                 cut = self.rng.randint(1, len(names) // 2)
-                self.net.partition(names[:cut], names[cut:])
+                # dropping (a network that loses what it cannot carry) or holding (TCP's
+                # buffers: what waited out the cut arrives at the heal, before anything newer)
+                held = self.rng.random() < 0.5
+                (self.net.hold if held else self.net.partition)(names[:cut], names[cut:])
                 self.run.faults = True
                 partitioned = True
-                self.log(f"partition {names[:cut]} | {names[cut:]}")
+                kind = "held partition" if held else "partition"
+                self.log(f"{kind} {names[:cut]} | {names[cut:]}")
                 heal_at = self.loop.time() + self.rng.uniform(1.0, 3.0)
                 self.loop.call_at(heal_at, self._heal)
 
     def _removal_pending(self) -> bool:
         """Whether a killed node is still in a live node's view, or a partition is cut."""
-        if self.net._partitions:
+        if self.net.cut:
             return True
         return any(k in self.nodes[a].members for a in self.live for k in self.run.killed)
 

@@ -656,6 +656,26 @@ async def test_memory_partition_and_heal(mem: Harness) -> None:
     assert await a.next_down() == b.address  # down again after being up
 
 
+async def test_memory_held_partition_delivers_what_waited_at_the_heal(mem: Harness) -> None:
+    a, b, c = [await mem.start() for _ in range(3)]
+    a.t.send(b.address, b"0")
+    assert (await b.recv())[0] == b"0"
+    mem.network.hold({a.address}, {b.address, c.address})
+    assert mem.network.cut and mem.network.held(a.address, b.address)
+    for i in range(1, 4):
+        a.t.send(b.address, b"%d" % i)
+    b.t.send(c.address, b"b->c is fine")
+    assert (await c.recv())[0] == b"b->c is fine"
+    with pytest.raises(TimeoutError):
+        await b.recv(timeout=0.1)
+    assert a.downs.empty() and b.downs.empty()  # a held link is not reported down
+    mem.network.heal()
+    assert not mem.network.cut
+    assert b"".join(await b.recv_bytes(3)) == b"123"  # all of it, in order
+    a.t.send(b.address, b"after")
+    assert (await b.recv())[0] == b"after"
+
+
 async def test_memory_kill(mem: Harness) -> None:
     a = await mem.start()
     b = await mem.start()
