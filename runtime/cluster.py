@@ -141,6 +141,14 @@ class Cluster:
         #: loop time the lease runs out (renewed by every tick that hears from a majority)
         self.lease_end = math.inf
         self._held: list[tuple[list[Any], Route]] = []
+        #: members that left gracefully, until their link is closed (``LEAVE_LINGER`` * 4)
+        self._left: set[str] = set()
+
+    def is_member(self, address: str) -> bool:
+        """Whether ``address`` is a member in this node's view (this node itself included),
+        or one that left gracefully a moment ago (it still places what reaches it then)."""
+        members = self.membership.members
+        return address == self.address or address in members or address in self._left
 
     def serves(self, type_name: str) -> bool:
         """Whether this node hosts actors of ``type_name``."""
@@ -392,11 +400,13 @@ class Cluster:
         self.directory.purge_host(address)
         self._locations.drop_host(address)
         if graceful:
+            self._left.add(address)
             asyncio.get_running_loop().call_later(LEAVE_LINGER * 4, self._link_gone, address)
         else:
             self._link_gone(address)
 
     def _link_gone(self, address: str) -> None:
+        self._left.discard(address)
         if address in self.membership.members:
             return  # it came back meanwhile
         self.messaging.on_peer_down(address)

@@ -35,7 +35,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
 from actors.data import DataRef
-from actors.errors import ActorError, ProtocolError, UnknownActorType
+from actors.errors import ActorError, NodeUnavailable, ProtocolError, UnknownActorType
 from runtime import wire
 from runtime.activation import Activation
 from runtime.cluster import actor_body
@@ -211,6 +211,9 @@ class Control:
         answers its epoch."""
         type_name, key, state, epoch = actor_body(body, 4)
         self._cluster.epochs.observe(_epoch(epoch, "handoff epoch"))
+        if not self._cluster.is_member(sender) and not sender.startswith("client://"):
+            # (a pure client may ask for an inactive actor to be activated here: migrate)
+            raise NodeUnavailable(f"handoff from {sender}, which is not a member: refused")
         return self._catalog.receive_handoff(self._hosted(type_name), key, state).epoch
 
     def handoff_many(self, sender: str, body: Any, reply: RemoteReply | None) -> Any:
@@ -240,6 +243,11 @@ class Control:
         return self._receive(sender, items)
 
     def _receive(self, sender: str, items: list[list[Any]]) -> list[Any]:
+        if not self._cluster.is_member(sender):
+            # sent before the cluster removed the sender (it waited out a cut in a buffer):
+            # its actors have been activated afresh since, its states are the stale ones
+            log.warning("handoff of %d actors from %s refused: not a member", len(items), sender)
+            return [f"NodeUnavailable: {sender} is not a member of the cluster"] * len(items)
         answer: list[Any] = []
         affine = 0
         for type_name, key, state, _, moves, _ in items:
