@@ -490,16 +490,25 @@ class Cluster:
     def _register(self, type_name: str, key: str, host: str, epoch: int) -> str:
         """Record ``host``'s activation in our directory partition, unless the actor already
         lives elsewhere: then the later registration loses and its host is told to drop it
-        (fencing). Returns the winner's host."""
+        (fencing). Returns the winner's host.
+
+        Our own activation loses to a newer one (a higher epoch): that was activated after
+        ours, which only a view without us can have done -- we were removed (cut off, or
+        stalled) and have not heard it yet, though we may hear from the others again (after
+        a heal, first what waited out the cut in their buffers). Ours is the stale duplicate."""
         act = self.node._catalog.lookup(type_name, key)
+        winner: str | None = None
         if (
             act is not None
             and not isinstance(act, list)
             and act.status != MIGRATING  # the registering host is where it is going
             and host != self.address
         ):
-            winner = self.address
-        else:
+            if act.epoch >= epoch:
+                winner = self.address
+            else:
+                self.node._supersede(type_name, key, act.epoch, host)
+        if winner is None:
             winner = self.directory.register(type_name, key, host, epoch).host
         if winner != host:
             log.warning(
