@@ -57,7 +57,10 @@ Epochs
 
 Each registration carries an epoch, a fencing token that grows with every new activation of an
 actor anywhere in the cluster, so a stale duplicate can be told from the current activation: the
-first registration wins, and a host whose registration lost is told to drop its activation.
+first registration wins, and a host whose registration lost is told to drop its activation. An
+owner that hosts the actor itself keeps its activation against an older registration but drops
+it for a newer one: only a view without the owner can have made that (see Removals), so the
+owner's is the stale duplicate.
 
 Sans-io: plain data and decisions, no sockets, no clocks read (callers pass ``now``).
 """

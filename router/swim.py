@@ -735,12 +735,7 @@ class Swim:
 
         quorum = self._reaches_majority()
         if quorum and not self._had_quorum:
-            # Quorum is back: give every pending suspicion a full timeout and re-announce it,
-            # so members that were only cut off from us hear it and refute.
-            for m in self._suspects.values():
-                m.since = now
-                m.verify = True
-                self._enqueue(m.address, m.record())
+            self._rearm_suspicions(now)
         self._had_quorum = quorum
 
         if not self._joined and now + _EPS >= self._next_join_at:
@@ -1001,6 +996,13 @@ class Swim:
         newest = max(m.since for m in suspects)
         fresh = self._confirmed(newest)  # evidence since the newest trouble
         if fresh > half:
+            if self._quorum_lost:
+                # Quorum is back (tick() misses this case: a minority side that has only
+                # checked some far members still holds them ALIVE). Our suspicions ran out
+                # while we could not confirm a majority; decided on the first evidence after
+                # a heal (messages that waited out the cut in a buffer, ahead of the answers
+                # that bring our tombstone), they would remove members only cut off from us.
+                self._rearm_suspicions(now)
             self._quorum_lost = False
         # For a verdict, evidence since the suspicions being decided is enough: a removal
         # needs ``since <= now - timeout``, so older evidence (pre-partition) never counts.
@@ -1048,6 +1050,14 @@ class Swim:
             if m.unanswered <= m.heard:
                 m.unanswered = now
             self._start_probe(m.address, now, out, check=True)
+
+    def _rearm_suspicions(self, now: float) -> None:
+        """Quorum is back: give every pending suspicion a full timeout and re-announce it,
+        so members that were only cut off from us hear it and refute."""
+        for m in self._suspects.values():
+            m.since = now
+            m.verify = True
+            self._enqueue(m.address, m.record())
 
     def _check_stall(self, now: float, out: Outgoing) -> None:
         """Notice that we were stalled (no tick for over ``2 * period``: GC, SIGSTOP,

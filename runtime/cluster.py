@@ -141,6 +141,9 @@ class Cluster:
         #: loop time the lease runs out (renewed by every tick that hears from a majority)
         self.lease_end = math.inf
         self._held: list[tuple[list[Any], Route]] = []
+        #: drops our activation of an actor that another one (``winner``) superseded, and
+        #: sends it what it held (``Control.drop_superseded``, wired by the node)
+        self.superseded: Callable[[str, str, int, str], None] = _cannot_supersede
         #: members that left gracefully, until their link is closed (``LEAVE_LINGER`` * 4)
         self._left: set[str] = set()
 
@@ -515,16 +518,25 @@ class Cluster:
     def register(self, type_name: str, key: str, host: str, epoch: int) -> str:
         """Record ``host``'s activation in our directory partition, unless the actor already
         lives elsewhere: then the later registration loses and its host is told to drop it
-        (fencing). Returns the winner's host."""
+        (fencing). Returns the winner's host.
+
+        Our own activation loses to a newer one (a higher epoch): that was activated after
+        ours, which only a view without us can have done -- we were removed (cut off, or
+        stalled) and have not heard it yet, though we may hear from the others again (after
+        a heal, first what waited out the cut in their buffers). Ours is the stale duplicate."""
         act = self._catalog.lookup(type_name, key)
+        winner: str | None = None
         if (
             act is not None
             and not isinstance(act, list)
             and act.status != MIGRATING  # the registering host is where it is going
             and host != self.address
         ):
-            winner = self.address
-        else:
+            if act.epoch >= epoch:
+                winner = self.address
+            else:
+                self.superseded(type_name, key, act.epoch, host)
+        if winner is None:
             winner = self.directory.register(type_name, key, host, epoch).host
         if winner != host:
             log.warning(
@@ -704,6 +716,10 @@ class Cluster:
                     continue
                 out.append(Member(address, types, resources, incarnation).to_wire())
         return out
+
+
+def _cannot_supersede(type_name: str, key: str, epoch: int, winner: str) -> None:
+    raise RuntimeError("no control handlers wired to drop a superseded activation")
 
 
 def _refuse(fields: list[Any], route: Route) -> None:

@@ -181,17 +181,21 @@ class Control:
         type_name, key, epoch, winner = actor_body(body, 4)
         if not isinstance(winner, str):
             raise ValueError("supersede body is [type_name, key, epoch, winner]")
-        epoch = _epoch(epoch, "supersede epoch")
+        self.drop_superseded(type_name, key, _epoch(epoch, "supersede epoch"), winner)
+        return None
+
+    def drop_superseded(self, type_name: str, key: str, epoch: int, winner: str) -> None:
+        """Drop our activation of the actor if it is still the one with ``epoch`` (no
+        ``on_deactivate``), and send what it held to ``winner``."""
         act = self._catalog.lookup(type_name, key)
         if not isinstance(act, Activation) or act.epoch != epoch:
-            return None
+            return
         log.warning("%s/%s (epoch %d) superseded by %s: dropped", type_name, key, epoch, winner)
         backlog = act.take_backlog()
         self._catalog.remove(act, notify=False)
         self._locator.learned(type_name, key, winner)
         for msg in backlog:
             self._calls.reroute(msg, act.type, key, winner)
-        return None
 
     # -- lookups --------------------------------------------------------------------------------
 

@@ -352,6 +352,7 @@ class Node:
         control.append(
             Control(cluster, catalog, served, placement, locator, migrator, calls, self.data)
         )
+        cluster.superseded = control[0].drop_superseded
         if bound and any(getattr(served.get(t), "placement", "") == "data" for t in types):
             rebalancer = self._rebalancer = Rebalancer(
                 cluster, catalog, calls, migrator, self._clock, self.rebalance_period

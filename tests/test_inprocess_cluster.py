@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from actors import Node, UnknownActorType
+from actors.decorator import actor_type
 from runtime.memory_transport import MemoryNetwork, MemoryTransport
 from tests.cluster import until
 from tests.sample_actors import Counter, Journal, Probe
@@ -86,3 +87,43 @@ async def test_members_host_only_the_types_they_serve(net: MemoryNetwork) -> Non
     finally:
         for n in reversed(started):
             await n.stop()
+
+
+async def test_an_owner_drops_its_own_activation_for_a_newer_one_not_an_older(
+    net: MemoryNetwork,
+) -> None:
+    """Fencing at the owner: when it hosts an actor and hears of another activation of it,
+    the older one is the stale duplicate. A newer one was made by a view without the owner
+    (which had been removed: cut off, or stalled, and back before it heard so -- after a
+    heal between network namespaces its view-sync round got the answers of the members that
+    had taken its actors over, and it superseded their live activations with its own)."""
+    a = _member(net, "mem://fence-a", [])
+    b = _member(net, "mem://fence-b", ["mem://fence-a"])
+    await a.start()
+    try:
+        await b.start()
+        try:
+            await until(lambda: len(a.members) == len(b.members) == 2, 10)
+            assert a._cluster is not None
+            key = next(
+                k for k in (f"fence-{i}" for i in range(100)) if a._cluster.owns("Counter", k)
+            )
+            assert await a.ref(Counter, key).incr(5) == 5
+            act = a._catalog.lookup("Counter", key)
+            assert act is not None and not isinstance(act, list)
+            # an older registration loses: a keeps its own (and tells b to drop its copy)
+            assert a._cluster.register("Counter", key, b.address, act.epoch - 1) == a.address
+            assert a._catalog.lookup("Counter", key) is act
+            # a newer activation on b, as a view without a would have made it: b registers
+            # it with a, the owner, which drops its own and sends calls to b from now on
+            counter = actor_type(Counter)
+            assert counter is not None
+            b._catalog.receive_handoff(counter, key, {"count": 7})
+            await until(lambda: a._catalog.lookup("Counter", key) is None, 5)
+            assert b._catalog.lookup("Counter", key) is not None
+            assert await a.ref(Counter, key).incr() == 8
+            assert await a.locate(a.ref(Counter, key)) == b.address
+        finally:
+            await b.stop()
+    finally:
+        await a.stop()

@@ -382,6 +382,53 @@ def test_partition_3_2_majority_serves_minority_rejoins_after_heal() -> None:
     assert sim.converged()
 
 
+def _split_healed_through_buffers(seed: int, heal_after: float) -> tuple[Sim, set[str]]:
+    """5 nodes split 3/2 for ``heal_after`` seconds, as over TCP: what crosses the cut is
+    not lost but held in the connection and arrives at the heal, while the majority, which
+    dropped its links to the members it removed, answers a little later (reconnecting).
+    Returns the simulation, run to the heal, and the majority."""
+    sim = Sim(seed)
+    names = sim.cluster(5)
+    assert sim.run_until_true(sim.converged, limit=3.0) is not None
+    major = set(names[:3])
+    heal_at = sim.now + heal_after
+
+    def delay(src: str, dst: str, message: list[Any]) -> float:
+        if (src in major) == (dst in major):
+            return 0.0
+        if sim.now < heal_at:
+            return heal_at - sim.now
+        return 0.3 if src in major and sim.now < heal_at + 1.0 else 0.0
+
+    sim.delay_rule = delay
+    sim.run_until(heal_at)
+    return sim, major
+
+
+def test_a_healed_minority_does_not_decide_its_stale_suspicions() -> None:
+    # The minority's suspicions of the far side ran out long ago; the buffered messages are
+    # evidence of a majority again before any tombstone has come. The suspicions must get a
+    # full timeout again (the suspects refute), not be decided at once: that removed a live
+    # majority member, which heard its tombstone and dropped its activations
+    # (tests/test_partition.py, between network namespaces).
+    removed = 0
+    for heal_after in (4.0, 4.5):
+        for seed in range(3000, 3040):
+            sim, major = _split_healed_through_buffers(seed, heal_after)
+            minor = set(sim.nodes) - major
+            if not all(sim.kinds(a, "dead", b) for a in major for b in minor):
+                continue  # not removed yet: nothing to learn after the heal
+            removed += 1
+            assert sim.run_until_true(sim.converged, limit=8.0) is not None, (heal_after, seed)
+            for a in major:
+                assert not sim.kinds(a, "self_dead"), (heal_after, seed, a)
+            for b in minor:
+                verdicts = [e[1] for _, e in sim.events[b] if e[0] == "dead" and e[1] in major]
+                assert not verdicts, (heal_after, seed, b, verdicts)
+                assert len(sim.kinds(b, "self_dead")) == 1, (heal_after, seed, b)
+    assert removed >= 70
+
+
 @pytest.mark.parametrize("n", [5, 7])
 def test_a_minority_never_removes_anyone_whichever_the_split(n: int) -> None:
     # Partitions are noticed member by member: the minority must not count the far members
@@ -813,6 +860,13 @@ def test_removal_needs_a_confirmed_majority_not_just_unsuspected_members() -> No
     _gossip(node, sender="d", now=1.95)  # direct evidence of d and e: a confirmed majority
     _gossip(node, sender="e", now=1.95)
     drive.run(2.0)
+    # Quorum is back, and the suspicions that ran out while it was lost are re-armed: b and
+    # c get a full timeout to refute, as members that were only cut off from us would.
+    assert node.has_quorum() and len(node.members()) == 5
+    assert not [e for e in node.drain_events() if e[0] == "dead"]
+    _gossip(node, sender="d", now=2.9)
+    _gossip(node, sender="e", now=2.9)
+    drive.run(3.0)
     assert set(node.members()) == {"me", "d", "e"} and node.view_size == 3
     assert node.has_quorum()
 
