@@ -157,6 +157,12 @@ class Calls:
         method = None if atype is None else method_of(atype, method_name)
         locator = self.locator
         if locator is not None:
+            cluster = self.cluster
+            if cluster is not None and cluster.lapsed():
+                # (busy for longer than the lease: wait for a majority to answer, at most
+                # until the call's deadline, rather than refuse)
+                wait = self.default_timeout if timeout is None else timeout
+                await cluster.until_serving(self.host.loop.time() + wait)
             host = locator.outbound(atype, type_name, key)
             if host == PLACE and atype is not None:
                 host = await locator.place(atype, key)

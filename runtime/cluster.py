@@ -131,6 +131,9 @@ class Cluster:
         self._task: asyncio.Task[None] | None = None
         self._seeds: list[str] = []
         self._synced = asyncio.Event()
+        #: set while the lease is held (cleared when a call finds it lapsed: see
+        #: :meth:`until_serving`)
+        self._renewed = asyncio.Event()
         self.leaving = False
         self._no_quorum_since: float | None = None
         #: loop time until which requests pass the gate unchecked (see :meth:`gate`)
@@ -263,8 +266,39 @@ class Cluster:
         elif swim.has_quorum():
             self.lease_end = swim.majority_heard_since() + self._lease
             self.open_until = min(now + self._swim_config.period, self.lease_end)
+            if now < self.lease_end and not self._renewed.is_set():
+                self._renewed.set()
         else:
             self.open_until = 0.0
+
+    def lapsed(self) -> bool:
+        """Whether this member has quorum but its lease ran out (a busy or stalled loop has
+        not heard from a majority lately): it serves again once a majority answers."""
+        swim = self.swim
+        return (
+            self.hosting
+            and not self.leaving
+            and swim is not None
+            and swim.has_quorum()
+            and not swim.left
+            and asyncio.get_running_loop().time() >= self.lease_end
+        )
+
+    async def until_serving(self, deadline: float) -> None:
+        """Wait (until ``deadline``, loop time) for a lapsed lease to be renewed: a call made
+        on this node meanwhile waits, as a request that arrives waits at the gate, instead of
+        being refused. Returns at once if the lease is held or cannot come back by waiting
+        (no quorum); the caller then decides as usual."""
+        loop = asyncio.get_running_loop()
+        self._tick(loop.time())  # ask a majority now (check_members), and renew if it can
+        if not self.lapsed():
+            return
+        self._renewed.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout_at(deadline):
+                while self.lapsed():
+                    await self._renewed.wait()
+                    self._renewed.clear()
 
     def gate(self, fields: list[Any], route: Route) -> bool:
         """A request arrived while the gate is closed (``open_until`` has passed): bring the
