@@ -266,9 +266,9 @@ class Fetch:
     bytearray grows chunk by chunk (``bytearray.extend``, in offset order) and is the result;
     a bytes or msgpack payload of more than one chunk is written in place too, into a bytes
     object made unfilled by the compiled accelerator (``runtime._zmqcalls.unfilled_bytes``,
-    also in huge pages), and without it keeps its chunks and joins them once at the end
-    (:attr:`joins`; ``bytes.join`` lets go of the GIL, so a caller may run :meth:`buffer` in a
-    thread).
+    also in huge pages), and without it keeps its chunks (as bytes) and joins them once at the
+    end (:attr:`joins`; ``bytes.join`` of bytes lets go of the GIL, so a caller may run
+    :meth:`buffer` in a thread).
     """
 
     __slots__ = (
@@ -369,7 +369,11 @@ class Fetch:
             view[offset : offset + size] = data
         else:
             dest = self._dest
-            if dest is None or offset != self._filled:
+            if dest is None:
+                # kept as bytes: bytes.join lets go of the GIL only when every part is exact
+                # bytes, and a join that holds it would stall the loop for the whole payload
+                self._parts[offset] = data if type(data) is bytes else bytes(data)
+            elif offset != self._filled:
                 self._parts[offset] = data
             else:
                 dest += data
