@@ -416,8 +416,8 @@ class Fetch:
 def _buffer_of(size: int) -> bytearray | mmap.mmap:
     """A writable buffer of ``size`` bytes for a payload written in place: from
     :data:`MAP_FROM` bytes on a private anonymous memory map, which takes memory only as it is
-    written (no pass over it first), advised to use huge pages (on this loop's 2 vCPUs that
-    makes writing a fresh 256 MB about four times faster: far fewer page faults)."""
+    written (no pass over it first), advised to use huge pages (on the benchmark's machine
+    that makes writing a fresh 256 MB about four times faster: far fewer page faults)."""
     if size < MAP_FROM:
         return bytearray(size)
     try:
