@@ -1,21 +1,23 @@
 """Benchmark a large remote ``DataRef.get`` between node processes, beside raw pyzmq, and how
 another actor on the holder answers while it moves.
 
-Run: ``.venv/bin/python bench/bench_data.py`` (``--size MB``, default 256; ``--reps N``,
-default 3; ``--quick``: 32 MB, one repetition).
+Run: ``.venv/bin/python bench/bench_data.py`` (``--mb MB``, default 256, also ``--size``;
+``--reps N``, default 3; ``--quick``: 32 MB, one repetition).
 
 Setup: two ``shoal node`` processes on loopback (``tests.cluster.cluster(2)``). The holder A
-makes the payload itself (``Shelf.make``: ``--size`` MB of bytes, then a float64 numpy array of
+makes the payload itself (``Shelf.make``: ``--mb`` MB of bytes, then a float64 numpy array of
 the same bytes when numpy is installed), so it never travels in an ask; a ``Reader`` on B
 fetches it with ``DataRef.get`` and times the get inside B (chunks of
-``runtime.datastore.CHUNK_SIZE``, ``WINDOW`` in flight). Meanwhile this process's pure client
-pings a ``NodeInfo`` actor on A back to back; its latencies during the transfers are shown
-beside the same pings with nothing moving.
+``runtime.datastore.CHUNK_SIZE``, ``WINDOW`` in flight), first alone (the rows beside the
+floors), then while this process's pure client pings a ``NodeInfo`` actor on A back to back
+(that client, A's loop and their zmq threads then compete for the same CPUs); the pings'
+latencies during those transfers are shown beside the same pings with nothing moving.
 
 Floors, in the same run: a plain blocking pyzmq ROUTER in a process of its own holds the same
 bytes; a blocking DEALER in this process pulls them (a) in the same chunks with the same window,
 into a preallocated bytearray (``raw pyzmq, chunked``), and (b) as one message (``raw pyzmq,
-one message``). Repetitions alternate the rows; medians are shown.
+one message``). Repetitions alternate the rows (after one get of each kind to warm the
+connection and the allocators); medians are shown, and each repetition of the main rows.
 """
 
 from __future__ import annotations
@@ -123,7 +125,8 @@ async def bench_shoal(size: int, reps: int, sock: Any) -> None:
         kinds.append("numpy")
     except ImportError:
         print("numpy is not installed: bytes only")
-    rows: dict[str, list[float]] = {k: [] for k in kinds}
+    alone: dict[str, list[float]] = {k: [] for k in kinds}
+    pinged: dict[str, list[float]] = {k: [] for k in kinds}
     floors: dict[str, list[float]] = {"raw pyzmq, chunked": [], "raw pyzmq, one message": []}
     during: list[float] = []
     with cluster(2) as procs:
@@ -135,15 +138,22 @@ async def bench_shoal(size: int, reps: int, sock: Any) -> None:
             assert await shelf.where() == holder and await fetcher.where() == reader
             assert await ping.address() == holder
             refs = {k: await shelf.make.ask(f"p-{k}", size, k, timeout=120) for k in kinds}
+            for kind in kinds:  # one get each first: the connection and the allocator warm up
+                await fetcher.digest.ask(refs[kind], timeout=300)
             idle = await pings(ping, None, 2_000)
+
+            async def get(kind: str, rows: dict[str, list[float]], pinging: bool) -> None:
+                settle()
+                fetch = asyncio.ensure_future(fetcher.digest.ask(refs[kind], timeout=300))
+                if pinging:
+                    during.extend(await pings(ping, fetch))
+                name, length, _, took = await fetch
+                assert length == size, (name, length)
+                rows[kind].append(took)
+
             for _ in range(reps):
                 for kind in kinds:
-                    settle()
-                    fetch = asyncio.ensure_future(fetcher.digest.ask(refs[kind], timeout=300))
-                    during += await pings(ping, fetch)
-                    name, length, _, took = await fetch
-                    assert length == size, (name, length)
-                    rows[kind].append(took)
+                    await get(kind, alone, False)
                 settle()
                 floors["raw pyzmq, chunked"].append(
                     await asyncio.to_thread(floor_chunked, sock, size)
@@ -151,19 +161,32 @@ async def bench_shoal(size: int, reps: int, sock: Any) -> None:
                 floors["raw pyzmq, one message"].append(
                     await asyncio.to_thread(floor_whole, sock, size)
                 )
+            for _ in range(reps):
+                for kind in kinds:
+                    await get(kind, pinged, True)
     floor = median(floors["raw pyzmq, chunked"])
     out = []
     for kind in kinds:
-        t = median(rows[kind])
+        t = median(alone[kind])
         out.append([f"shoal DataRef.get, {kind}", t, size / t / MB, ratio(floor, t)])
     for name, times in floors.items():
         t = median(times)
         out.append([name, t, size / t / MB, ratio(floor, t)])
+    for kind in kinds:
+        t = median(pinged[kind])
+        row = f"(shoal DataRef.get, {kind}, while pinged)"
+        out.append([row, t, size / t / MB, ratio(floor, t)])
     table(
         ["row", "seconds", "MB/s", "speed vs chunked floor"],
         out,
-        f"remote get of {size / MB:.0f} MB between two processes (median of {reps})",
+        f"remote get of {size / MB:.0f} MB between two processes (median of {reps}; the gets "
+        "alone and the floors interleaved, then the gets while the holder is pinged)",
     )
+    for kind in kinds:
+        spread = ", ".join(f"{size / t / MB:.0f}" for t in alone[kind])
+        print(f"  {kind} alone, each repetition: {spread} MB/s")
+    spread = ", ".join(f"{size / t / MB:.0f}" for t in floors["raw pyzmq, chunked"])
+    print(f"  raw pyzmq chunked, each repetition: {spread} MB/s")
     print()
     idle.sort()
     during.sort()
@@ -182,7 +205,7 @@ async def bench_shoal(size: int, reps: int, sock: Any) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size", type=int, default=256, help="MB to move")
+    parser.add_argument("--mb", "--size", dest="mb", type=int, default=256, help="MB to move")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
@@ -190,7 +213,7 @@ def main() -> None:
     if args.serve is not None:
         serve_floor(args.serve)
         return
-    size = (32 if args.quick else args.size) * MB
+    size = (32 if args.quick else args.mb) * MB
     reps = 1 if args.quick else args.reps
     server = subprocess.Popen(
         [sys.executable, __file__, "--serve", str(size)], stdout=subprocess.PIPE, text=True

@@ -15,10 +15,37 @@ otherwise.
 
 A socket is passed as its handle (an int), or None once the transport closed it (ENOTSOCK):
 a closed handle must never reach libzmq.
+
+Beside the socket calls, :func:`unfilled_bytes` lets the data store write a fetched bytes
+payload in place as its chunks arrive (one copy, no final join); pure Python cannot make a
+bytes object it then fills.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.long cimport PyLong_AsVoidPtr
+
+cdef extern from "Python.h":
+    object PyMemoryView_FromMemory(char* mem, Py_ssize_t size, int flags)
+    int PyBUF_WRITE
+
+cdef extern from *:
+    """
+    #include <stdint.h>
+    #include <sys/mman.h>
+    /* Ask for transparent huge pages over the 2 MiB-aligned interior of [p, p + n): a fresh
+       buffer of hundreds of MB then takes a few hundred page faults, not tens of thousands. */
+    static void shoal_advise_huge(char* p, size_t n) {
+    #ifdef MADV_HUGEPAGE
+        const uintptr_t huge = (uintptr_t)1 << 21;
+        uintptr_t start = ((uintptr_t)p + huge - 1) & ~(huge - 1);
+        uintptr_t end = ((uintptr_t)p + n) & ~(huge - 1);
+        if (end > start) {
+            madvise((void*)start, end - start, MADV_HUGEPAGE);
+        }
+    #endif
+    }
+    """
+    void shoal_advise_huge(char* p, size_t n) nogil
 
 import errno as _errno
 
@@ -153,3 +180,20 @@ def recv_routed(object sock):
         return identity, b"", 0
     data = _recv_part(s, &more)
     return identity, data, more
+
+
+cdef Py_ssize_t HUGE_FROM = 4 << 20
+
+
+def unfilled_bytes(Py_ssize_t size):
+    """``(data, view)``: a new bytes object of ``size`` bytes whose contents are not yet set,
+    and a writable memoryview of them, to fill before ``data`` is shown to anyone (bytes are
+    immutable once shared: nothing may have hashed or read ``data`` while it is filled).
+    The view does not keep ``data`` alive: keep both, and release the view once filled."""
+    if size < 0:
+        raise ValueError("size must be >= 0")
+    cdef bytes data = PyBytes_FromStringAndSize(NULL, size)
+    cdef char* p = PyBytes_AS_STRING(data)
+    if size >= HUGE_FROM:
+        shoal_advise_huge(p, <size_t>size)
+    return data, PyMemoryView_FromMemory(p, size, PyBUF_WRITE)

@@ -4,6 +4,7 @@ Both sets have one signature: a socket is passed as its *token* (:func:`token`; 
 the transport closed it, which raises ``ENOTSOCK``), and errors are pyzmq's (``zmq.Again``,
 ``zmq.ZMQError``). The compiled set calls libzmq directly and is picked when it was built and
 loads; set ``SHOAL_NO_EXTENSIONS=1`` to force the pure one. :data:`ACCELERATED` tells which.
+The same choice gives the data store :data:`unfilled_bytes` (None in pure Python).
 """
 
 from __future__ import annotations
@@ -16,7 +17,17 @@ from typing import Any, Final
 import zmq
 import zmq.backend
 
-__all__ = ["ACCELERATED", "events", "recv", "recv_routed", "send", "token"]
+__all__ = [
+    "ACCELERATED",
+    "events",
+    "recv",
+    "recv_buffer",
+    "recv_routed",
+    "send",
+    "send_buffer",
+    "token",
+    "unfilled_bytes",
+]
 
 _NOBLOCK: Final = int(zmq.NOBLOCK)
 _EVENTS: Final = int(zmq.EVENTS)
@@ -63,6 +74,21 @@ def _py_recv_routed(sock: Any) -> tuple[bytes, bytes, int]:
     return identity, data, more
 
 
+def send_buffer(sock: Any, data: Any, flags: int) -> None:
+    """Send ``data`` (any contiguous buffer) as one message part without copying it: libzmq
+    reads it from where it is, and pyzmq keeps a reference to it until libzmq is done.
+    ``sock`` is the pyzmq socket itself (not its token); pyzmq's call in both sets."""
+    _send(sock, data, flags, False)
+
+
+def recv_buffer(sock: Any) -> tuple[memoryview, int]:
+    """Receive one message part without copying it: ``(view, more)``, ``view`` a memoryview
+    of the zmq message (kept alive by it). ``sock`` is the pyzmq socket itself; pyzmq's call
+    in both sets. Raises ``zmq.Again`` if none."""
+    msg = _recv(sock, _NOBLOCK, False)
+    return msg.buffer, msg.more
+
+
 def _c_token(sock: Any) -> Any:
     """The socket's libzmq handle."""
     return sock.underlying
@@ -78,6 +104,9 @@ recv: Callable[[Any], tuple[bytes, int]] = _py_recv
 """Receive one part without waiting: ``(data, more)``; raises ``zmq.Again`` if none."""
 recv_routed: Callable[[Any], tuple[bytes, bytes, int]] = _py_recv_routed
 """A ROUTER's identity part and the part after it: ``(identity, data, more)``."""
+unfilled_bytes: Callable[[int], tuple[bytes, memoryview]] | None = None
+"""``unfilled_bytes(size)``: a bytes object to fill in place and a writable view of it
+(``runtime._fastzmq.unfilled_bytes``); None without the compiled module."""
 ACCELERATED = False
 """Whether the compiled calls are in use."""
 
@@ -89,4 +118,5 @@ if os.environ.get("SHOAL_NO_EXTENSIONS", "") in ("", "0"):
     else:
         token, events, send = _c_token, _fastzmq.events, _fastzmq.send
         recv, recv_routed = _fastzmq.recv, _fastzmq.recv_routed
+        unfilled_bytes = _fastzmq.unfilled_bytes
         ACCELERATED = True

@@ -10,7 +10,10 @@ node cannot tell them apart:
 * a frame sent with ``send(peer)`` arrives with a ``bytes`` route (like a ROUTER identity);
   ``reply(route)`` to it arrives at the sender with the replier's address (a ``str``) as its
   route, like an answer coming in on a DEALER;
-* order is preserved per connection, delivery is at most once.
+* order is preserved per connection, delivery is at most once;
+* an attached message (``reply_attached``) travels alone, never joined with other chunks; its
+  attachment is copied when it is queued (as a network would copy it), so the receiver never
+  sees the sender's own buffer.
 
 Faults (all deterministic -- no randomness, no wall clock):
 
@@ -41,12 +44,16 @@ from actors.errors import NodeUnavailable
 from runtime.transport import (
     DEFAULT_BACKLOG_HWM,
     DEFAULT_MAX_FRAME_BYTES,
+    Attached,
+    Attachment,
     Deliver,
+    DeliverAttached,
     Outbox,
     PeerDown,
     Route,
     Transport,
     logger,
+    nbytes_of,
 )
 
 __all__ = ["MemoryNetwork", "MemoryTransport"]
@@ -61,7 +68,7 @@ class _Link(Outbox):
 
     def __init__(self, key: Route) -> None:
         super().__init__(key)
-        self.inflight: deque[tuple[float, MemoryTransport, bytes, Route]] = deque()
+        self.inflight: deque[tuple[float, MemoryTransport, bytes | Attached, Route]] = deque()
         self.last_due = 0.0
         self.timer: asyncio.TimerHandle | None = None
 
@@ -243,6 +250,7 @@ class MemoryTransport(Transport):
         "_alive",
         "_backlog_hwm",
         "_deliver",
+        "_deliver_attached",
         "_dirty",
         "_flush_scheduled",
         "_links",
@@ -273,6 +281,7 @@ class MemoryTransport(Transport):
         self.route_id = b""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._deliver: Deliver = _ignore_frame
+        self._deliver_attached: DeliverAttached | None = None
         self._peer_down: PeerDown = _ignore_peer
         self._links: dict[str, _Link] = {}
         self._routes: dict[bytes, _Link] = {}
@@ -280,13 +289,20 @@ class MemoryTransport(Transport):
         self._flush_scheduled = False
         self._alive = False
 
-    async def start(self, listen: str | None, deliver: Deliver, peer_down: PeerDown) -> str:
+    async def start(
+        self,
+        listen: str | None,
+        deliver: Deliver,
+        peer_down: PeerDown,
+        deliver_attached: DeliverAttached | None = None,
+    ) -> str:
         if self._loop is not None:
             raise RuntimeError("a transport can be started only once")
         loop = asyncio.get_running_loop()
         self.address = self.network._register(self, listen)
         self._loop = loop
         self._deliver = deliver
+        self._deliver_attached = deliver_attached
         self._peer_down = peer_down
         self._alive = True
         return self.address
@@ -316,6 +332,9 @@ class MemoryTransport(Transport):
     # ------------------------------------------------------------------ sending
 
     def send(self, peer: str, chunk: bytes) -> None:
+        self._append(self._link_to(peer), chunk)
+
+    def _link_to(self, peer: str) -> _Link:
         link = self._links.get(peer)
         if link is None:
             if not peer.startswith(_SCHEME):
@@ -323,7 +342,7 @@ class MemoryTransport(Transport):
             if self._loop is None:
                 raise RuntimeError("send() before start()")
             link = self._links[peer] = _Link(peer)
-        self._append(link, chunk)
+        return link
 
     def reply(self, route: Route, chunk: bytes) -> None:
         if isinstance(route, str):
@@ -333,6 +352,18 @@ class MemoryTransport(Transport):
         if link is None:
             link = self._routes[route] = _Link(route)
         self._append(link, chunk)
+
+    def reply_attached(self, route: Route, chunk: bytes, attachment: Attachment) -> None:
+        if isinstance(route, str):
+            link = self._link_to(route)
+        else:
+            found = self._routes.get(route)
+            link = self._routes[route] = _Link(route) if found is None else found
+        if not self._alive:
+            return
+        link.add_attached(chunk, bytes(attachment), self._max_frame)
+        if not link.queued and not link.blocked:
+            self._queue(link)
 
     def _append(self, link: _Link, chunk: bytes) -> None:
         if not self._alive:
@@ -401,7 +432,7 @@ class MemoryTransport(Transport):
         delay = net.delay
         while frames:
             frame = frames.popleft()
-            link.nbytes -= len(frame)
+            link.nbytes -= nbytes_of(frame)
             if delay is None and not link.inflight:
                 target._receive(self.name, frame, route)
             else:
@@ -414,7 +445,12 @@ class MemoryTransport(Transport):
             del self._routes[key]
 
     def _delay(
-        self, link: _Link, target: MemoryTransport, frame: bytes, route: Route, seconds: float
+        self,
+        link: _Link,
+        target: MemoryTransport,
+        frame: bytes | Attached,
+        route: Route,
+        seconds: float,
     ) -> None:
         """Deliver ``frame`` after ``seconds``, but never ahead of earlier frames on ``link``."""
         loop = self._loop
@@ -443,11 +479,17 @@ class MemoryTransport(Transport):
 
     # ------------------------------------------------------------------ receiving and faults
 
-    def _receive(self, src: str, frame: bytes, route: Route) -> None:
+    def _receive(self, src: str, frame: bytes | Attached, route: Route) -> None:
         if not self._alive:
             return
         try:
-            self._deliver(frame, route)
+            if not isinstance(frame, tuple):
+                self._deliver(frame, route)
+            elif self._deliver_attached is not None:
+                chunk, attachment = frame
+                self._deliver_attached(chunk, memoryview(attachment), route)
+            else:
+                logger.warning("%s: dropped an attached message from %s", self.name, src)
         except Exception:
             logger.exception("deliver() raised; frame from %s dropped", src)
 

@@ -30,7 +30,7 @@ from actors.errors import (
     SerializationError,
 )
 from runtime import wire
-from runtime.transport import Route, Transport
+from runtime.transport import Attachment, Route, Transport
 from runtime.wire import F_BODY, F_CORR, F_KIND
 
 __all__ = ["Messaging", "RemoteReply", "Request", "ask_timeout"]
@@ -123,6 +123,24 @@ class RemoteReply:
         m = self._messaging
         m.transport.reply(self._route, m.encode_error(self._corr, exception))
 
+    def set_attached(self, result: list[Any], attachment: Attachment, /) -> None:
+        """Answer with ``result`` and ``attachment`` appended to it, the attachment sent
+        beside the reply's frame instead of inside it (``wire`` "Attached reply"): the
+        caller's future gets ``[*result, memoryview]``. Keep ``attachment`` unchanged until
+        it is sent."""
+        if self._done:
+            return
+        self._done = True
+        m = self._messaging
+        size = attachment.nbytes if isinstance(attachment, memoryview) else len(attachment)
+        try:
+            chunk = wire.encode_attached_reply(self._corr, result, size, max_size=m.max_frame)
+        except SerializationError as err:
+            kind = MessageTooLarge if isinstance(err, MessageTooLarge) else SerializationError
+            m.transport.reply(self._route, m.encode_error(self._corr, kind(f"result: {err}")))
+            return
+        m.transport.reply_attached(self._route, chunk, attachment)
+
 
 class Messaging:
     """Sends envelopes to peers, matches replies to asks and dispatches what arrives."""
@@ -171,7 +189,9 @@ class Messaging:
 
     async def start(self, listen: str | None) -> str:
         """Start the transport; returns the bound address ("" for a client)."""
-        self.address = await self.transport.start(listen, self.on_frame, self.on_peer_down)
+        self.address = await self.transport.start(
+            listen, self.on_frame, self.on_peer_down, self.on_attached
+        )
         return self.address
 
     async def close(self) -> None:
@@ -361,6 +381,22 @@ class Messaging:
                     log.warning("bad control message from %s: %s", env.sender or route, err)
             else:
                 self._on_request(fields, route)
+
+    def on_attached(self, frame: bytes, attachment: memoryview, route: Route) -> None:
+        """Transport callback: an attached reply (``wire`` "Attached reply") arrived."""
+        try:
+            fields = wire.decode_attached(frame, attachment, max_size=self.max_frame)
+        except ProtocolError as err:
+            self._malformed(err, route)
+            return
+        self.received[wire.REPLY] += 1
+        pending = self._pending.pop(fields[F_CORR], None)
+        if pending is None:
+            return  # the caller gave up already
+        if pending.handle is not None:
+            pending.handle.cancel()
+        if not pending.fut.done():
+            pending.fut.set_result(fields[F_BODY])
 
     def _malformed(self, err: ProtocolError, route: Route) -> None:
         self.dropped += 1

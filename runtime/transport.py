@@ -19,6 +19,12 @@ Contract shared by every implementation (see :class:`Transport`):
   may hold any number of chunks (never split one), up to ``max_frame_bytes`` unless a single
   chunk is bigger.
 * Delivery is at most once: when a peer is reported down, anything in flight may be lost.
+* An *attached message* (:meth:`Transport.reply_attached`) is a chunk plus an attachment, a
+  buffer of raw bytes that travels as a message of its own, never copied into a frame or
+  coalesced with other chunks (the ZeroMQ transport hands it to zmq without copying it): it
+  leaves after what was queued before it and before what is queued after it, and arrives
+  through ``deliver_attached(chunk, attachment, route)`` (the attachment as a ``memoryview``),
+  which ``start`` takes; a transport started without it drops such messages as malformed.
 * The transport does not bound its own memory. Outboxes grow without limit unless the caller
   awaits :meth:`Transport.drained` (which is how backpressure reaches the producers).
 
@@ -42,13 +48,17 @@ from actors.errors import NodeUnavailable
 __all__ = [
     "DEFAULT_BACKLOG_HWM",
     "DEFAULT_MAX_FRAME_BYTES",
+    "Attached",
+    "Attachment",
     "Deliver",
+    "DeliverAttached",
     "Outbox",
     "PeerDown",
     "Route",
     "Transport",
     "coalesce",
     "logger",
+    "nbytes_of",
 ]
 
 logger = logging.getLogger("shoal.transport")
@@ -63,6 +73,15 @@ a frame that came in on one of our DEALERs (an answer from peer ``P``) carries `
 
 Deliver: TypeAlias = Callable[[bytes, Route], None]
 """``deliver(frame, route)``: one frame arrived; ``route`` is where answers to it should go."""
+
+DeliverAttached: TypeAlias = Callable[[bytes, memoryview, Route], None]
+"""``deliver_attached(chunk, attachment, route)``: an attached message arrived."""
+
+Attachment: TypeAlias = bytes | memoryview
+"""What an attached message carries beside its chunk (any contiguous bytes)."""
+
+Attached: TypeAlias = tuple[bytes, Attachment]
+"""An attached message waiting in an outbox: ``(chunk, attachment)``."""
 
 PeerDown: TypeAlias = Callable[[str], None]
 """``peer_down(address)``: a peer we send to was judged unreachable or disconnected."""
@@ -91,7 +110,13 @@ class Transport(ABC):
     """The bound endpoint after :meth:`start` (``""`` for a client-only transport)."""
 
     @abstractmethod
-    async def start(self, listen: str | None, deliver: Deliver, peer_down: PeerDown) -> str:
+    async def start(
+        self,
+        listen: str | None,
+        deliver: Deliver,
+        peer_down: PeerDown,
+        deliver_attached: DeliverAttached | None = None,
+    ) -> str:
         """Bind ``listen`` (or, with ``None``, only connect out) and return the bound address.
 
         Ephemeral endpoints are resolved, e.g. ``tcp://127.0.0.1:0`` becomes
@@ -110,6 +135,13 @@ class Transport(ABC):
     @abstractmethod
     def reply(self, route: Route, chunk: bytes) -> None:
         """Queue ``chunk`` back along the connection a frame came in on (coalesced likewise)."""
+
+    @abstractmethod
+    def reply_attached(self, route: Route, chunk: bytes, attachment: Attachment) -> None:
+        """Queue an attached message back along a route: ``chunk`` and, as a message part of
+        its own that is never copied into a frame, ``attachment`` (see the module docstring).
+        The transport keeps a reference to ``attachment`` until it is sent: do not change it
+        meanwhile."""
 
     @abstractmethod
     def backlog(self, peer: Route) -> int:
@@ -147,7 +179,9 @@ class Outbox:
 
     ``chunks`` collects what ``send`` queued since the last flush; a flush joins them into
     ``frames`` (each joined at most once, even when the socket pushes back) and hands frames to
-    the socket until it refuses one. ``nbytes`` counts both, which is the backlog.
+    the socket until it refuses one. An attached message goes straight to ``frames`` as an
+    :data:`Attached` tuple, after the chunks queued before it. ``nbytes`` counts all of it,
+    which is the backlog.
     """
 
     __slots__ = ("blocked", "chunks", "down", "frames", "key", "nbytes", "queued", "waiters")
@@ -155,7 +189,7 @@ class Outbox:
     def __init__(self, key: Route) -> None:
         self.key: Route = key
         self.chunks: list[bytes] = []
-        self.frames: deque[bytes] = deque()
+        self.frames: deque[bytes | Attached] = deque()
         self.nbytes = 0
         self.queued = False
         """Already on the transport's list of outboxes to flush this iteration."""
@@ -165,12 +199,17 @@ class Outbox:
         """The peer was reported down (and not seen up since); reported once per outage."""
         self.waiters: list[asyncio.Future[None]] = []
 
-    def take_frames(self, max_frame: int) -> deque[bytes]:
+    def take_frames(self, max_frame: int) -> deque[bytes | Attached]:
         """Move the queued chunks into ``frames`` (coalesced) and return ``frames``."""
         if self.chunks:
             self.frames.extend(coalesce(self.chunks, max_frame))
             self.chunks = []
         return self.frames
+
+    def add_attached(self, chunk: bytes, attachment: Attachment, max_frame: int) -> None:
+        """Queue an attached message after everything queued so far."""
+        self.take_frames(max_frame).append((chunk, attachment))
+        self.nbytes += len(chunk) + nbytes_of(attachment)
 
     def clear(self) -> None:
         """Drop everything queued (the data is lost)."""
@@ -209,6 +248,13 @@ class Outbox:
             for fut in waiters:
                 if not fut.done():
                     fut.set_exception(exc)
+
+
+def nbytes_of(item: bytes | Attached | Attachment) -> int:
+    """The bytes an outbox item (a frame or an attached message) or an attachment holds."""
+    if isinstance(item, tuple):
+        return len(item[0]) + nbytes_of(item[1])
+    return item.nbytes if isinstance(item, memoryview) else len(item)
 
 
 def coalesce(chunks: list[bytes], max_frame: int) -> list[bytes]:

@@ -3,12 +3,12 @@
 This module does no I/O: it turns :class:`Envelope` objects into bytes and back. Transports
 (ZeroMQ, in-process queues, ...) only move the bytes.
 
-Envelope (protocol version 2)
+Envelope (protocol version 3)
 -----------------------------
 An envelope is ONE msgpack array of 4 to 14 elements, in this order::
 
     idx  field      msgpack type     default  meaning
-    0    version    int                       always VERSION (= 2); checked first
+    0    version    int                       always VERSION (= 3); checked first
     1    kind       int                       1 ASK, 2 TELL, 3 REPLY, 4 ERROR, 5 CONTROL
     2    corr       int  u64                  correlation id (0 for TELL); REPLY/ERROR echo it
     3    body       any                       REPLY: the result; ERROR: error body (below);
@@ -26,7 +26,7 @@ An envelope is ONE msgpack array of 4 to 14 elements, in this order::
     13   epoch      int  u64         0        activation epoch (fencing token), 0 = unknown
 
 Trailing elements that hold their default may be left out, and encoders leave out every one
-they can: a REPLY is ``[2, 3, corr, result]``, an ASK without keyword arguments ends at
+they can: a REPLY is ``[3, 3, corr, result]``, an ASK without keyword arguments ends at
 ``trace``. The order puts what each kind needs first. Integers are never bools (``true`` in
 an int field is rejected). ``deadline`` must be finite and >= 0; an int is accepted and becomes
 a float. The runtime leaves ``sender`` empty on requests and replies (the connection is the
@@ -40,6 +40,18 @@ envelope, every envelope must be complete and valid, and nothing may follow the 
 Frames above ``max_size`` bytes (default :data:`DEFAULT_MAX_FRAME`, 64 MiB) are rejected before
 parsing. :func:`decode_frame` raises :class:`~actors.errors.ProtocolError` and nothing else for
 any malformed input (the whole frame is rejected).
+
+Attached reply
+--------------
+A reply may carry a large binary value beside its frame instead of inside it, so that it is
+never copied into (or out of) msgpack: an *attached message* is two transport frames, the
+frame of exactly one REPLY envelope whose result is an array, and the *attachment*, raw bytes,
+which on arrival become that array's last element (a ``memoryview``): ``[3, 3, corr, [a, b]]``
+with attachment ``X`` decodes as ``[3, 3, corr, [a, b, X]]``. It is never coalesced with other
+envelopes. The frame and the attachment together must fit ``max_size`` (checked before
+parsing); anything else (several envelopes, another kind, a result that is not an array, a
+frame or attachment missing) is a ProtocolError. :func:`encode_attached_reply` and
+:func:`decode_attached` are the two sides. (Version 3 added it; the envelopes are version 2's.)
 
 Values
 ------
@@ -122,8 +134,10 @@ __all__ = [
     "Redirect",
     "body_to_error",
     "check_serializable",
+    "decode_attached",
     "decode_fields",
     "decode_frame",
+    "encode_attached_reply",
     "encode_envelope",
     "encode_frame",
     "encode_reply",
@@ -138,7 +152,7 @@ __all__ = [
 
 T = TypeVar("T")
 
-VERSION: Final = 2
+VERSION: Final = 3
 """Protocol version; the first element of every encoded envelope."""
 
 DEFAULT_MAX_FRAME: Final = 64 * 1024 * 1024
@@ -769,6 +783,61 @@ def encode_reply(
     if len(data) > max_size:
         raise MessageTooLarge(f"encoded reply is {len(data)} bytes, over the limit of {max_size}")
     return data
+
+
+def encode_attached_reply(
+    corr: int,
+    result: list[Any],
+    attachment_size: int,
+    codec: Codec = DEFAULT_CODEC,
+    max_size: int = DEFAULT_MAX_FRAME,
+) -> bytes:
+    """The frame of an attached REPLY (see "Attached reply"): ``result`` is the array the
+    attachment, ``attachment_size`` bytes, is appended to on arrival. Raises
+    ``MessageTooLarge`` if frame and attachment together exceed ``max_size``, and like
+    :func:`encode_envelope` for a result the codec cannot encode."""
+    if type(result) is not list:
+        raise SerializationError(f"an attached reply's result is a list, got {type(result)}")
+    data = codec.packb([VERSION, REPLY, corr, result])
+    if len(data) + attachment_size > max_size:
+        raise MessageTooLarge(
+            f"attached reply of {len(data)} + {attachment_size} bytes, over the limit of {max_size}"
+        )
+    return data
+
+
+def decode_attached(
+    frame: bytes,
+    attachment: memoryview,
+    codec: Codec = DEFAULT_CODEC,
+    max_size: int = DEFAULT_MAX_FRAME,
+) -> list[Any]:
+    """The one envelope of an attached message, as an item of :func:`decode_fields`, with
+    ``attachment`` appended to its result (see "Attached reply"). Raises ProtocolError, and
+    nothing else, for anything that is not a valid attached reply; sizes are checked before
+    anything is parsed."""
+    if type(attachment) is not memoryview or attachment.ndim != 1 or attachment.itemsize != 1:
+        raise ProtocolError(f"an attachment is a 1-D byte memoryview, got {attachment!r}")
+    try:
+        size = len(frame)
+    except Exception as exc:
+        raise ProtocolError(f"frame must be bytes, got {type(frame).__name__}") from exc
+    if size + attachment.nbytes > max_size:
+        raise ProtocolError(
+            f"attached message of {size} + {attachment.nbytes} bytes is over the limit of "
+            f"{max_size}"
+        )
+    items = decode_fields(frame, codec, max_size)
+    if len(items) != 1:
+        raise ProtocolError(f"an attached message holds one envelope, not {len(items)}")
+    fields = items[0]
+    if fields[F_KIND] != REPLY:
+        raise ProtocolError(f"an attached message is a REPLY, not kind {fields[F_KIND]}")
+    result = fields[F_BODY]
+    if type(result) is not list:
+        raise ProtocolError(f"an attached reply's result is an array, not {type(result).__name__}")
+    result.append(attachment)
+    return fields
 
 
 def encode_frame(

@@ -31,6 +31,12 @@ batch (to a peer with nothing queued) and the first ``reply`` since then (to a c
 nothing queued) go to the socket at once, followed by a look at ``EVENTS``; the ones after
 them coalesce as above.
 
+Attached messages (``reply_attached``) travel as one zmq message of two parts, the chunk and
+the attachment (three on the ROUTER, after the caller's identity). The attachment is handed to
+zmq without a copy (``_zmqcalls.send_buffer``) and received without one
+(``_zmqcalls.recv_buffer``: a view of the zmq message); it is never joined with other frames.
+A message of two parts reaches ``deliver_attached``; one of more parts is malformed.
+
 Dead peers. Each DEALER has a socket monitor (an inproc PAIR read the same way). A
 disconnect, a failed handshake, a refused or timed-out connect, or a ZMTP heartbeat timeout
 (which is how a SIGSTOPped or cut-off peer is noticed) reports ``peer_down(address)`` once per
@@ -64,13 +70,17 @@ from runtime import _zmqcalls
 from runtime.transport import (
     DEFAULT_BACKLOG_HWM,
     DEFAULT_MAX_FRAME_BYTES,
+    Attached,
+    Attachment,
     Deliver,
+    DeliverAttached,
     Outbox,
     PeerDown,
     Route,
     Transport,
     coalesce,
     logger,
+    nbytes_of,
 )
 
 __all__ = ["ZmqTransport"]
@@ -98,6 +108,8 @@ _send: Final = _zmqcalls.send
 _events: Final = _zmqcalls.events
 _recv: Final = _zmqcalls.recv
 _recv_routed: Final = _zmqcalls.recv_routed
+_send_buffer: Final = _zmqcalls.send_buffer
+_recv_buffer: Final = _zmqcalls.recv_buffer
 
 _DOWN_EVENTS: Final = (
     zmq.EVENT_DISCONNECTED
@@ -179,6 +191,7 @@ class ZmqTransport(Transport):
         "_ctx",
         "_dealers",
         "_deliver",
+        "_deliver_attached",
         "_dirty",
         "_flush_scheduled",
         "_last_malformed_log",
@@ -245,6 +258,7 @@ class ZmqTransport(Transport):
         self.address = ""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._deliver: Deliver = _ignore_frame
+        self._deliver_attached: DeliverAttached | None = None
         self._peer_down: PeerDown = _ignore_peer
         self._router: Any = None
         self._router_fd = -1
@@ -266,11 +280,18 @@ class ZmqTransport(Transport):
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def start(self, listen: str | None, deliver: Deliver, peer_down: PeerDown) -> str:
+    async def start(
+        self,
+        listen: str | None,
+        deliver: Deliver,
+        peer_down: PeerDown,
+        deliver_attached: DeliverAttached | None = None,
+    ) -> str:
         if self._loop is not None or self._closed:
             raise RuntimeError("a transport can be started only once")
         self._loop = asyncio.get_running_loop()
         self._deliver = deliver
+        self._deliver_attached = deliver_attached
         self._peer_down = peer_down
         if self._own_ctx:
             self._ctx = zmq.Context()
@@ -423,6 +444,30 @@ class ZmqTransport(Transport):
                 self._flush_scheduled = True
                 self._loop.call_soon(self._flush)  # type: ignore[union-attr]
 
+    def reply_attached(self, route: Route, chunk: bytes, attachment: Attachment) -> None:
+        # Attached messages are large: they always wait for the flush (at the end of the read
+        # batch that asked for them, or in the next loop iteration), which costs them nothing.
+        box: Outbox | None
+        if isinstance(route, str):
+            box = self._dealers.get(route)
+            if box is None:
+                box = self._open_dealer(route)
+                if box is None:
+                    return
+        else:
+            box = self._routes.get(route)
+            if box is None:
+                if self._router_h is None:
+                    return  # closed: nowhere to send it
+                box = self._routes[route] = Outbox(route)
+        box.add_attached(chunk, attachment, self._max_frame)
+        if not box.queued and not box.blocked:
+            box.queued = True
+            self._dirty.append(box)
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                self._loop.call_soon(self._flush)  # type: ignore[union-attr]
+
     @property
     def backlog_hwm(self) -> int:
         return self._backlog_hwm
@@ -483,9 +528,12 @@ class ZmqTransport(Transport):
         else:
             d.take_frames(self._max_frame)
             while frames:
-                frame = frames[0]
+                item = frames[0]
                 try:
-                    send(sock, frame, _NOBLOCK)
+                    if not isinstance(item, tuple):
+                        send(sock, item, _NOBLOCK)
+                    else:
+                        _send_attached(sock, d.sock, item)
                 except _Again:
                     self._block(d)
                     break
@@ -493,7 +541,7 @@ class ZmqTransport(Transport):
                     self._send_failed(d, exc)
                     return sent
                 frames.popleft()
-                d.nbytes -= len(frame)
+                d.nbytes -= len(item) if not isinstance(item, tuple) else nbytes_of(item)
                 sent += 1
         if d.waiters:
             d.wake(self._backlog_hwm)
@@ -508,11 +556,15 @@ class ZmqTransport(Transport):
         sent = 0
         try:
             while frames:
-                frame = frames[0]
+                item = frames[0]
                 _send(sock, ident, _NOBLOCK_SNDMORE)
-                _send(sock, frame, _NOBLOCK)
+                if not isinstance(item, tuple):
+                    _send(sock, item, _NOBLOCK)
+                    box.nbytes -= len(item)
+                else:
+                    _send_attached(sock, self._router, item)
+                    box.nbytes -= nbytes_of(item)
                 frames.popleft()
-                box.nbytes -= len(frame)
                 sent += 1
         except _Again:
             if not box.blocked:
@@ -636,20 +688,19 @@ class ZmqTransport(Transport):
                     ident, frame, more = _recv_routed(self._router_h)
                     if more:
                         # A message arrives whole, so the rest of its parts are already here.
-                        while more:
-                            _, more = _recv(self._router_h)
-                        self._malformed("multipart message on the ROUTER")
-                        continue
+                        budget -= self._read_attached(self._router, self._router_h, frame, ident)
+                        frame = b""
                 except _ZMQError:  # EAGAIN: drained (or the socket was closed meanwhile)
                     break
-                if not frame:
+                if frame:
+                    budget -= len(frame)
+                    try:
+                        deliver(frame, ident)
+                    except Exception:
+                        logger.exception("deliver() raised; frame dropped")
+                elif not more:
                     self._malformed("empty frame on the ROUTER")
                     continue
-                budget -= len(frame)
-                try:
-                    deliver(frame, ident)
-                except Exception:
-                    logger.exception("deliver() raised; frame dropped")
                 # Ask EVENTS rather than recv until EAGAIN: half the cost, and it also
                 # processes the socket's commands, which re-arms the FD edge (deliver() may
                 # have sent).
@@ -690,20 +741,19 @@ class ZmqTransport(Transport):
                 try:
                     frame, more = _recv(d.h)
                     if more:
-                        while more:
-                            _, more = _recv(d.h)
-                        self._malformed(f"multipart message from {peer}")
-                        continue
+                        budget -= self._read_attached(d.sock, d.h, frame, peer)
+                        frame = b""
                 except _ZMQError:  # EAGAIN: drained (or the socket was closed meanwhile)
                     break
-                if not frame:
+                if frame:
+                    budget -= len(frame)
+                    try:
+                        deliver(frame, peer)
+                    except Exception:
+                        logger.exception("deliver() raised; frame dropped")
+                elif not more:
                     self._malformed(f"empty frame from {peer}")
                     continue
-                budget -= len(frame)
-                try:
-                    deliver(frame, peer)
-                except Exception:
-                    logger.exception("deliver() raised; frame dropped")
                 try:
                     if not _events(d.h) & _POLLIN:
                         break
@@ -725,6 +775,28 @@ class ZmqTransport(Transport):
             if ev & _POLLOUT:
                 d.blocked = False
                 self._recheck_dealer(d, self._send_dealer(d) > 0)
+
+    def _read_attached(self, sock: Any, h: Any, head: bytes, route: Route) -> int:
+        """The rest of a message of several parts whose first part (after a ROUTER's identity)
+        was ``head``: deliver an attached message (two parts), drop any other shape as
+        malformed. Returns the bytes read. ``sock`` is the pyzmq socket, ``h`` its token."""
+        attachment, more = _recv_buffer(sock)
+        size = len(head) + attachment.nbytes
+        if more:
+            while more:  # a message arrives whole: its other parts are already here
+                part, more = _recv(h)
+                size += len(part)
+            self._malformed(f"message of more than two parts from {route!r}")
+            return size
+        deliver = self._deliver_attached
+        if not head or deliver is None:
+            self._malformed(f"unexpected message of two parts from {route!r}")
+            return size
+        try:
+            deliver(head, attachment, route)
+        except Exception:
+            logger.exception("deliver_attached() raised; message dropped")
+        return size
 
     def _malformed(self, what: str) -> None:
         self.malformed += 1
@@ -800,6 +872,15 @@ class ZmqTransport(Transport):
             self._peer_down(peer)
         except Exception:
             logger.exception("peer_down() raised")
+
+
+def _send_attached(h: Any, sock: Any, item: Attached) -> None:
+    """Send the parts of an attached message on a socket (token ``h``, pyzmq socket ``sock``),
+    after a ROUTER's identity part if one was sent. zmq checks the high-water mark on a
+    message's first part only, so a part after it is never refused with EAGAIN."""
+    chunk, attachment = item
+    _send(h, chunk, _NOBLOCK_SNDMORE)
+    _send_buffer(sock, attachment, _NOBLOCK)
 
 
 def _endpoint_error(exc: zmq.ZMQError, endpoint: str) -> Exception:

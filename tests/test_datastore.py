@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import mmap
 import random
 from pathlib import Path
 from typing import Any
@@ -27,15 +28,16 @@ from runtime.datastore import (
 from tests.sample_actors import pattern
 
 
-def _holder(payload: Any, tag: int = 7, cap: int = CHUNK_SIZE) -> Any:
+def _holder(payload: Any, tag: int = 7, cap: int = CHUNK_SIZE, view: bool = False) -> Any:
     """A holder answering chunk requests for ``payload`` (at most ``cap`` bytes each), as the
-    wire would deliver the answer: the chunk as bytes."""
+    wire would deliver the answer: the chunk as bytes, or with ``view`` as the memoryview an
+    attached reply arrives as (of a copy: what zmq received)."""
     kind, meta, flat, _ = to_wire(payload)
 
     def answer(body: list[Any]) -> list[Any]:
         _, offset, length = body
         out = chunk_reply(tag, kind, meta, flat, offset, min(length, cap))
-        out[4] = bytes(out[4])
+        out[4] = memoryview(bytes(out[4])) if view else bytes(out[4])
         return out
 
     return answer
@@ -194,6 +196,81 @@ def test_a_chunk_of_the_wrong_length_is_a_protocol_error() -> None:
         fetch.feed(100, [1, 1000, datastore.BYTES, [], b"x" * 99])
 
 
+@pytest.mark.parametrize("kind", ["bytes", "bytearray", "memoryview", "numpy", "msgpack"])
+@pytest.mark.parametrize("size", [0, 1, 5000, datastore.MAP_FROM + 12_345])
+def test_chunks_that_arrive_as_memoryviews_are_reassembled(kind: str, size: int) -> None:
+    """Attached replies deliver chunks as memoryviews of what zmq received: every kind is
+    rebuilt from them, in any order, as its own type (numpy in place, in a memory map when
+    large), and nothing keeps a view of a chunk."""
+    raw = pattern(size - size % 8)
+    payload: Any = {
+        "bytes": raw,
+        "bytearray": bytearray(raw),
+        "memoryview": memoryview(raw).cast("d") if raw else memoryview(raw),
+        "msgpack": {"blob": raw},
+    }.get(kind)
+    if kind == "numpy":
+        np = pytest.importorskip("numpy")
+        payload = np.frombuffer(raw, np.float64).reshape(-1, 1)
+    fetch = Fetch("k", chunk=4096)
+    back, _ = _run(fetch, _holder(payload, view=True), random.Random(size))
+    if kind == "numpy":  # (compared as bytes: the pattern's floats include NaNs)
+        assert back.tobytes() == raw and back.shape == payload.shape and back.flags.writeable
+        root = back
+        while isinstance(root, np.ndarray) and root.base is not None:
+            root = root.base
+        if isinstance(root, memoryview):  # (np.frombuffer keeps a view of the buffer)
+            root = root.obj
+        assert isinstance(root, mmap.mmap) == (len(raw) >= datastore.MAP_FROM)
+    elif kind == "memoryview":
+        assert back.tobytes() == raw and back.format == payload.format and not back.readonly
+    else:
+        assert back == payload and type(back) is type(payload)
+
+
+def test_a_bytes_payload_is_written_in_place_or_joined() -> None:
+    """With the compiled accelerator a bytes payload of several chunks is written in place
+    into the result (no join at the end); without it, its chunks are joined."""
+    payload = pattern(50_000)
+    fetch = Fetch("k", chunk=4096)
+    back, _ = _run(fetch, _holder(payload, view=True), random.Random(3))
+    assert back == payload and type(back) is bytes
+    assert fetch.joins == (datastore._unfilled_bytes is None)
+
+
+def test_a_bytes_payload_is_joined_without_the_accelerator(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(datastore, "_unfilled_bytes", None)
+    payload = pattern(50_000)
+    fetch = Fetch("k", chunk=4096)
+    todo = [fetch.first()]
+    answer = _holder(payload, view=True)
+    while todo:
+        body = todo.pop()
+        todo += fetch.feed(body[1], answer(body))
+        # the chunks wait as bytes, never as views of what zmq received: bytes.join lets go
+        # of the GIL (the join runs in a thread) only when every part is exact bytes
+        assert all(type(part) is bytes for part in fetch._parts.values())
+    assert fetch.joins and fetch.result() == payload
+
+
+def test_a_chunk_view_that_is_not_flat_bytes_is_a_protocol_error() -> None:
+    for data in (memoryview(bytes(80)).cast("d"), memoryview(bytes(100)).cast("B", [10, 10])):
+        with pytest.raises(ProtocolError, match="chunk"):
+            Fetch("k", chunk=100).feed(0, [1, 1000, datastore.BYTES, [], data])
+
+
+def test_a_payload_too_large_to_make_room_for_is_a_protocol_error() -> None:
+    kinds = [datastore.NDARRAY, datastore.MEMORYVIEW]
+    if datastore._unfilled_bytes is not None:
+        kinds.append(datastore.BYTES)
+    for kind in kinds:
+        fetch = Fetch("k", chunk=100)
+        with pytest.raises(ProtocolError, match="room"):
+            fetch.feed(0, [1, 1 << 62, kind, ["<f8", [1 << 59]], b"x" * 100])
+
+
 def test_chunks_fit_the_frame_limit() -> None:
     assert chunk_limit(64 << 20) == CHUNK_SIZE
     assert chunk_limit(256 * 1024) == 256 * 1024 - datastore.FRAME_OVERHEAD
@@ -219,6 +296,9 @@ class _Sink:
 
     def set_exception(self, exception: BaseException, /) -> None:
         self.error, self.settled = exception, True
+
+    def set_attached(self, result: list[Any], attachment: bytes | memoryview, /) -> None:
+        self.set_result([*result, attachment])
 
 
 async def test_local_gets_return_the_object_itself() -> None:
@@ -331,7 +411,7 @@ async def test_serve_answers_chunks_from_memory_and_from_disk(tmp_path: Path) ->
             store.serve(body, sink)
             await _settled(sink)
             assert sink.error is None, sink.error
-            todo += fetch.feed(body[1], [*sink.result[:4], bytes(sink.result[4])])
+            todo += fetch.feed(body[1], sink.result)
         assert fetch.result() == pattern(size)
     for body, error in (
         (["nope", 0, 10], ActorError),

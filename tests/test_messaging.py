@@ -275,3 +275,59 @@ async def test_ask_deadlines_share_one_sweep_and_out_of_order_ones_get_a_timer()
     finally:
         await m.close()
         await silent.close()
+
+
+async def test_attached_replies_reach_the_caller_with_their_attachment() -> None:
+    """A control answered with ``RemoteReply.set_attached`` arrives as the result with the
+    attachment appended (a memoryview); one over the frame limit fails as MessageTooLarge."""
+    from runtime.memory_transport import MemoryNetwork, MemoryTransport
+    from runtime.messaging import Messaging, RemoteReply
+    from runtime.transport import Route
+
+    big = bytes(range(256)) * 4096  # 1 MiB
+
+    def ignore(*_: object) -> None:
+        pass
+
+    def on_control(env: wire.Envelope, route: Route) -> None:
+        reply = RemoteReply(server, route, env.corr)
+        size = env.body
+        reply.set_attached(["head", size], memoryview(big)[:size])
+
+    net = MemoryNetwork()
+    server = Messaging(MemoryTransport(net), ignore, on_control, max_frame=1 << 19)
+    client = Messaging(MemoryTransport(net), ignore, ignore)
+    await server.start("mem://server")
+    await client.start(None)
+    try:
+        answer = await client.control("mem://server", "data", 1000, timeout=5)
+        assert answer[:2] == ["head", 1000] and type(answer[2]) is memoryview
+        assert bytes(answer[2]) == big[:1000]
+        with pytest.raises(MessageTooLarge):
+            await client.control("mem://server", "data", 1 << 20, timeout=5)  # over 512 KiB
+        assert client.received[wire.REPLY] == 1 and client.received[wire.ERROR] == 1
+    finally:
+        await client.close()
+        await server.close()
+
+
+def test_malformed_attached_messages_are_answered_with_protocol_errors(
+    server: NodeProcess,
+) -> None:
+    sock = _dealer(server.address)
+    try:
+        for parts in (
+            [b"\xc1", b"data"],  # not msgpack
+            [wire.encode_envelope(_env()), b"data"],  # an ASK: only replies carry attachments
+            [wire.encode_reply(5, "", {"not": "a list"}), b"data"],
+        ):
+            sock.send_multipart(parts)
+            [err] = wire.decode_frame(sock.recv())
+            assert err.kind == wire.ERROR and err.corr == 0
+            assert isinstance(wire.body_to_error(err.body), ProtocolError)
+        # a well-formed attached reply nobody waits for is dropped, and the node serves on
+        sock.send_multipart([wire.encode_attached_reply(12345, [1], 4), b"data"])
+        [reply] = _ask(sock, _env(corr=11))
+        assert reply.kind == wire.REPLY and reply.corr == 11
+    finally:
+        sock.close(linger=0)

@@ -48,6 +48,11 @@ class Peer:
     def deliver(self, frame: bytes, route: Route) -> None:
         self.frames.put_nowait((frame, route))
 
+    def deliver_attached(self, frame: bytes, attachment: memoryview, route: Route) -> None:
+        """Attached messages join the same queue, as ``(frame, bytes of attachment), route``."""
+        assert type(attachment) is memoryview and attachment.format == "B"
+        self.frames.put_nowait(((frame, bytes(attachment)), route))  # type: ignore[arg-type]
+
     async def recv(self, timeout: float = WAIT) -> tuple[bytes, Route]:
         async with asyncio.timeout(timeout):
             return await self.frames.get()
@@ -111,13 +116,17 @@ class Harness:
         kwargs = {k: v for k, v in kwargs.items() if k in ("max_frame_bytes", "backlog_hwm")}
         return MemoryTransport(self.network, **kwargs)
 
-    async def start(self, listen: str | bool | None = True, **kwargs: Any) -> Peer:
-        """A started transport; ``listen=True`` picks a fresh endpoint, ``None`` is client-only."""
+    async def start(
+        self, listen: str | bool | None = True, attached: bool = False, **kwargs: Any
+    ) -> Peer:
+        """A started transport; ``listen=True`` picks a fresh endpoint, ``None`` is client-only;
+        ``attached``: it takes attached messages (into the same queue as frames)."""
         peer = Peer(self.transport(**kwargs))
         self.peers.append(peer)
         endpoint = self.endpoint() if listen is True else listen
         assert endpoint is None or isinstance(endpoint, str)
-        await peer.t.start(endpoint, peer.deliver, peer.downs.put_nowait)
+        more = peer.deliver_attached if attached else None
+        await peer.t.start(endpoint, peer.deliver, peer.downs.put_nowait, more)
         return peer
 
     def dead_address(self) -> str:
@@ -583,6 +592,94 @@ async def test_garbage_from_raw_sockets_is_dropped(zh: Harness) -> None:
     assert await a.recv() == (b"ok", raddr)
     assert a.frames.empty()
     assert isinstance(a.t, ZmqTransport) and a.t.malformed == 4
+
+
+async def test_attached_messages_travel_alone_and_in_order(h: Harness) -> None:
+    a = await h.start(attached=True)
+    b = await h.start(listen=None, attached=True)
+    b.t.send(a.address, b"?")
+    _, route = await a.recv()
+    big = bytes(range(256)) * (3 << 12)  # 3 MiB: over the coalescing limit by itself
+    a.t.reply(route, b"one;")
+    a.t.reply_attached(route, b"head-1", memoryview(big)[1:])
+    a.t.reply(route, b"two;")
+    a.t.reply(route, b"three;")
+    a.t.reply_attached(route, b"head-2", b"small")
+    assert a.t.backlog(route) > len(big)
+    got: list[Any] = []  # what arrived, consecutive frames joined (they may coalesce)
+    async with asyncio.timeout(WAIT):
+        while len(got) < 4:
+            frame, r = await b.recv()
+            assert r == a.address
+            if got and isinstance(frame, bytes) and isinstance(got[-1], bytes):
+                got[-1] += frame
+            else:
+                got.append(frame)
+    assert got == [b"one;", (b"head-1", big[1:]), b"two;three;", (b"head-2", b"small")]
+    assert a.t.backlog(route) == 0
+    # Along a str route (an answer to a peer we send to), the same.
+    b.t.reply_attached(a.address, b"head-3", memoryview(big))
+    frame, _ = await a.recv()
+    assert frame == (b"head-3", big)  # type: ignore[comparison-overlap]
+    assert b.t.backlog(a.address) == 0
+
+
+async def test_attached_messages_wait_out_backpressure(h: Harness) -> None:
+    """Attached messages queued behind a caller that stops reading all arrive, in order."""
+    a = await h.start(sndhwm=1, rcvhwm=1, backlog_hwm=HWM, max_frame_bytes=HWM)
+    if h.is_zmq:
+        caller = h.raw(zmq.DEALER)
+        caller.setsockopt(zmq.RCVHWM, 1)
+        caller.setsockopt(zmq.RCVBUF, 4096)
+        caller.connect(a.address)
+        await caller.send(b"go")
+
+        async def collect(n: int) -> list[Any]:
+            return [await caller.recv_multipart() for _ in range(n)]
+    else:
+        c = await h.start(listen=None, attached=True)
+        c.t.send(a.address, b"go")
+
+        async def collect(n: int) -> list[Any]:
+            h.network.resume(c.t.name)  # type: ignore[attr-defined]
+            out = []
+            for _ in range(n):
+                (head, data), _ = await c.recv()
+                out.append([head, data])
+            return out
+
+    _, route = await a.recv()
+    if not h.is_zmq:
+        h.network.pause(c.t.name)  # type: ignore[attr-defined]
+    sent = []
+    async with asyncio.timeout(WAIT * 2):
+        while a.t.backlog(route) < STALL_BACKLOG:
+            for _ in range(4):
+                i = len(sent)
+                sent.append([b"%d" % i, i.to_bytes(4, "big") * (64 * 1024 // 4)])
+                a.t.reply_attached(route, sent[-1][0], memoryview(sent[-1][1]))
+            await asyncio.sleep(0)
+    async with asyncio.timeout(WAIT * 2):
+        received = await collect(len(sent))
+        await a.t.drained(route)
+    assert received == sent
+    assert a.t.backlog(route) == 0
+
+
+async def test_attached_messages_from_raw_sockets(zh: Harness) -> None:
+    h = zh
+    a = await h.start(attached=True)
+    dealer = h.raw(zmq.DEALER)
+    dealer.connect(a.address)
+    await dealer.send_multipart([b"head", b"attachment"])
+    (frame, route) = await a.recv()
+    assert frame == (b"head", b"attachment")  # type: ignore[comparison-overlap]
+    await dealer.send_multipart([b"", b"attachment"])  # no frame before the attachment
+    await dealer.send_multipart([b"a", b"b", b"c"])  # more parts than an attached message
+    await dealer.send(b"good")
+    assert await a.recv() == (b"good", route)
+    assert isinstance(a.t, ZmqTransport) and a.t.malformed == 2
+    assert a.frames.empty()
 
 
 def _open_fds() -> int:

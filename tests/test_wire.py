@@ -566,7 +566,7 @@ def test_oversized_frame_rejected_before_parsing() -> None:
         decode_frame(frame * 3, max_size=len(frame) * 2)
 
 
-@pytest.mark.parametrize("version", [0, 1, 3, 255, -1, "2", 2.0, True, None])
+@pytest.mark.parametrize("version", [0, 1, 2, 4, 255, -1, "3", 3.0, True, None])
 def test_wrong_version(version: Any) -> None:
     frame = msgpack.packb(raw_envelope(version=version))
     with pytest.raises(ProtocolError, match="version"):
@@ -932,3 +932,70 @@ def test_encode_request_matches_encode_envelope() -> None:
         encode_request(ASK, 1, "", "T", "k", "m", (object(),), {}, 0.0, 0, 0)
     with pytest.raises(MessageTooLarge):
         encode_request(TELL, 0, "", "T", "k", "m", (b"x" * 100,), {}, 0.0, 0, 0, max_size=50)
+
+
+# -- attached replies ---------------------------------------------------------------------------
+
+
+def test_attached_reply_round_trip() -> None:
+    from runtime.wire import decode_attached, encode_attached_reply
+
+    attachment = memoryview(bytes(range(256)) * 40)
+    for result in ([], [7, 10_240, 0, ["<f8", [2, 3]]], [Point(1, 2)]):
+        frame = encode_attached_reply(9, result, attachment.nbytes, user_codec())
+        fields = decode_attached(frame, attachment, user_codec())
+        assert fields[F_KIND] == REPLY and fields[F_CORR] == 9 and len(fields) == 14
+        *head, last = fields[wire.F_BODY]
+        assert head == result and last is attachment  # appended itself: nothing copied
+    # the frame alone is an ordinary reply of the result without its attachment
+    assert encode_attached_reply(3, [1, 2], 5) == msgpack.packb([VERSION, REPLY, 3, [1, 2]])
+    (plain,) = decode_frame(encode_attached_reply(3, [1, 2], 5))
+    assert (plain.kind, plain.corr, plain.body) == (REPLY, 3, [1, 2])
+
+
+def test_attached_reply_encoding_errors() -> None:
+    from runtime.wire import encode_attached_reply
+
+    with pytest.raises(SerializationError, match="list"):
+        encode_attached_reply(1, (1, 2), 0)  # type: ignore[arg-type]
+    with pytest.raises(SerializationError):
+        encode_attached_reply(1, [object()], 0)
+    with pytest.raises(MessageTooLarge, match="over the limit"):
+        encode_attached_reply(1, [1], 100, max_size=100)  # frame and attachment together
+    assert encode_attached_reply(1, [1], 100 - 7, max_size=100)  # a 7-byte frame: fits
+
+
+@pytest.mark.parametrize(
+    ("frame", "attachment", "match"),
+    [
+        (b"", memoryview(b"x"), "empty frame"),
+        (b"\xc1", memoryview(b"x"), "malformed"),
+        (msgpack.packb([VERSION, REPLY, 1, [1]])[:-1], memoryview(b"x"), "malformed|truncated"),
+        (msgpack.packb([VERSION - 1, REPLY, 1, [1]]), memoryview(b"x"), "version"),
+        (msgpack.packb([VERSION, REPLY, 1, [1]]) * 2, memoryview(b"x"), "one envelope"),
+        (msgpack.packb([VERSION, ASK, 1, None, "T", "k", "m"]), memoryview(b"x"), "REPLY"),
+        (msgpack.packb([VERSION, ERROR, 1, [9, "E", "m", ""]]), memoryview(b"x"), "REPLY"),
+        (msgpack.packb([VERSION, REPLY, 1, {"a": 1}]), memoryview(b"x"), "array"),
+        (msgpack.packb([VERSION, REPLY, 1, b"bin"]), memoryview(b"x"), "array"),
+        (msgpack.packb([VERSION, REPLY, 1, [1]]), b"x", "memoryview"),
+        (msgpack.packb([VERSION, REPLY, 1, [1]]), memoryview(b"abcd").cast("i"), "memoryview"),
+        (msgpack.packb([VERSION, REPLY, 1, [1]]), memoryview(b"ab" * 6).cast("B", [3, 4]), "1-D"),
+        (b"\xc1" * 10, memoryview(bytes(100)), "over the limit"),  # sizes before parsing
+        (1234, memoryview(b"x"), "bytes"),
+    ],
+)
+def test_malformed_attached_messages_are_protocol_errors(
+    frame: Any, attachment: Any, match: str
+) -> None:
+    with pytest.raises(ProtocolError, match=match):
+        wire.decode_attached(frame, attachment, max_size=100)
+
+
+@FUZZ
+@given(st.binary(max_size=200), st.binary(max_size=50))
+def test_random_attached_messages_only_protocol_error(frame: bytes, attachment: bytes) -> None:
+    try:
+        fields = wire.decode_attached(frame, memoryview(attachment))
+    except ProtocolError:
+        return
+    assert fields[F_KIND] == REPLY and fields[wire.F_BODY][-1] == attachment

@@ -156,3 +156,41 @@ def test_errors_are_pyzmqs(calls: SimpleNamespace, pair: tuple[Any, Any]) -> Non
     with pytest.raises(zmq.ZMQError) as closed:
         calls.send(None, b"x", zmq.NOBLOCK)
     assert closed.value.errno == errno.ENOTSOCK
+
+
+def test_buffers_travel_without_copies(calls: SimpleNamespace, pair: tuple[Any, Any]) -> None:
+    """``send_buffer``/``recv_buffer`` (pyzmq's zero-copy calls, on the pyzmq socket) mix with
+    either set's calls in one message: how the transport sends an attached message."""
+    router, dealer = pair
+    r, d = calls.token(router), calls.token(dealer)
+    big = bytes(range(256)) * 1024  # over pyzmq's copy threshold: sent from where it is
+    calls.send(d, b"head", zmq.NOBLOCK | zmq.SNDMORE)
+    _zmqcalls.send_buffer(dealer, memoryview(big)[3:], zmq.NOBLOCK)
+    ident, head, more = calls.recv_routed(r)
+    assert (head, more) == (b"head", 1)
+    view, more = _zmqcalls.recv_buffer(router)
+    assert type(view) is memoryview and view.format == "B" and more == 0
+    assert view == big[3:]
+    calls.send(r, ident, zmq.NOBLOCK | zmq.SNDMORE)
+    _zmqcalls.send_buffer(router, b"small", zmq.NOBLOCK | zmq.SNDMORE)
+    _zmqcalls.send_buffer(router, b"", zmq.NOBLOCK)
+    assert _zmqcalls.recv_buffer(dealer)[0] == b"small"
+    assert calls.recv(d) == (b"", 0)
+    with pytest.raises(zmq.Again):
+        _zmqcalls.recv_buffer(dealer)
+
+
+def test_unfilled_bytes_are_filled_in_place() -> None:
+    if _zmqcalls.unfilled_bytes is None:
+        assert not _zmqcalls.ACCELERATED
+        pytest.skip("no compiled accelerator: fetched bytes payloads are joined instead")
+    for size in (0, 10, 9 << 20):  # the largest one is advised to use huge pages
+        data, view = _zmqcalls.unfilled_bytes(size)
+        assert type(data) is bytes and len(data) == size and not view.readonly
+        view[:] = bytes(range(256)) * (size // 256) + bytes(size % 256)
+        view.release()
+        assert data == bytes(range(256)) * (size // 256) + bytes(size % 256)
+    with pytest.raises(ValueError):
+        _zmqcalls.unfilled_bytes(-1)
+    with pytest.raises(MemoryError):
+        _zmqcalls.unfilled_bytes(1 << 62)
