@@ -60,6 +60,9 @@ MAX_MOVES: Final = 256
 #: ``max(SLACK, SLACK_SHARE * mean of the two counts)``.
 SLACK: Final = 4
 SLACK_SHARE: Final = 0.1
+#: A remote read of at least this many bytes brings the next round forward (at most every
+#: quarter period): the actor need not read a large data set remotely for a whole period.
+EAGER_BYTES: Final = 1 << 20
 #: Periods a target counts the partner moves it agreed to as its own (until they arrive).
 RESERVE_PERIODS: Final = 3
 
@@ -73,9 +76,11 @@ class Rebalancer:
         "_clock",
         "_cluster",
         "_migrator",
+        "_next_early",
         "_planning",
         "_reserved",
         "_task",
+        "_wake",
         "links",
         "moves",
         "period",
@@ -111,6 +116,8 @@ class Rebalancer:
         #: took, moves refused (by the target), activations moved
         self.stats = {"rounds": 0, "planned": 0, "taken": 0, "refused": 0, "moved": 0}
         self._task: asyncio.Task[None] | None = None
+        self._wake: asyncio.Event | None = None
+        self._next_early = 0.0
 
     def link(self, peer: str) -> Link:
         """The measured link to ``peer`` (the assumed figures until measured)."""
@@ -133,8 +140,15 @@ class Rebalancer:
             self._task = None
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        wake = self._wake = asyncio.Event()
         while True:
-            await asyncio.sleep(self.period)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.period):
+                    await wake.wait()
+            wake.clear()
+            # (an early round, for a large remote read, comes at most every quarter period)
+            self._next_early = loop.time() + self.period / 4
             try:
                 await self.round()
             except Exception:  # a bug here must not stop the node
@@ -289,6 +303,13 @@ class Rebalancer:
         turn = TURN.get()
         if turn is not None and turn[0].affinity is not None:
             turn[0].affinity.fetched(holder, nbytes)
+            if (
+                nbytes >= EAGER_BYTES
+                and holder != self._cluster.address
+                and self._wake is not None
+                and asyncio.get_running_loop().time() >= self._next_early
+            ):
+                self._wake.set()  # a large remote read: weigh the move now, not next period
 
     def arrived(self, source: str, count: int) -> None:
         """``count`` activations moved here from ``source``: they no longer count as agreed,
