@@ -9,7 +9,7 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
-from typing import Final
+from typing import Any, Final
 
 import click
 import uvloop
@@ -74,6 +74,18 @@ def main(verbose: int) -> None:
 @click.option("--storage", default=None, help="State storage URL, e.g. sqlite:///state.db.")
 @click.option("--resources", default=None, help="What this node offers, e.g. gpu=1,mem=16.")
 @click.option(
+    "--data-limit",
+    default=None,
+    type=click.IntRange(min=0),
+    help="Most bytes of data.put payloads held in memory (default: no limit).",
+)
+@click.option(
+    "--data-spill-dir",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="Directory for payloads beyond --data-limit (else put fails beyond it).",
+)
+@click.option(
     "--rebalance-period",
     default=DEFAULT_PERIOD,
     show_default=True,
@@ -92,6 +104,8 @@ def node(
     modules: Sequence[str],
     storage: str | None,
     resources: str | None,
+    data_limit: int | None,
+    data_spill_dir: str | None,
     rebalance_period: float,
     gc_threshold: int,
 ) -> None:
@@ -101,7 +115,12 @@ def node(
         importlib.import_module(name)
     res = parse_resources(resources)
     tune_gc(gc_threshold)
-    uvloop.run(_serve(listen, list(seeds), storage, res, rebalance_period))
+    options = {
+        "rebalance_period": rebalance_period,
+        "data_limit": data_limit,
+        "data_spill_dir": data_spill_dir,
+    }
+    uvloop.run(_serve(listen, list(seeds), storage, res, options))
 
 
 async def _serve(
@@ -109,7 +128,7 @@ async def _serve(
     seeds: list[str],
     storage: str | None,
     resources: dict[str, float],
-    rebalance_period: float,
+    options: dict[str, Any],
 ) -> None:
     from runtime.node import Node
 
@@ -122,7 +141,7 @@ async def _serve(
         seeds=seeds,
         storage=storage,
         resources=resources,
-        rebalance_period=rebalance_period,
+        **options,
     ) as n:
         print(f"listening on {n.address}", flush=True)
         await stop.wait()

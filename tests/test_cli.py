@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import click
 import pytest
@@ -12,7 +13,7 @@ import pytest
 from runtime import demo
 from runtime.cli import GC_THRESHOLD, parse_resources
 from runtime.demo import run_demo
-from tests.cluster import ROOT, NodeProcess
+from tests.cluster import ROOT, NodeProcess, converged_client, until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -85,3 +86,36 @@ async def test_demo_exits_non_zero_when_a_check_fails(
     out = capsys.readouterr().out
     assert "CHECK FAILED: storage counted 20 steps" in out, out
     assert "1 checks failed" in out and "all checks passed" not in out, out
+
+
+async def test_node_takes_a_data_limit_and_a_spill_directory(tmp_path: Path) -> None:
+    spill = tmp_path / "spill"
+    node = await NodeProcess.astart(extra=["--data-limit", "1000", "--data-spill-dir", str(spill)])
+    try:
+        async with converged_client([node], 1) as client:
+            shelf = client.ref("Shelf", "cli-spill")
+            ref = await shelf.make("big", 5000)  # over the limit: spilled to the directory
+            assert ref.node == node.address
+            await until(lambda: spill.exists() and any(spill.rglob("*")), 10)
+    finally:
+        node.kill()
+
+
+def test_node_refuses_a_negative_data_limit() -> None:
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "runtime",
+            "node",
+            "--listen",
+            "tcp://127.0.0.1:0",
+            "--data-limit",
+            "-1",
+        ],
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode != 0 and "--data-limit" in out.stderr
