@@ -157,13 +157,17 @@ class Calls:
         method = None if atype is None else method_of(atype, method_name)
         locator = self.locator
         if locator is not None:
-            cluster = self.cluster
-            if cluster is not None and cluster.lapsed():
-                # (busy for longer than the lease: wait for a majority to answer, at most
-                # until the call's deadline, rather than refuse)
+            try:
+                host = locator.outbound(atype, type_name, key)
+            except NodeUnavailable:
+                cluster = self.cluster
+                if cluster is None or not cluster.lapsed():
+                    raise
+                # busy for longer than the lease: wait for a majority to answer, at most
+                # until the call's deadline, rather than refuse
                 wait = self.default_timeout if timeout is None else timeout
                 await cluster.until_serving(self.host.loop.time() + wait)
-            host = locator.outbound(atype, type_name, key)
+                host = locator.outbound(atype, type_name, key)
             if host == PLACE and atype is not None:
                 host = await locator.place(atype, key)
             if host is not None and host != self.address:

@@ -69,6 +69,7 @@ from actors.errors import (
 from runtime import _zmqcalls, wire
 from runtime.affinity import payload_size
 from runtime.mailbox import ReplySink
+from runtime.messaging import Request
 
 __all__ = [
     "CHUNK_SIZE",
@@ -104,7 +105,6 @@ NDARRAY: Final = 3
 MSGPACK: Final = 4
 _KINDS: Final = frozenset({BYTES, BYTEARRAY, MEMORYVIEW, NDARRAY, MSGPACK})
 
-Request = Callable[[str, str, Any], Awaitable[Any]]
 """``request(peer, op, body)``: a control request, answered or failed within a timeout."""
 
 

@@ -41,11 +41,6 @@ log = logging.getLogger("shoal.messaging")
 _LOG_INTERVAL: Final = 1.0
 
 
-def _expire(fut: asyncio.Future[Any], peer: str, op: str, timeout: float) -> None:
-    if not fut.done():
-        fut.set_exception(ask_timeout("node", peer, op, timeout))
-
-
 class Request(Protocol):
     """A control request to a peer and its answer (``Calls.control``: the node's default
     timeout unless given): what components that talk to peers are handed."""
@@ -236,12 +231,14 @@ class Messaging:
         env = wire.Envelope(wire.CONTROL, 0, self.address, method=op, body=body)
         loop = asyncio.get_running_loop()
         corr, fut = self.request(peer, env, loop)
-        # (a timer, not asyncio.timeout: a turn's first step runs outside any task)
-        handle = loop.call_later(timeout, _expire, fut, peer, op, timeout)
+        # its pending entry keeps the time, as an ask's does (a timer, not asyncio.timeout:
+        # a turn's first step runs outside any task); forget() cancels it
+        p = self._pending[corr]
+        p.type_name, p.key, p.method, p.timeout = "node", peer, op, timeout
+        p.handle = loop.call_later(timeout, p.expire)
         try:
             return await fut
         finally:
-            handle.cancel()
             self.forget(corr)
 
     def ask(

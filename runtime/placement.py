@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Final, Protocol
 
 from actors.errors import NodeUnavailable
 
@@ -31,11 +31,9 @@ if TYPE_CHECKING:
     from actors.decorator import ActorType
     from runtime.catalog import Catalog
     from runtime.cluster import Cluster
+    from runtime.messaging import Request
 
 __all__ = ["DIRECTORS", "Director", "HashDirector", "Placement", "RandomDirector"]
-
-#: ``request(peer, op, body)``: a control request and its answer (``Calls.control``).
-Request = Callable[[str, str, Any], Awaitable[Any]]
 
 
 class Director(Protocol):

@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
 
 from actors.errors import ActorError
 from runtime import wire
@@ -31,7 +31,6 @@ from runtime.affinity import (
     BUDGET_PERIODS,
     DWELL_PERIODS,
     WINDOWS,
-    Affinity,
     Link,
     Move,
     best_move,
@@ -82,7 +81,6 @@ class Rebalancer:
         "_task",
         "_wake",
         "links",
-        "moves",
         "period",
         "stats",
         "window",
@@ -110,8 +108,6 @@ class Rebalancer:
         self._planning: set[str] = set()
         #: source -> [loop time, count] of the partner moves agreed to and not yet arrived
         self._reserved: dict[str, list[list[float]]] = {}
-        #: how many activations this rebalancer moved (for tests and metrics)
-        self.moves = 0
         #: counts of what its rounds did: rounds, moves planned, partner moves the targets
         #: took, moves refused (by the target), activations moved
         self.stats = {"rounds": 0, "planned": 0, "taken": 0, "refused": 0, "moved": 0}
@@ -250,7 +246,6 @@ class Rebalancer:
             except ActorError as err:
                 log.warning("moving %d activations to %s failed: %s", len(acts), target, err)
                 return 0
-            self.moves += moved
             self.stats["moved"] += moved
             if moved:
                 log.info("moved %d activations to %s (affinity)", moved, target)
@@ -329,9 +324,3 @@ def _state_size(act: Activation) -> int:
         return len(wire.DEFAULT_CODEC.packb(get_state(act.instance)))
     except Exception:
         return 1 << 62
-
-
-def new_affinity(now: float, moves: Any = None) -> Affinity:
-    """A fresh affinity record, carrying the move history a handoff brought along."""
-    history = [float(t) for t in moves] if isinstance(moves, list) else []
-    return Affinity(now, history)
