@@ -40,6 +40,7 @@ from runtime import wire
 from runtime.activation import Activation
 from runtime.cluster import actor_body
 from runtime.messaging import RemoteReply
+from runtime.migration import join_buffers
 
 if TYPE_CHECKING:
     from actors.decorator import ActorType
@@ -71,8 +72,21 @@ def _handoff_item(item: Any) -> list[Any]:
             isinstance(moves, list) and all(type(t) is float for t in moves)
         ):
             raise ValueError("a handoff's move history is a list of float")
-        if staged is not None and not isinstance(staged, DataRef):
-            raise ValueError("a handoff's staged state is a DataRef")
+        if not (
+            staged is None
+            or isinstance(staged, DataRef)
+            or (
+                isinstance(staged, list)
+                and all(
+                    isinstance(leaf, list)
+                    and len(leaf) == 2
+                    and isinstance(leaf[0], list)
+                    and isinstance(leaf[1], DataRef)
+                    for leaf in staged
+                )
+            )
+        ):
+            raise ValueError("a handoff's staged state is a DataRef or a list of [path, DataRef]")
     else:
         type_name, key, state, epoch = actor_body(item, 4)
         moves = staged = None
@@ -237,14 +251,30 @@ class Control:
         return self._receive(sender, items)
 
     async def _receive_staged(self, sender: str, items: list[list[Any]]) -> list[Any]:
-        for item in items:
-            staged = item[5]
-            if staged is not None:
-                try:
-                    item[2] = self._data.codec.unpackb(await self._data.get(staged))
-                except ActorError as err:
-                    item[2] = err
+        """Fetch the staged states of ``items`` (all at once), then take the batch."""
+        await asyncio.gather(*(self._fetch_state(item) for item in items if item[5] is not None))
         return self._receive(sender, items)
+
+    async def _fetch_state(self, item: list[Any]) -> None:
+        """Put the state of a handoff ``item`` together from what the sender staged (a
+        failure to fetch it becomes the item's state, which ``_receive`` refuses)."""
+        staged, data = item[5], self._data
+        try:
+            if isinstance(staged, DataRef):
+                item[2] = data.codec.unpackb(await data.fetch(staged))
+            else:
+                values = await asyncio.gather(
+                    *(data.fetch(ref) for _, ref in staged), return_exceptions=True
+                )
+                for value in values:
+                    if isinstance(value, BaseException):
+                        raise value
+                leaves = [(path, v) for (path, _), v in zip(staged, values, strict=True)]
+                item[2] = join_buffers(item[2], leaves)
+        except ActorError as err:
+            item[2] = err
+        except ValueError as err:
+            item[2] = ProtocolError(f"staged state of {item[0]}/{item[1]}: {err}")
 
     def _receive(self, sender: str, items: list[list[Any]]) -> list[Any]:
         if not self._cluster.is_member(sender):

@@ -594,6 +594,19 @@ class DataStore:
                 await self._make_room(entry)
         return DataRef(key, self.address)
 
+    def lend(self, key: str, payload: Any) -> DataRef:
+        """Keep ``payload`` under ``key`` for a transfer only (a moving actor's state): other
+        members can fetch it as any payload, but it is not counted under ``limit`` (its memory
+        is its owner's, viewed where it lies, or a transient encoding) and it is never spilled.
+        The lender deletes it once the transfer is over."""
+        kind, meta, flat, extra = to_wire(payload, self.codec)
+        entry = _Entry(key, next(self._tags), kind, meta, payload, flat, extra)
+        old = self._items.get(key)
+        if old is not None:
+            self._discard(old)
+        self._items[key] = entry
+        return DataRef(key, self.address)
+
     async def _make_room(self, entry: _Entry) -> None:
         """Insert ``entry`` under the limit (the lock is held): evict, spill or refuse."""
         assert self.limit is not None
@@ -682,7 +695,8 @@ class DataStore:
         if entry is None:
             raise ActorError(f"no data {key!r} is kept on {self.address}")
         if entry.flat is not None:
-            self._resident.move_to_end(key)
+            if key in self._resident:  # (not a lent payload)
+                self._resident.move_to_end(key)
             return entry.value
         assert entry.path is not None
         try:
@@ -736,7 +750,8 @@ class DataStore:
                 raise ActorError(f"no data {key!r} is kept on {self.address}")
             length = min(length, self.chunk_size)
             if entry.flat is not None:
-                self._resident.move_to_end(key)
+                if key in self._resident:  # (not a lent payload)
+                    self._resident.move_to_end(key)
                 answer = chunk_reply(entry.tag, entry.kind, entry.meta, entry.flat, offset, length)
             else:
                 self._background(self._serve_spilled(entry, offset, length, reply))
@@ -762,6 +777,12 @@ class DataStore:
             reply.set_attached([entry.tag, entry.total, entry.kind, entry.meta], chunk)
 
     # -- the reader's side ----------------------------------------------------------------------
+
+    async def fetch(self, ref: DataRef) -> Any:
+        """The payload ``ref`` names, fetched from its holder (another member) as ``get``
+        does, but not told to ``on_read``: for the runtime's own transfers, which are no
+        actor's reads."""
+        return await self._fetch(ref)
 
     async def _fetch(self, ref: DataRef) -> Any:
         if self._request is None:

@@ -21,16 +21,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
+from actors.data import DataRef
 from actors.errors import ActorError, NodeUnavailable, UnknownActorType
 from runtime.affinity import payload_size
 from runtime.lifecycle import ACTIVE, transition
 from runtime.state import get_state
 
 if TYPE_CHECKING:
-    from actors.data import DataRef
     from actors.ref import ActorRef
     from runtime.activation import Activation
     from runtime.calls import Calls
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
     from runtime.datastore import DataStore
     from runtime.locator import Locator
 
-__all__ = ["BATCH", "Migrator"]
+__all__ = ["BATCH", "LARGE_LEAF", "LARGE_STATE", "Migrator", "join_buffers", "split_buffers"]
 
 log = logging.getLogger("shoal.migration")
 
@@ -49,6 +50,10 @@ BATCH: Final = 256
 #: ``DataStore.chunk_size``) are staged in the data store and fetched by the target in chunks,
 #: instead of travelling in the handoff request.
 LARGE_STATE: Final = 1 << 20
+#: Buffers (bytes, bytearray, memoryview, numpy arrays) of at least this many bytes inside a
+#: moving actor's state travel by themselves through the data store's chunked path (viewed
+#: where they lie: no encoding copies them), each fetched by the target in parallel.
+LARGE_LEAF: Final = 256 << 10
 #: Seconds between attempts to hand over what a target did not take (it died meanwhile).
 RETRY: Final = 0.2
 
@@ -98,6 +103,7 @@ class Migrator:
             else:
                 answer = await self._calls.control(host, "migrate", [type_name, key, to])
             if answer is True:
+                self._locator.learned(type_name, key, to)  # (the next move asks ``to`` first)
                 return
             host = answer if isinstance(answer, str) and answer else cluster.owner(type_name, key)
         await self._calls.control(to, "handoff", [type_name, key, None, 0])
@@ -177,10 +183,11 @@ class Migrator:
             for a in batch:
                 state = get_state(a.instance)
                 moves = None if a.affinity is None else [*a.affinity.moves, wall]
-                ref = await self._stage(a, state)
-                if ref is not None:
-                    staged.append(ref.key)
-                    body.append([a.type.name, a.key, None, a.epoch, moves, ref])
+                state, lent = self._stage(a, state)
+                if lent is not None:
+                    refs = [lent] if isinstance(lent, DataRef) else [ref for _, ref in lent]
+                    staged += [ref.key for ref in refs]
+                    body.append([a.type.name, a.key, state, a.epoch, moves, lent])
                 elif moves is not None:
                     body.append([a.type.name, a.key, state, a.epoch, moves, None])
                 else:
@@ -216,20 +223,24 @@ class Migrator:
                 self._calls.reroute(msg, act.type, key, to)
         return moved
 
-    async def _stage(self, act: Activation, state: Any) -> DataRef | None:
-        """``state`` kept in the data store for the target to fetch, if it is large."""
+    def _stage(self, act: Activation, state: Any) -> tuple[Any, Any]:
+        """``(state, staged)`` as the handoff carries them: a small state as it is (staged
+        None); large buffers inside it (``LARGE_LEAF`` or more) lent to the data store, each
+        by itself (``staged`` is ``[[path, DataRef], ...]`` and the state has None in their
+        places); what remains, if its encoding is still ``LARGE_STATE`` or more, lent whole
+        (``staged`` is that DataRef and the state None)."""
         large = min(LARGE_STATE, self._data.chunk_size)
-        if payload_size(state) < large // 2:
-            return None
+        if payload_size(state) < min(LARGE_LEAF, large // 2):
+            return state, None
+        prefix = f"shoal.move/{act.type.name}/{act.key}/{act.epoch}"
+        skeleton, leaves = split_buffers(state, LARGE_LEAF)
+        if leaves and payload_size(skeleton) < large // 2:
+            lend = self._data.lend
+            return skeleton, [[p, lend(f"{prefix}/{i}", v)] for i, (p, v) in enumerate(leaves)]
         encoded = self._data.codec.packb(state)
         if len(encoded) < large:
-            return None
-        key = f"shoal.move/{act.type.name}/{act.key}/{act.epoch}"
-        try:
-            return await self._data.put(key, encoded)
-        except ActorError as err:  # no room in the store: it travels in the request
-            log.warning("state of %s/%s not staged (%s): sent whole", act.type.name, act.key, err)
-            return None
+            return state, None
+        return None, self._data.lend(prefix, encoded)
 
     def _stay(self, act: Activation) -> None:
         """A move that did not happen: the activation serves here again (and registers again
@@ -282,3 +293,79 @@ class Migrator:
             return
         if moved < len(acts):
             log.warning("handed %d of %d activations to %s", moved, len(acts), target)
+
+
+# -- large buffers out of a state and back (plain functions) ------------------------------------
+
+Path = list[Any]
+"""Where a value sits in a state: the dict keys and list indices from the top."""
+
+
+def _is_buffer(value: Any) -> bool:
+    """A value the data store sends as its bytes (see ``runtime.datastore.to_wire``)."""
+    t = type(value)
+    if t is bytes or t is bytearray or t is memoryview:
+        return True
+    np = sys.modules.get("numpy")  # an array can exist only if numpy was imported
+    return np is not None and t is np.ndarray and not value.dtype.hasobject
+
+
+def split_buffers(state: Any, threshold: int) -> tuple[Any, list[tuple[Path, Any]]]:
+    """``(skeleton, leaves)``: ``state`` with every buffer of at least ``threshold`` bytes
+    (inside dicts and lists, at any depth) replaced by None, and those buffers with their
+    paths. The containers on a buffer's path are new (the actor's own are left as they are);
+    the rest is shared with ``state``. :func:`join_buffers` puts them back."""
+    leaves: list[tuple[Path, Any]] = []
+    return _take_buffers(state, [], threshold, leaves), leaves
+
+
+def _take_buffers(value: Any, path: Path, threshold: int, leaves: list[tuple[Path, Any]]) -> Any:
+    """``value`` with its large buffers out (into ``leaves``); a plain function, not a
+    closure: a recursive closure is a reference cycle, which would keep the buffers alive
+    until the next garbage collection."""
+    if type(value) is dict:
+        out = None
+        for k, v in value.items():
+            new = _take_buffers(v, [*path, k], threshold, leaves)
+            if new is not v:
+                if out is None:
+                    out = dict(value)
+                out[k] = new
+        return value if out is None else out
+    if type(value) is list:
+        items = None
+        for i, v in enumerate(value):
+            new = _take_buffers(v, [*path, i], threshold, leaves)
+            if new is not v:
+                if items is None:
+                    items = list(value)
+                items[i] = new
+        return value if items is None else items
+    if _is_buffer(value) and payload_size(value) >= threshold:
+        leaves.append((path, value))
+        return None
+    return value
+
+
+def join_buffers(skeleton: Any, leaves: list[tuple[Path, Any]]) -> Any:
+    """``skeleton`` (decoded afresh: its containers are ours to change) with each buffer put
+    back at its path; raises ``ValueError`` for a path that does not lead into it."""
+    if any(not path for path, _ in leaves):
+        if len(leaves) != 1:
+            raise ValueError("a state that is one buffer has one path")
+        return leaves[0][1]
+    for path, value in leaves:
+        where = skeleton
+        try:
+            for step in path[:-1]:
+                where = where[step]
+            if not isinstance(where, (dict, list)):
+                raise TypeError
+            if isinstance(where, list) and not (
+                type(path[-1]) is int and 0 <= path[-1] < len(where)
+            ):
+                raise IndexError
+            where[path[-1]] = value
+        except (KeyError, IndexError, TypeError):
+            raise ValueError(f"the path {path!r} does not lead into the state") from None
+    return skeleton

@@ -356,6 +356,21 @@ async def test_beyond_the_limit_without_a_spill_dir_put_fails_and_keeps_the_old_
     await store.close()
 
 
+async def test_a_lent_payload_is_outside_the_limit_and_never_spills(tmp_path: Path) -> None:
+    store = DataStore("tcp://h:1", limit=1000, spill_dir=tmp_path / "spill")
+    big = pattern(5000)
+    ref = store.lend("moving", big)
+    assert ref == DataRef("moving", "tcp://h:1") and "moving" in store
+    assert store.memory_used == 0  # its memory is its owner's
+    assert await store.get_local("moving") is big  # viewed where it lies
+    for key in "abc":
+        await store.put(key, pattern(400))  # puts spill others, never the lent one
+    assert "moving" not in store.spilled() and store.memory_used <= 1000
+    assert await store.delete("moving") and "moving" not in store
+    assert store.memory_used <= 1000
+    await store.close()
+
+
 async def test_beyond_the_limit_the_least_recently_used_payloads_spill(tmp_path: Path) -> None:
     store = DataStore("tcp://h:1", limit=1000, spill_dir=tmp_path / "spill")
     for key in "abc":
