@@ -69,11 +69,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 
-__all__ = ["MOVING", "Directory", "Entry", "EpochClock", "ViewSync"]
+__all__ = ["MAX_AHEAD", "MOVING", "Directory", "Entry", "EpochClock", "ViewSync"]
 
 #: The epoch of a placeholder entry: the host reported the activation while moving it away
 #: (a migration or a leave in flight). Any other registration replaces it.
 MOVING = -1
+
+#: How far (seconds) an epoch heard from elsewhere may be ahead of this node's clock. One
+#: further ahead is a clock that is badly wrong or a forgery: observing it would push every
+#: later epoch past it (up to msgpack's integer range, where moves stop working).
+MAX_AHEAD = 300.0
 
 ActorId = tuple[str, str]
 
@@ -114,8 +119,14 @@ class EpochClock:
         self.last = max(int(now * 1_000_000), self.last + 1)
         return self.last
 
-    def observe(self, epoch: int) -> None:
-        """Account for an epoch issued elsewhere."""
+    def observe(self, epoch: int, now: float) -> None:
+        """Account for an epoch issued elsewhere (``now``: this node's clock, seconds);
+        raises ``ValueError`` for one below 0 or more than :data:`MAX_AHEAD` seconds ahead
+        of ``now``, and leaves the clock as it was."""
+        if not 0 <= epoch <= int((now + MAX_AHEAD) * 1_000_000):
+            raise ValueError(
+                f"epoch {epoch} is outside [0, now + {MAX_AHEAD:g} s] ({int(now * 1e6)} now)"
+            )
         if epoch > self.last:
             self.last = epoch
 

@@ -192,12 +192,12 @@ import heapq
 import math
 import random
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, TypeAlias
 
-__all__ = ["Event", "Message", "Outgoing", "Status", "Swim", "SwimConfig"]
+__all__ = ["MAX_AHEAD", "Event", "Message", "Outgoing", "Status", "Swim", "SwimConfig"]
 
 Message: TypeAlias = list[Any]
 """A protocol message: a msgpack-able list whose first item names its kind."""
@@ -217,6 +217,9 @@ _INT_LIMIT = 2**63
 
 _INC_LIMIT = 2**62
 """Exclusive upper bound of incarnations from the wire (ours may be bumped past them)."""
+
+MAX_AHEAD = 300.0
+"""Seconds an incarnation may be ahead of this node's wall clock (see ``Swim._not_ahead``)."""
 
 _MAX_ADDRESS = 1024
 """Longest address accepted from the wire."""
@@ -470,6 +473,7 @@ class Swim:
         "_trust_inc",
         "_unconfirmed_since",
         "_view_size",
+        "_wall",
     )
 
     def __init__(
@@ -479,6 +483,7 @@ class Swim:
         incarnation: int,
         rng: random.Random,
         config: SwimConfig | None = None,
+        wall: Callable[[], float] | None = None,
     ) -> None:
         if not isinstance(me, str) or not me:
             raise ValueError("me must be a non-empty str")
@@ -490,6 +495,7 @@ class Swim:
             raise ValueError(f"incarnation must be a non-negative int, got {incarnation!r}")
         self._me = me
         self._meta = meta
+        self._wall = wall
         self._inc = incarnation
         self._join_inc = incarnation
         self._left = False
@@ -827,7 +833,7 @@ class Swim:
         if kind == "ping":
             _expect_len(message, 3)
             seq = _check_int(message[1], "seq")
-            updates = _check_records(message[2])
+            updates = self._not_ahead(_check_records(message[2]))
             if self._ignoring(sender, now, out):
                 return out
             self._apply_all(updates, sender, now, out, gossip=True)
@@ -835,7 +841,7 @@ class Swim:
         elif kind == "ack":
             _expect_len(message, 3)
             seq = _check_int(message[1], "seq")
-            updates = _check_records(message[2])
+            updates = self._not_ahead(_check_records(message[2]))
             if self._ignoring(sender, now, out):
                 return out
             self._apply_all(updates, sender, now, out, gossip=True)
@@ -860,7 +866,7 @@ class Swim:
         elif kind == "nack":
             _expect_len(message, 3)
             seq = _check_int(message[1], "seq")
-            updates = _check_records(message[2])
+            updates = self._not_ahead(_check_records(message[2]))
             if self._ignoring(sender, now, out):
                 return out
             self._apply_all(updates, sender, now, out, gossip=True)
@@ -869,7 +875,7 @@ class Swim:
             _expect_len(message, 4)
             seq = _check_int(message[1], "seq")
             target = _check_address(message[2])
-            updates = _check_records(message[3])
+            updates = self._not_ahead(_check_records(message[3]))
             if self._ignoring(sender, now, out):
                 return out
             self._apply_all(updates, sender, now, out, gossip=True)
@@ -887,15 +893,17 @@ class Swim:
                 out.append((target, ["ping", self._seq, self._piggyback(target, introduce=True)]))
         elif kind == "gossip":
             _expect_len(message, 2)
-            updates = _check_records(message[1])
+            updates = self._not_ahead(_check_records(message[1]))
             if self._ignoring(sender, now, out):
                 return out
             self._apply_all(updates, sender, now, out, gossip=True)
         elif kind == "join":
             _expect_len(message, 2)
-            record = _check_record(message[1])
+            (record,) = self._not_ahead([_check_record(message[1])])
             if record[2] is not Status.ALIVE:
                 raise ValueError("a join record must be ALIVE")
+            if record[0] != sender:
+                raise ValueError("a join record is the sender's own")
             if self._ignoring(sender, now, out):
                 return out
             self._apply(record, sender, now, out, gossip=True, joining=True)
@@ -903,7 +911,7 @@ class Swim:
             return out
         elif kind == "sync":
             _expect_len(message, 3)
-            records = _check_records(message[1])
+            records = self._not_ahead(_check_records(message[1]))
             want_reply = message[2]
             if not isinstance(want_reply, bool):
                 raise ValueError("sync want_reply must be a bool")
@@ -921,6 +929,7 @@ class Swim:
             _expect_len(message, 3)
             address = _check_address(message[1])
             incarnation = _check_int(message[2], "incarnation", _INC_LIMIT)
+            self._not_ahead([(address, incarnation, Status.LEFT, None, None)])
             if self._ignoring(sender, now, out):
                 return out
             left = (address, incarnation, Status.LEFT, None, None)
@@ -940,6 +949,24 @@ class Swim:
         return out
 
     # -- internals --------------------------------------------------------------
+
+    def _not_ahead(self, records: list[_Record]) -> list[_Record]:
+        """``records``, unless one has an incarnation from the far future: incarnations start
+        at the wall clock in microseconds (``runtime.cluster``) and grow by one a refutation,
+        so one more than :data:`MAX_AHEAD` seconds ahead of our wall clock is a forgery or a
+        badly wrong clock. Taken, it would make its member (us, if it names us) move past it
+        toward the end of the range, where no refutation is accepted: it raises
+        ``ValueError`` instead (the whole message is refused)."""
+        wall = self._wall
+        if wall is not None:
+            ceiling = int((wall() + MAX_AHEAD) * 1_000_000)
+            for record in records:
+                if record[1] > ceiling:
+                    raise ValueError(
+                        f"incarnation {record[1]} of {record[0]!r} is more than "
+                        f"{MAX_AHEAD:g} s ahead of this node's clock"
+                    )
+        return records
 
     def _ignoring(self, sender: str, now: float, out: Outgoing) -> bool:
         """Whether to drop a (valid) message; else notice a stall of ours and take the

@@ -122,6 +122,7 @@ class Cluster:
                 incarnation,
                 self.clock.derive(),
                 self._swim_config,
+                wall=self.clock.wall,
             )
         self.sync = ViewSync()
         self._without_me: Ring | None = None
@@ -526,7 +527,7 @@ class Cluster:
                 raise ValueError("a hosted entry is [type_name, key, epoch]")
             type_name, key, epoch = item
             if epoch != MOVING:
-                self.epochs.observe(epoch)
+                self.observe_epoch(epoch)
             if not self.owns(type_name, key):
                 continue
             if epoch == MOVING:
@@ -660,6 +661,11 @@ class Cluster:
         """A fencing token for a new activation on this node."""
         return self.epochs.issue(self.clock.wall())
 
+    def observe_epoch(self, epoch: int) -> None:
+        """An epoch from another node: later ones here pass it. Raises ``ValueError`` (the
+        message is refused) for one outside the range ``EpochClock.observe`` accepts."""
+        self.epochs.observe(epoch, self.clock.wall())
+
     # -- control messages -----------------------------------------------------------------------
 
     def post(self, peer: str, op: str, body: Any) -> None:
@@ -691,7 +697,7 @@ class Cluster:
             previous = None
         if not isinstance(host, str) or not _is_int(epoch):
             raise ValueError("register body is [type_name, key, host, epoch(, previous)]")
-        self.epochs.observe(epoch)
+        self.observe_epoch(epoch)
         if previous is not None:
             self.directory.unregister(type_name, key, str(previous))
         return self.register(type_name, key, host, epoch)
@@ -701,7 +707,7 @@ class Cluster:
         type_name, key, host, epoch = actor_body(body, 4)
         if not isinstance(host, str) or not _is_int(epoch):
             raise ValueError("unregister body is [type_name, key, host, epoch]")
-        self.epochs.observe(epoch)
+        self.observe_epoch(epoch)
         self.directory.unregister(type_name, key, host, epoch)
 
     def on_vsync(self, sender: str, records: Any) -> list[list[Any]] | None:

@@ -228,10 +228,14 @@ class Control:
         """Activate an actor here (fresh, from a placement, or with a handed-over state);
         answers its epoch."""
         type_name, key, state, epoch = actor_body(body, 4)
-        self._cluster.epochs.observe(_epoch(epoch, "handoff epoch"))
-        if not self._cluster.is_member(sender) and not sender.startswith("client://"):
-            # (a pure client may ask for an inactive actor to be activated here: migrate)
-            raise NodeUnavailable(f"handoff from {sender}, which is not a member: refused")
+        self._cluster.observe_epoch(_epoch(epoch, "handoff epoch"))
+        if not self._cluster.is_member(sender):
+            # a pure client may ask for an inactive actor to be activated here (migrate),
+            # but never plant a state
+            if not sender.startswith("client://"):
+                raise NodeUnavailable(f"handoff from {sender}, which is not a member: refused")
+            if state is not None:
+                raise NodeUnavailable(f"a handoff with a state from {sender} (a client): refused")
         return self._catalog.receive_handoff(self._hosted(type_name), key, state).epoch
 
     def handoff_many(self, sender: str, body: Any, reply: RemoteReply | None) -> Any:
@@ -245,7 +249,7 @@ class Control:
             raise ValueError("handoff_many body is a list of [type_name, key, state, epoch]")
         items = [_handoff_item(item) for item in body]
         for item in items:
-            self._cluster.epochs.observe(item[3])
+            self._cluster.observe_epoch(item[3])
         if any(item[5] is not None for item in items):
             return self._later(reply, self._receive_staged(sender, items))
         return self._receive(sender, items)

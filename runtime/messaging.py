@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, Protocol
@@ -150,6 +151,7 @@ class Messaging:
         "_sweeper",
         "address",
         "dropped",
+        "forged",
         "max_frame",
         "received",
         "transport",
@@ -175,7 +177,11 @@ class Messaging:
         # sending it.
         self._sweeper: asyncio.TimerHandle | None = None
         self._last_expiry = 0.0
-        self._corr = itertools.count(1)
+        # Correlation ids start at a random point (not guessable from outside), and a reply
+        # counts only if it came from the peer its ask went to (see ``_claim``).
+        self._corr = itertools.count(int.from_bytes(os.urandom(6), "big") + 1)
+        self.forged = 0
+        """Replies dropped because they came from another peer than the ask went to."""
         self._last_log = 0.0
         self.dropped = 0
         """Frames dropped as malformed."""
@@ -361,6 +367,9 @@ class Messaging:
                     if kind == wire.ERROR and corr == 0:
                         log.warning("peer reported: %s", wire.body_to_error(fields[F_BODY]))
                     continue  # the caller gave up already
+                if pending.peer != route:
+                    self._forged(corr, pending, route)
+                    continue
                 if pending.handle is not None:
                     pending.handle.cancel()
                 fut = pending.fut
@@ -387,13 +396,37 @@ class Messaging:
             self._malformed(err, route)
             return
         self.received[wire.REPLY] += 1
-        pending = self._pending.pop(fields[F_CORR], None)
+        corr = fields[F_CORR]
+        pending = self._pending.pop(corr, None)
         if pending is None:
             return  # the caller gave up already
+        if pending.peer != route:
+            self._forged(corr, pending, route)
+            return
         if pending.handle is not None:
             pending.handle.cancel()
         if not pending.fut.done():
             pending.fut.set_result(fields[F_BODY])
+
+    def _forged(self, corr: int, pending: _Pending, route: Route) -> None:
+        """A reply to ``corr`` came from ``route``, not from the peer the ask went to: the
+        ask keeps waiting for its real answer, and the forgery is dropped (logged at most
+        once an interval)."""
+        self._pending[corr] = pending  # (now last: a swept ask gets a timer of its own)
+        if pending.expires and pending.handle is None:
+            loop = pending.fut.get_loop()
+            pending.handle = loop.call_at(pending.expires, pending.expire)
+            pending.expires = 0.0
+        self.forged += 1
+        now = time.monotonic()
+        if now - self._last_log >= _LOG_INTERVAL:
+            self._last_log = now
+            log.warning(
+                "dropped a reply from %r to an ask sent to %r (%d so far)",
+                route,
+                pending.peer,
+                self.forged,
+            )
 
     def _malformed(self, err: ProtocolError, route: Route) -> None:
         self.dropped += 1

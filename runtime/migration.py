@@ -86,11 +86,7 @@ class Migrator:
         """Move ``ref``'s activation to the member at ``to`` (see the module docstring);
         one that is not active is activated at ``to``."""
         cluster = self._cluster
-        member = cluster.membership.members.get(to)
-        if member is None or not member.types:
-            raise NodeUnavailable(f"{to} is not a hosting member of the cluster")
-        if ref.type_name not in member.types:
-            raise UnknownActorType(f"{to} does not serve actor type {ref.type_name!r}")
+        self._check_target(ref.type_name, to)
         type_name, key = ref.type_name, ref.key
         # Ask where its calls would go (one round trip when the cache is right), then where
         # that node says it lives, then its owner; nowhere: activate it at ``to``.
@@ -108,9 +104,20 @@ class Migrator:
             host = answer if isinstance(answer, str) and answer else cluster.owner(type_name, key)
         await self._calls.control(to, "handoff", [type_name, key, None, 0])
 
+    def _check_target(self, type_name: str, to: str) -> None:
+        """Refuse a move to anything but a hosting member that serves ``type_name`` (a
+        state must never go where the cluster would not place the actor)."""
+        member = self._cluster.membership.members.get(to)
+        if member is None or not member.types:
+            raise NodeUnavailable(f"{to} is not a hosting member of the cluster")
+        if type_name not in member.types:
+            raise UnknownActorType(f"{to} does not serve actor type {type_name!r}")
+
     async def move_or_where(self, type_name: str, key: str, to: str) -> bool | str:
         """Move our activation of the actor to ``to`` (True), or say where it lives as far
-        as we know (an address, or ``""``: nowhere we know of)."""
+        as we know (an address, or ``""``: nowhere we know of). Raises for a ``to`` that is
+        not a hosting member serving the type."""
+        self._check_target(type_name, to)
         if self._catalog.lookup(type_name, key) is None:
             return self._cluster.hosted_here(type_name, key) or ""
         if to != self._cluster.address:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from router.directory import MOVING, Directory, Entry, EpochClock, ViewSync
+import pytest
+
+from router.directory import MAX_AHEAD, MOVING, Directory, Entry, EpochClock, ViewSync
 
 
 def test_first_registration_wins_and_is_returned() -> None:
@@ -37,9 +39,21 @@ def test_epochs_increase_and_pass_observed_ones() -> None:
     a = clock.issue(100.0)
     b = clock.issue(100.0)  # same clock reading: still greater
     assert b > a
-    clock.observe(b + 10_000_000)
+    clock.observe(b + 10_000_000, 100.0)
     assert clock.issue(100.0) > b + 10_000_000
     assert EpochClock().issue(200.0) > EpochClock().issue(150.0)  # later clock, later epoch
+
+
+@pytest.mark.parametrize("epoch", [-1, int((100.0 + MAX_AHEAD) * 1e6) + 1, 2**64 - 1])
+def test_an_epoch_from_the_far_future_or_below_zero_is_refused(epoch: int) -> None:
+    """A forged epoch (the attack: 2**64 - 1) would push every later epoch out of msgpack's
+    range; it is refused and the clock stays as it was."""
+    clock = EpochClock()
+    a = clock.issue(100.0)
+    with pytest.raises(ValueError, match="outside"):
+        clock.observe(epoch, 100.0)
+    assert clock.last == a
+    clock.observe(int((100.0 + MAX_AHEAD) * 1e6), 100.0)  # at the edge: taken
 
 
 def test_view_sync_settles_when_every_other_member_confirmed_the_current_round() -> None:

@@ -331,3 +331,103 @@ def test_malformed_attached_messages_are_answered_with_protocol_errors(
         assert reply.kind == wire.REPLY and reply.corr == 11
     finally:
         sock.close(linger=0)
+
+
+@pytest.mark.parametrize("kind", ["memory", "zmq"])
+async def test_a_reply_counts_only_from_the_peer_the_ask_went_to(kind: str) -> None:
+    """Forged REPLY, ERROR and attached replies from a third party, even with the right
+    correlation id, are dropped: the ask gets its real answer. Correlation ids start at a
+    random point, not at 1."""
+    from runtime.memory_transport import MemoryNetwork, MemoryTransport
+    from runtime.messaging import Messaging, RemoteReply
+    from runtime.transport import Route, Transport
+    from runtime.zmq_transport import ZmqTransport
+
+    held: list[tuple[Route, int]] = []
+    arrived = asyncio.Event()
+
+    def ignore(*_: object) -> None:
+        pass
+
+    def on_control(env: wire.Envelope, route: Route) -> None:
+        held.append((route, env.corr))
+        arrived.set()
+
+    net = MemoryNetwork()
+
+    def transport() -> Transport:
+        return MemoryTransport(net) if kind == "memory" else ZmqTransport()
+
+    def address(name: str) -> str:
+        return f"mem://{name}" if kind == "memory" else "tcp://127.0.0.1:0"
+
+    server = Messaging(transport(), ignore, on_control)
+    caller = Messaging(transport(), ignore, ignore)
+    evil = Messaging(transport(), ignore, ignore)
+    server_address = await server.start(address("server"))
+    caller_address = await caller.start(address("caller"))
+    await evil.start(address("evil"))
+    try:
+        ask = asyncio.ensure_future(caller.control(server_address, "slow", None, timeout=10))
+        await asyncio.wait_for(arrived.wait(), 5)
+        route, corr = held[0]
+        assert corr > 1 << 16  # not guessable by counting from 1
+        forged = [
+            wire.encode_reply(corr, "", "forged"),
+            evil.encode_error(corr, RuntimeError("forged")),
+        ]
+        for _ in range(50):
+            for frame in forged:
+                evil.transport.send(caller_address, frame)
+        RemoteReply(evil, caller_address, corr).set_attached(["forged"], b"x" * 100)
+        deadline = time.monotonic() + 5
+        while caller.forged < 101 and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        assert caller.forged == 101 and not ask.done()
+        RemoteReply(server, route, corr).set_result("real")
+        assert await asyncio.wait_for(ask, 5) == "real"
+    finally:
+        for m in (evil, caller, server):
+            await m.close()
+
+
+def test_control_fields_out_of_range_are_refused_and_wedge_nothing(server: NodeProcess) -> None:
+    """A peer (even one that may talk to the node) cannot poison the epoch clock, plant an
+    actor's state as a client, or send an actor's state to a node outside the cluster: each
+    request gets a typed error, and moves and counts work as before."""
+    sock = _dealer(server.address)
+
+    def control(op: str, body: object, sender: str = "client://raw") -> wire.Envelope:
+        env = wire.Envelope(wire.CONTROL, 11, sender, method=op, body=body)
+        [reply] = _ask(sock, env)
+        return reply
+
+    try:
+        [reply] = _ask(sock, _env(key="vault", args=[50]))
+        assert reply.body == 50
+        for op, body, expected in [
+            ("register", ["Counter", "vault", "tcp://evil:1", 2**64 - 1], ProtocolError),
+            ("register", ["Counter", "vault", "tcp://evil:1", -5], ProtocolError),
+            ("handoff", ["Counter", "vault2", {"count": 1000}, 1], Exception),
+            ("migrate", ["Counter", "vault", "tcp://evil:1"], Exception),
+            ("unregister", ["Counter", "vault", server.address, 2**63], ProtocolError),
+        ]:
+            err = control(op, body)
+            assert err.kind == wire.ERROR, (op, body, err)
+            error = wire.body_to_error(err.body)
+            assert isinstance(error, expected), (op, error)
+        # handoff with a state from a client, migrate to a non-member: NodeUnavailable
+        assert "client" in str(
+            wire.body_to_error(control("handoff", ["Counter", "v3", {}, 1]).body)
+        )
+        moved = wire.body_to_error(control("migrate", ["Counter", "vault", "tcp://evil:1"]).body)
+        assert "not a hosting member" in str(moved)
+        [reply] = _ask(sock, _env(key="vault", args=[1], corr=12))
+        assert reply.body == 51  # the actor stayed, with its state
+        [reply] = _ask(sock, _env(key="vault2", args=[1], corr=13))
+        assert reply.body == 1  # no planted state
+        # the epoch clock was not poisoned: a fresh activation and a move still work
+        fresh = control("handoff", ["Counter", "fresh", None, 0])
+        assert fresh.kind == wire.REPLY and 0 < fresh.body < 2**62
+    finally:
+        sock.close(linger=0)

@@ -21,7 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from router.swim import Event, Outgoing, Status, Swim, SwimConfig
+from router.swim import MAX_AHEAD, Event, Outgoing, Status, Swim, SwimConfig
 
 CFG = SwimConfig()
 STEP = CFG.period / 4
@@ -1124,6 +1124,49 @@ def test_malformed_messages_raise_value_error_and_change_nothing(message: Any) -
         node.receive("b", message, 1.0)
     assert (node.members(), node.incarnation, node.view_size) == before
     assert node.drain_events() == []
+
+
+def test_a_join_must_be_the_senders_own() -> None:
+    """A member cannot join a third party (a fake member that never answers would hold a
+    small cluster's quorum hostage)."""
+    node = _node()
+    with pytest.raises(ValueError, match="sender's own"):
+        node.receive("b", ["join", ["fake", 0, A, None]], 0.0)
+    assert "fake" not in node.members()
+    node.receive("b", ["join", ["b", 0, A, None]], 0.0)
+    assert "b" in node.members()
+
+
+@pytest.mark.parametrize("about", ["me", "b"])
+@pytest.mark.parametrize("status", [A, S, D, L])
+def test_an_incarnation_from_the_far_future_is_refused(about: str, status: int) -> None:
+    """Incarnations start at the wall clock in microseconds: one more than MAX_AHEAD seconds
+    ahead (the attack: DEAD at 2**62 - 1, after which no refutation is in range) is refused,
+    and nothing changes; one within it is taken."""
+    wall = 1000.0
+    node = Swim("me", {"m": 1}, int(wall * 1e6), random.Random(0), SwimConfig(), wall=lambda: wall)
+    _gossip(node, ["b", int(wall * 1e6), A, None])
+    node.drain_events()
+    before = (node.members(), node.incarnation, node.view_size)
+    for inc in (2**62 - 1, int((wall + MAX_AHEAD) * 1e6) + 1):
+        for message in (
+            ["gossip", [[about, inc, status, None]]],
+            ["ping", 1, [[about, inc, status, None]]],
+            ["sync", [[about, inc, status, None]], False],
+        ):
+            with pytest.raises(ValueError, match="ahead of this node's clock"):
+                node.receive("b", message, 1.0)
+    with pytest.raises(ValueError, match="ahead"):
+        node.receive("b", ["leave", "b", 2**62 - 1], 1.0)
+    assert (node.members(), node.incarnation, node.view_size) == before
+    assert node.drain_events() == []
+    near = int((wall + MAX_AHEAD) * 1e6)
+    node.receive("b", ["gossip", [[about, near, status, None]]], 1.0)  # within: taken
+    if about == "me":
+        assert node.incarnation > near  # moved past it
+    else:
+        record = node.record("b")
+        assert record is not None and record[0] == near
 
 
 def test_bad_sender_raises_value_error() -> None:
