@@ -14,8 +14,8 @@ These are plain counters; every rebalancing period :meth:`Affinity.fold` turns t
 constant ``W``), so the hot path never decays anything.
 
 The decision (:func:`best_move`) for an activation on node ``h`` with smoothed rates ``D[n]``
-(bytes/s read from node ``n``) and ``M[n]`` (calls/s to actors on ``n``), for each candidate
-``t`` that can host its type::
+(bytes/s read from node ``n``) and ``M[n]`` (calls/s exchanged with actors on ``n``, both
+ways), for each candidate ``t`` that can host its type::
 
     saving(t) = W * ( (D[t] - D[h]) / bw(t)  +  (M[t] - M[h]) * rtt(t) )
     cost(t)   = S / bw(t) + MOVE_OVERHEAD
@@ -75,7 +75,7 @@ class Affinity:
     def __init__(self, now: float, moves: Iterable[float] = ()) -> None:
         self._calls: dict[str, int] = {}
         self._bytes: dict[str, int] = {}
-        #: smoothed bytes/s read from each node (``D``), and calls/s to each node (``M``)
+        #: smoothed bytes/s read from each node (``D``), calls/s exchanged with each (``M``)
         self.data_rates: dict[str, float] = {}
         self.call_rates: dict[str, float] = {}
         #: when the actor moved (wall-clock seconds), oldest first: its move budget
@@ -85,7 +85,8 @@ class Affinity:
         self._last = now
 
     def sent(self, node: str) -> None:
-        """A call to an actor on ``node`` (hot path: one dict update)."""
+        """A call exchanged with an actor on ``node``: made by this activation, or made to
+        it from there (hot path: one dict update)."""
         calls = self._calls
         calls[node] = calls.get(node, 0) + 1
 

@@ -225,9 +225,10 @@ class Calls:
         if timeout is None:
             timeout = self.default_timeout
         now = loop.time()
+        turn = TURN.get()
+        sender = "" if turn is None else self.address  # an actor asks: its callee counts it
         if not deadline:
             deadline = now + timeout
-            turn = TURN.get()
             if turn is not None:
                 chain = turn[1]
                 if 0.0 < turn[2] < deadline:
@@ -257,6 +258,7 @@ class Calls:
                 loop,
                 deadline,
                 timeout,
+                sender,
             )
             try:
                 return await fut  # an answered ask is forgotten by Messaging
@@ -393,9 +395,11 @@ class Calls:
             raise _not_running()
         messaging = self.messaging
         assert messaging is not None
-        messaging.tell(host, type_name, key, method_name, args, kwargs, hops)
         turn = TURN.get()
-        if turn is not None:
+        if turn is None:
+            messaging.tell(host, type_name, key, method_name, args, kwargs, hops)
+        else:
+            messaging.tell(host, type_name, key, method_name, args, kwargs, hops, self.address)
             affinity = turn[0].affinity
             if affinity is not None:
                 affinity.sent(host)

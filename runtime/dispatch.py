@@ -27,6 +27,7 @@ from runtime.wire import (
     F_KIND,
     F_KWARGS,
     F_METHOD,
+    F_SENDER,
     F_TRACE,
     F_TYPE,
 )
@@ -108,6 +109,9 @@ class Dispatcher:
             method = act.type.methods.get(fields[F_METHOD])
             if method is not None:
                 sink = RemoteReply(self._messaging, route, fields[F_CORR]) if is_ask else None
+                affinity = act.affinity
+                if affinity is not None and fields[F_SENDER]:
+                    affinity.sent(fields[F_SENDER])  # another node's actor calls this one
                 self._deliver(
                     act, method, fields[F_ARGS], fields[F_KWARGS], fields[F_TRACE], deadline, sink
                 )
@@ -124,6 +128,8 @@ class Dispatcher:
             method = method_of(atype, env.method)
             act = self._catalog.get(atype, env.key)
             if act is not None:
+                if act.affinity is not None and env.sender:
+                    act.affinity.sent(env.sender)
                 self._deliver(act, method, env.args, env.kwargs, env.trace, deadline, sink)
                 return
             host = self._locator.inbound(atype, env.key, env.hops > 0)

@@ -261,16 +261,19 @@ class Messaging:
         loop: asyncio.AbstractEventLoop,
         expires: float,
         timeout: float,
+        sender: str = "",
     ) -> tuple[int, asyncio.Future[Any]]:
         """Send an ASK for an actor (the hot path of :meth:`request`); ``deadline`` is absolute
         wall-clock time (for the callee), ``expires`` the same instant on the loop clock, when
         the future fails with ActorTimeout (naming ``timeout``). As with :meth:`request`, a
-        caller that stops waiting before the answer must :meth:`forget` the correlation id."""
+        caller that stops waiting before the answer must :meth:`forget` the correlation id.
+        ``sender``: this node's address when an actor asks (the callee's affinity counts it),
+        else empty (the connection is the route back)."""
         corr = next(self._corr)
         chunk = wire.encode_request(
             wire.ASK,
             corr,
-            "",  # no sender: the connection is the route back
+            sender,
             type_name,
             key,
             method,
@@ -318,12 +321,13 @@ class Messaging:
         args: tuple[Any, ...] | list[Any],
         kwargs: dict[str, Any],
         hops: int,
+        sender: str = "",
     ) -> None:
-        """Send a TELL for an actor."""
+        """Send a TELL for an actor (``sender`` as for :meth:`ask`)."""
         chunk = wire.encode_request(
             wire.TELL,
             0,
-            "",  # no sender: the connection is the route back
+            sender,
             type_name,
             key,
             method,

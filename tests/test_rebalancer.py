@@ -15,7 +15,7 @@ import pytest
 from actors import Node
 from actors.data import DataRef
 from runtime.affinity import BUDGET
-from tests.cluster import NodeProcess, converged_client, until
+from tests.cluster import NodeProcess, converged_client, ring_owner, until
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]
 
@@ -126,6 +126,37 @@ async def test_chatty_pairs_end_up_together_without_ping_pong() -> None:
             # every ping counted once where the actor is now
             for k in names:
                 assert (await client.ref("Follower", k).counts())[1] == chats[k]
+
+
+async def test_an_actor_that_only_answers_moves_to_the_actor_that_calls_it() -> None:
+    """Calls count both ways: a ``placement="data"`` actor that makes no calls of its own
+    moves to the node of the (pinned) actor that keeps calling it."""
+    with data_cluster() as procs:
+        async with converged_client(procs, 3) as client:
+            a, b = procs[0].address, procs[1].address
+            members = [p.address for p in procs]
+            # keys picked on the ring, activating nothing else: the balance rule, which
+            # weighs activation counts, must not be what keeps the two apart
+            caller_key = next(
+                k
+                for k in (f"c-{i}" for i in range(999))
+                if ring_owner(members, "PinnedFollower", k) == a
+            )
+            callee_key = next(
+                k for k in (f"e-{i}" for i in range(999)) if ring_owner(members, "Follower", k) == b
+            )
+            caller = client.ref("PinnedFollower", caller_key)
+            callee = client.ref("Follower", callee_key)
+            pings = 0
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                assert await caller.chat(callee_key, 20) == a  # the pinned caller stays
+                pings += 20
+                if await callee.where() == a:
+                    break
+            print(f"the callee moved to its caller after {pings} calls")
+            assert await callee.where() == a, f"still apart after {pings} calls"
+            assert (await callee.counts())[1] == pings  # its state came along, nothing lost
 
 
 async def test_an_actor_alternating_between_two_data_sets_moves_a_bounded_number_of_times() -> None:
