@@ -175,7 +175,8 @@ as a fifth item; ``updates`` = a list of records):
   ``ping_timeout / 2``.
 * ``["nack", seq, updates]`` -- the helper is alive and tried (local health).
 * ``["gossip", updates]``
-* ``["join", record]`` -- answered ``["sync", records, False]``.
+* ``["join", record]`` -- answered ``["ping", seq, []]``; the joiner's ack to it (from the
+  joiner's address) admits it, answered ``["sync", records, False]``.
 * ``["sync", records, want_reply]`` -- merged; answered with ours if ``want_reply``.
 * ``["leave", address, incarnation]``
 
@@ -220,6 +221,9 @@ _INC_LIMIT = 2**62
 
 MAX_AHEAD = 300.0
 """Seconds an incarnation may be ahead of this node's wall clock (see ``Swim._not_ahead``)."""
+
+_MAX_JOINS = 64
+"""Joins that may wait for their joiner's ack at once."""
 
 _MAX_ADDRESS = 1024
 """Longest address accepted from the wire."""
@@ -446,6 +450,7 @@ class Swim:
         "_join_inc",
         "_join_targets",
         "_joined",
+        "_joins",
         "_last_tick",
         "_left",
         "_live",
@@ -517,7 +522,8 @@ class Swim:
         self._nack_waits: dict[int, tuple[_Probe, float]] = {}
         self._queue: dict[str, _Broadcast] = {}
         self._events: list[Event] = []
-        self._seq = 0
+        # Sequence numbers start at a random point: an ack cannot be forged by counting.
+        self._seq = rng.getrandbits(40)
         self._probes: dict[int, _Probe] = {}
         self._probe_order: list[str] = []
         self._probe_pos = 0
@@ -529,6 +535,8 @@ class Swim:
         self._relays: dict[int, tuple[str, int, float, float]] = {}
         self._tombstones: deque[tuple[float, str, int]] = deque()
         self._join_targets: list[str] = []
+        #: joins waiting for the joiner's ack to our ping: seq -> (its record, expiry)
+        self._joins: dict[int, tuple[_Record, float]] = {}
         self._joined = True
         self._next_join_at = math.inf
 
@@ -844,6 +852,16 @@ class Swim:
             updates = self._not_ahead(_check_records(message[2]))
             if self._ignoring(sender, now, out):
                 return out
+            join = self._joins.pop(seq, None)
+            if join is not None and join[1] > now:
+                record = join[0]
+                if record[0] != sender:  # (not the joiner's answer: it waits on)
+                    self._joins[seq] = join
+                else:  # the joiner answered at its address: admit it, then its news
+                    self._apply(record, sender, now, out, gossip=True, joining=True)
+                    out.append((sender, ["sync", self._all_records(), False]))
+                    self._apply_all(updates, sender, now, out, gossip=True)
+                    return out
             self._apply_all(updates, sender, now, out, gossip=True)
             probe = self._probes.pop(seq, None)
             if probe is not None:
@@ -906,8 +924,16 @@ class Swim:
                 raise ValueError("a join record is the sender's own")
             if self._ignoring(sender, now, out):
                 return out
-            self._apply(record, sender, now, out, gossip=True, joining=True)
-            out.append((sender, ["sync", self._all_records(), False]))
+            # Admitted only once it answers at its address: a join in its name by anyone
+            # else (or by a node that died at once) must not become a member that never
+            # answers, which would hold a small view's quorum for good.
+            joins = self._joins
+            for seq in [q for q, (_, expiry) in joins.items() if expiry <= now]:
+                del joins[seq]
+            if len(joins) < _MAX_JOINS:
+                self._seq += 1
+                joins[self._seq] = (record, now + 2 * self._cfg.period)
+                out.append((sender, ["ping", self._seq, []]))
             return out
         elif kind == "sync":
             _expect_len(message, 3)

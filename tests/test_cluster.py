@@ -221,3 +221,31 @@ async def test_graceful_leave_under_load_runs_every_acknowledged_call_once() -> 
                 assert calls[0] == "start", key  # the state came along
                 assert len(ids) == len(set(ids)), key  # nothing ran twice
                 assert load.acked(key) <= set(ids), key  # every acknowledged call is there
+
+
+async def test_a_join_in_the_name_of_a_node_that_never_answers_leaves_the_view_alone() -> None:
+    """Before, one forged SWIM join of a fake member stopped a one-node cluster for good (a
+    view of two, one of them never answering, has no quorum): now a joiner is admitted only
+    once it answers a ping at its address."""
+    import zmq
+
+    from runtime import wire
+
+    node = NodeProcess()
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    try:
+        sock.connect(node.address)
+        fake = "tcp://127.0.0.1:1"
+        for incarnation in range(3):
+            body = ["join", [fake, incarnation, 0, None]]
+            env = wire.Envelope(wire.CONTROL, 0, fake, method="swim", body=body)
+            sock.send(wire.encode_envelope(env))
+        async with Node(seeds=[node.address], default_timeout=5) as client:
+            for i in range(20):  # over two seconds: past any suspicion of the fake
+                assert await client.ref("Counter", f"k{i}").incr(1) == 1
+                await asyncio.sleep(0.1)
+            assert list(client.members) == [node.address]
+    finally:
+        sock.close(linger=0)
+        node.kill()

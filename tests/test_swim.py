@@ -743,7 +743,10 @@ def test_seed_answers_join_with_full_state_and_gossips_the_newcomer() -> None:
     seed = _node()
     _gossip(seed, ["b", 0, A, "mb"], ["c", 4, D, None])
     seed.drain_events()
-    out = seed.receive("n", ["join", ["n", 3, A, "mn"]], 0.0)
+    ((dst, challenge),) = seed.receive("n", ["join", ["n", 3, A, "mn"]], 0.0)
+    assert dst == "n" and challenge[0] == "ping"  # admitted once it answers there
+    assert seed.drain_events() == [] and "n" not in seed.members()
+    out = seed.receive("n", ["ack", challenge[1], []], 0.001)
     assert seed.drain_events() == [("alive", "n", "mn")]
     ((dst, message),) = out
     assert dst == "n" and message[0] == "sync" and message[2] is False
@@ -971,7 +974,8 @@ def test_a_member_revived_by_refutation_is_told_it_was_dead() -> None:
     assert node.drain_events() == [("alive", "b", None)]
     assert out == [("b", ["gossip", [["b", 0, D, None]]])]
     _gossip(node, ["c", 0, A, None], ["c", 0, D, None])
-    out = node.receive("c", ["join", ["c", 1, A, None]], 0.0)  # a real rejoin
+    ((_, challenge),) = node.receive("c", ["join", ["c", 1, A, None]], 0.0)  # a real rejoin
+    out = node.receive("c", ["ack", challenge[1], []], 0.0)
     assert [m[0] for _, m in out] == ["sync"]
 
 
@@ -1133,8 +1137,30 @@ def test_a_join_must_be_the_senders_own() -> None:
     with pytest.raises(ValueError, match="sender's own"):
         node.receive("b", ["join", ["fake", 0, A, None]], 0.0)
     assert "fake" not in node.members()
-    node.receive("b", ["join", ["b", 0, A, None]], 0.0)
+    ((_, challenge),) = node.receive("b", ["join", ["b", 0, A, None]], 0.0)
+    node.receive("b", ["ack", challenge[1], []], 0.0)
     assert "b" in node.members()
+
+
+def test_a_joiner_is_admitted_only_once_it_answers_at_its_address() -> None:
+    """A join in the name of a node that never answers (forged, or dead at once) leaves
+    the view as it was: a one-node cluster keeps its quorum. Acks from anyone else, or to
+    another seq, do not admit it; the joiner's own ack does."""
+    node = _node()
+    ((dst, challenge),) = node.receive("ghost", ["join", ["ghost", 0, A, None]], 0.0)
+    assert dst == "ghost" and challenge[0] == "ping"
+    assert "ghost" not in node.members() and node.view_size == 1 and node.has_quorum()
+    node.receive("other", ["ack", challenge[1], []], 0.01)  # someone else's answer
+    node.receive("ghost", ["ack", challenge[1] + 1, []], 0.01)  # a guessed seq
+    assert "ghost" not in node.members()
+    for t in (0.5, 1.0, 2.0, 5.0):
+        node.tick(t)
+    assert "ghost" not in node.members() and node.view_size == 1 and node.has_quorum()
+    late = node.receive("ghost", ["ack", challenge[1], []], 5.0)  # too late: expired
+    assert "ghost" not in node.members() and late == []
+    ((_, again),) = node.receive("ghost", ["join", ["ghost", 0, A, None]], 5.0)
+    node.receive("ghost", ["ack", again[1], []], 5.01)
+    assert "ghost" in node.members()
 
 
 @pytest.mark.parametrize("about", ["me", "b"])
