@@ -33,7 +33,7 @@ from actors.data import DataRef
 from actors.errors import ActorError, NodeUnavailable
 from actors.ref import ActorRef, type_name_of
 from router.swim import SwimConfig
-from runtime import wire
+from runtime import options, wire
 from runtime.activation import Activation, Host
 from runtime.calls import Calls
 from runtime.catalog import Catalog
@@ -87,7 +87,9 @@ class Node:
     Parameters:
         listen: endpoint to serve on (``tcp://HOST:PORT``, port 0 for any); None = embedded.
         seeds: endpoints of cluster members to join through.
-        storage: state storage URL (``sqlite:///path``); takes effect with the storage issue.
+        storage: state storage URL: ``memory://``, ``sqlite:///PATH``, ``postgresql://...``
+            or ``redis://...`` (``start`` fails with ``ValueError`` naming any other); takes
+            effect with the storage issue.
         resources: what this node offers to actors' ``resources`` requirements, on top of
             what a cluster member detects of its machine (``cpu``, ``mem`` in GiB, ``gpu``:
             see ``runtime.resources``); the given figures win.
@@ -134,39 +136,33 @@ class Node:
         data_spill_dir: str | os.PathLike[str] | None = None,
         rebalance_period: float = DEFAULT_PERIOD,
     ) -> None:
-        if not default_timeout > 0:
-            raise ValueError("default_timeout must be positive")
-        if listen is None and not seeds and transport is not None:
-            raise ValueError("a transport needs listen= or seeds=")
-        if isinstance(rebalance_period, bool) or not isinstance(rebalance_period, (int, float)):
-            raise TypeError(
-                f"rebalance_period must be a number of seconds, not {rebalance_period!r}"
-            )
-        if not rebalance_period > 0:
-            raise ValueError(f"rebalance_period must be positive, not {rebalance_period!r}")
-        self.rebalance_period = float(rebalance_period)
-        self.listen = listen
-        self.seeds = list(seeds)
-        self.storage = storage
-        if resources is not None and not (
-            isinstance(resources, Mapping)
-            and all(
-                isinstance(k, str)
-                and isinstance(v, (int, float))
-                and not isinstance(v, bool)
-                and v >= 0
-                for k, v in resources.items()
-            )
-        ):
-            raise TypeError(f"resources must map names to non-negative numbers, not {resources!r}")
-        self._given_resources = None if resources is None else dict(resources)
+        checked = options.node(
+            listen=listen,
+            seeds=seeds,
+            storage=storage,
+            resources=resources,
+            default_timeout=default_timeout,
+            check_serializable=check_serializable,
+            serve=serve,
+            transport=transport,
+            max_frame_size=max_frame_size,
+            join_timeout=join_timeout,
+            clock=clock,
+            rebalance_period=rebalance_period,
+        )  # every argument is checked where it is given (runtime.options says how)
+        self.rebalance_period = checked.rebalance_period
+        self.listen = checked.listen
+        self.seeds = checked.seeds
+        self.storage = checked.storage
+        given = checked.resources
+        self._given_resources = given
         #: what this node offers (detected and given, once it started as a member)
-        self.resources: dict[str, float] = dict(resources or {})
-        self.default_timeout = float(default_timeout)
-        self.check_serializable = check_serializable
+        self.resources: dict[str, float] = dict(given or {})
+        self.default_timeout = checked.default_timeout
+        self.check_serializable = checked.check_serializable
         self.stop_grace = DEFAULT_STOP_GRACE
-        self.max_frame_size = max_frame_size
-        self.join_timeout = join_timeout
+        self.max_frame_size = checked.max_frame_size
+        self.join_timeout = checked.join_timeout
         #: SWIM's timing (tests and simulations shorten it); None = the defaults
         self.swim_config: SwimConfig | None = None
         self._address = f"local://node-{next(_node_ids)}"
@@ -176,8 +172,8 @@ class Node:
         self._transport = transport
         self._clock = clock if clock is not None else Clock()
         # the parts every node has; the cluster's are built by start()
-        self._host = Host(self, check_serializable)
-        self._served = Served(serve)
+        self._host = Host(self, checked.check_serializable)
+        self._served = Served(checked.serve)
         self._catalog = Catalog(self._host)
         #: the payloads this node keeps (what ``actors.data`` puts, gets and deletes)
         self.data = DataStore(self._address, data_limit, data_spill_dir, max_frame_size)
@@ -210,6 +206,8 @@ class Node:
             return self
         if self._closed:
             raise ActorError("a stopped node cannot be started again")
+        if self.storage is not None:
+            options.storage_url(self.storage)  # ValueError naming it (see shared API)
         self._host.loop = asyncio.get_running_loop()
         self._running = self._host.running = True
         try:

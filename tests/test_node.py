@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Iterator
 
@@ -354,3 +355,48 @@ async def test_tell_exception_is_logged_by_the_node_process_that_hosts_it(
         [other] = [p for p in two_processes if p is not hosting]
         assert "remote tell failed" not in other.read_output()
         assert await c.incr() == 2
+
+
+@pytest.mark.parametrize(
+    ("given", "error", "message"),
+    [
+        ({"listen": "127.0.0.1:5700"}, ValueError,
+         "listen '127.0.0.1:5700' has no scheme: expected tcp://HOST:PORT, ipc://PATH or "
+         "mem://NAME (did you mean 'tcp://127.0.0.1:5700'?)"),
+        ({"seeds": "tcp://127.0.0.1:5700"}, TypeError,
+         "seeds must be a list of addresses, not 'tcp://127.0.0.1:5700' (a str): use "
+         "seeds=['tcp://127.0.0.1:5700']"),
+        ({"default_timeout": "30"}, TypeError,
+         "default_timeout must be a positive number of seconds (finite, > 0), not '30' (a str)"),
+        ({"default_timeout": -1}, ValueError, "default_timeout must be a positive number"),
+        ({"resources": {"gpu": -1}}, ValueError, "resources must be a mapping of resource "
+                                                 "names to numbers >= 0, e.g. {'gpu': 1}: "
+                                                 "'gpu' is -1"),
+        ({"check_serializable": "no"}, TypeError,
+         "check_serializable must be True or False, not 'no' (a str)"),
+        ({"serve": "Counter"}, TypeError, "serve must be a list of @actor classes or actor names"),
+        ({"join_timeout": 0}, ValueError, "join_timeout must be a positive number of seconds"),
+        ({"max_frame_size": 10}, ValueError, "max_frame_size must be an int >= 4096, not 10"),
+        ({"rebalance_period": "1"}, TypeError, "rebalance_period must be a positive number"),
+        ({"data_limit": "1k"}, TypeError, "data_limit must be an int (bytes) or None, got str"),
+        ({"storage": 1}, TypeError, "storage must be a URL"),
+    ],
+)  # fmt: skip
+def test_node_arguments_are_checked_where_they_are_given(
+    given: dict[str, object], error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=f"^{re.escape(message)}"):
+        Node(**given)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("url", ["ftp://host/state", "state.db", "sqlite://state.db"])
+async def test_a_storage_url_of_no_known_kind_fails_start_naming_it(url: str) -> None:
+    node = Node(storage=url)  # as the shared API says: Node.start fails
+    with pytest.raises(ValueError, match=re.escape(f"storage URL {url!r} is not supported")):
+        await node.start()
+
+
+@pytest.mark.parametrize("url", ["memory://", "sqlite:///state.db", "redis://localhost/0"])
+async def test_storage_urls_of_the_api_are_accepted(url: str) -> None:
+    async with Node(storage=url) as node:
+        assert node.storage == url
