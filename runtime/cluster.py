@@ -597,13 +597,18 @@ class Cluster:
         )
 
     def owner(self, type_name: str, key: str) -> str:
-        """The ring owner of an actor; ``UnknownActorType`` if no member serves its type."""
+        """The ring owner of an actor; ``UnknownActorType`` if no member serves its type, or
+        none of those that do offers the resources it needs (the message says which)."""
         atype = self._known.get(type_name)
+        needs = atype.resources if atype is not None else None
         try:
-            return self.membership.owner(
-                type_name, key, atype.resources if atype is not None else None
-            )
+            return self.membership.owner(type_name, key, needs)
         except LookupError:
+            if needs and self.membership.serves(type_name):
+                shown = {k: int(v) if v.is_integer() else v for k, v in needs.items()}
+                raise UnknownActorType(
+                    f"no member offers resources {shown} for actor type {type_name!r}"
+                ) from None
             raise UnknownActorType(f"no member serves actor type {type_name!r}") from None
 
     def _owner_or_none(self, type_name: str, key: str) -> str | None:
