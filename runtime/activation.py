@@ -23,15 +23,17 @@ import asyncio
 import itertools
 import logging
 import random
+import time
 import traceback
 from collections import deque
-from collections.abc import Coroutine, Generator
+from collections.abc import Callable, Coroutine, Generator
 from contextvars import copy_context
 from typing import TYPE_CHECKING, Any, Final
 
 from actors.errors import ActorError, RemoteError, SerializationError
 from runtime.context import TURN
 from runtime.lifecycle import ACTIVE, DEAD
+from runtime.logs import Throttle, last_frame
 from runtime.mailbox import Message, ReplySink
 
 if TYPE_CHECKING:
@@ -48,6 +50,9 @@ _CHAIN_PREFIX: Final = random.getrandbits(31) << 32
 NO_REPLY: Final[Any] = object()
 _chain_counter = itertools.count(1)
 
+
+#: Seconds between two log lines about failed (or dropped) tells of one kind.
+FAILURE_LOG_INTERVAL: Final = 10.0
 
 #: Outcomes of starting a turn.
 DONE: Final = 0
@@ -119,15 +124,76 @@ class Host:
     for them) and the check that a result can cross the wire. ``node`` is the public ``Node``
     (what ``actors.ref`` inside a turn sends through)."""
 
-    __slots__ = ("check_serializable", "loop", "node", "running", "tick", "turn_tasks")
+    __slots__ = (
+        "check_serializable",
+        "failures",
+        "loop",
+        "node",
+        "running",
+        "tick",
+        "turn_tasks",
+    )
 
-    def __init__(self, node: Node, check_serializable: bool) -> None:
+    def __init__(
+        self, node: Node, check_serializable: bool, wall: Callable[[], float] = time.time
+    ) -> None:
         self.node = node
         self.check_serializable = check_serializable
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]  # set by start
         self.running = False
         self.tick = 0
         self.turn_tasks: set[asyncio.Task[Any]] = set()
+        #: failed and dropped tells, logged once per kind per interval (``wall``: the clock)
+        self.failures = Throttle(FAILURE_LOG_INTERVAL, wall)
+
+    def tell_failed(self, act: Activation, method: str, err: BaseException) -> None:
+        """Log the failure of a turn nobody waits for (a tell): once per actor type, method
+        and error type per :data:`FAILURE_LOG_INTERVAL`, with the count of those left out
+        and where the first one raised (its traceback at DEBUG level)."""
+        remote = err if isinstance(err, RemoteError) else None
+        kind = remote.type_name if remote is not None else type(err).__qualname__
+        left_out = self.failures.admit(("failed", act.type.name, method, kind))
+        if left_out is None:
+            return
+        message = remote.message if remote is not None else str(err)
+        where = last_frame(remote.remote_traceback) if remote is not None else ""
+        log.error(
+            "tell to %s/%s failed in %s: %s: %s%s%s",
+            act.type.name,
+            act.key,
+            method,
+            kind,
+            message,
+            f" (at {where})" if where else "",
+            _left_out(left_out),
+        )
+        if remote is not None and remote.remote_traceback and log.isEnabledFor(logging.DEBUG):
+            log.debug("traceback of that tell: %s", remote.remote_traceback)
+
+    def tell_dropped(self, type_name: str, key: str, method: str, err: BaseException) -> None:
+        """Log a tell that could not be delivered (a warning, once per kind per interval)."""
+        left_out = self.failures.admit(("dropped", type_name, method, type(err).__qualname__))
+        if left_out is not None:
+            log.warning(
+                "tell to %s/%s.%s dropped: %s%s", type_name, key, method, err, _left_out(left_out)
+            )
+
+    def flush_failures(self) -> None:
+        """Log the counts of failures left out and not reported yet (when the node stops)."""
+        for kind, count in self.failures.drain():
+            if isinstance(kind, tuple):
+                what, type_name, method, error = kind
+                log.log(
+                    logging.ERROR if what == "failed" else logging.WARNING,
+                    "%d more tells to %s.%s %s with %s since the last one logged",
+                    count,
+                    type_name,
+                    method,
+                    what,
+                    error,
+                )
+            else:
+                log.warning("%d more tells failed or were dropped since the last logged", count)
 
     def settle(self, reply: ReplySink, value: Any) -> None:
         """Answer ``reply`` with a turn's result (an error if it could not cross the wire)."""
@@ -250,13 +316,14 @@ class Activation:
         if reply is None:
             reply = host.loop.create_future()
         task = host.loop.create_task(
-            self._finish(_Resume(coro, value), None if reply is NO_REPLY else reply), context=ctx
+            self._finish(_Resume(coro, value), None if reply is NO_REPLY else reply, method.name),
+            context=ctx,
         )
         host.turn_tasks.add(task)
         task.add_done_callback(host.turn_tasks.discard)
         return SUSPENDED, reply
 
-    async def _finish(self, resume: _Resume, reply: ReplySink | None) -> None:
+    async def _finish(self, resume: _Resume, reply: ReplySink | None, method: str) -> None:
         try:
             result = await resume
         except asyncio.CancelledError:
@@ -266,7 +333,7 @@ class Activation:
         except Exception as exc:
             err = remote_error(exc)
             if reply is None:
-                log_tell_failure(self, err)
+                self.host.tell_failed(self, method, err)
             elif not reply.done():
                 reply.set_exception(err)
         else:
@@ -300,7 +367,7 @@ class Activation:
             return True
         if reply is None:
             if outcome == RAISED:
-                log_tell_failure(self, value)
+                self.host.tell_failed(self, msg.method.name, value)
         elif not reply.done():
             if outcome == DONE:
                 self.host.settle(reply, value)
@@ -347,7 +414,5 @@ class Activation:
         return list(queue) if queue else []
 
 
-def log_tell_failure(act: Activation, err: BaseException) -> None:
-    """Log the failure of a turn nobody waits for (a tell)."""
-    detail = err.remote_traceback if isinstance(err, RemoteError) else repr(err)
-    log.error("tell to %s/%s failed: %s\n%s", act.type.name, act.key, err, detail)
+def _left_out(count: int) -> str:
+    return f"; {count} more like it since the last one logged" if count else ""

@@ -18,7 +18,6 @@ activation) come back here: :meth:`Calls.redeliver` and :meth:`Calls.reroute`.
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Awaitable, Coroutine
 from typing import TYPE_CHECKING, Any, Final
 
@@ -40,8 +39,6 @@ if TYPE_CHECKING:
     from runtime.served import Served
 
 __all__ = ["MAX_REDIRECTS", "Calls"]
-
-log = logging.getLogger("shoal.node")
 
 #: Most redirects one ask follows. Members that disagree about the ring for a moment may send
 #: an ask back and forth; the caller then waits a little before it follows the redirect again.
@@ -376,7 +373,7 @@ class Calls:
             else:
                 self.tell(atype.name, key, method_name, args, kwargs)
         except ActorError as err:
-            log.warning("tell to %s/%s.%s dropped: %s", atype.name, key, method_name, err)
+            self.host.tell_dropped(atype.name, key, method_name, err)
 
     def remote_tell(
         self,
@@ -427,7 +424,7 @@ class Calls:
             if reply is not None:
                 reply.set_exception(err)
             else:
-                log.error("tell to %s/%s lost its activation: %s", atype.name, key, err)
+                self.host.tell_dropped(atype.name, key, msg.method.name, err)
             return
         act.enqueue(msg)
 

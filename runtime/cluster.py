@@ -322,7 +322,9 @@ class Cluster:
         if fields[wire.F_KIND] == wire.ASK:
             RemoteReply(self.messaging, route, fields[wire.F_CORR]).set_exception(err)
         else:
-            log.warning("tell to %s/%s dropped: %s", fields[wire.F_TYPE], fields[wire.F_KEY], err)
+            self._catalog.host.tell_dropped(
+                fields[wire.F_TYPE], fields[wire.F_KEY], fields[wire.F_METHOD], err
+            )
         return True
 
     def _release_held(self) -> None:

@@ -9,12 +9,11 @@ to ``MAX_HOPS`` times).
 
 from __future__ import annotations
 
-import logging
 from typing import TYPE_CHECKING, Any, Final
 
 from actors.errors import ActorError, NodeUnavailable, UnknownActorType
 from runtime import wire
-from runtime.activation import DONE, NO_REPLY, RAISED, Activation, log_tell_failure
+from runtime.activation import DONE, NO_REPLY, RAISED, Activation
 from runtime.locator import PLACE
 from runtime.mailbox import Message
 from runtime.messaging import RemoteReply
@@ -43,8 +42,6 @@ if TYPE_CHECKING:
     from runtime.transport import Route
 
 __all__ = ["MAX_HOPS", "Dispatcher"]
-
-log = logging.getLogger("shoal.node")
 
 #: Most hops (forwards) one tell may take.
 MAX_HOPS: Final = 3
@@ -128,7 +125,7 @@ class Dispatcher:
                 return
             host = self._locator.inbound(atype, env.key, env.hops > 0)
         except ActorError as err:
-            _fail(env, sink, err)
+            self._fail(env, sink, err)
             return
         if host == PLACE:
             self._host.loop.create_task(
@@ -155,7 +152,7 @@ class Dispatcher:
                 return
             act = self._catalog.activation(atype, env.key)
         except ActorError as err:
-            _fail(env, sink, err)
+            self._fail(env, sink, err)
             return
         self._deliver(act, method, env.args, env.kwargs, env.trace, deadline, sink)
 
@@ -175,7 +172,7 @@ class Dispatcher:
             if act.can_run_now(0):
                 outcome, value = act.start_turn(method, args, kwargs, 0, 0.0, NO_REPLY)
                 if outcome == RAISED:
-                    log_tell_failure(act, value)
+                    self._host.tell_failed(act, method.name, value)
             else:
                 act.enqueue(Message(method, args, kwargs, None, 0.0, 0))
             return
@@ -194,12 +191,18 @@ class Dispatcher:
             sink.set_exception(wire.Redirect(host))
             return
         if env.hops >= MAX_HOPS:
-            err = NodeUnavailable(f"{env.type_name}/{env.key} not located in {MAX_HOPS} hops")
-            log.warning("tell to %s/%s dropped: %s", env.type_name, env.key, err)
+            err = NodeUnavailable(f"not located in {MAX_HOPS} hops")
+            self._host.tell_dropped(env.type_name, env.key, env.method, err)
             return
         self._calls.remote_tell(
             host, env.type_name, env.key, env.method, env.args, env.kwargs, env.hops + 1
         )
+
+    def _fail(self, env: wire.Envelope, sink: RemoteReply | None, err: ActorError) -> None:
+        if sink is not None:
+            sink.set_exception(err)
+        else:
+            self._host.tell_dropped(env.type_name, env.key, env.method, err)
 
     async def _place_then_deliver(
         self,
@@ -212,13 +215,6 @@ class Dispatcher:
         try:
             host = await self._locator.place(atype, env.key)
         except ActorError as err:
-            _fail(env, sink, err)
+            self._fail(env, sink, err)
             return
         self._deliver_at(host, env, sink, atype, method, deadline)
-
-
-def _fail(env: wire.Envelope, sink: RemoteReply | None, err: ActorError) -> None:
-    if sink is not None:
-        sink.set_exception(err)
-    else:
-        log.warning("tell to %s/%s.%s dropped: %s", env.type_name, env.key, env.method, err)

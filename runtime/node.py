@@ -172,7 +172,7 @@ class Node:
         self._transport = transport
         self._clock = clock if clock is not None else Clock()
         # the parts every node has; the cluster's are built by start()
-        self._host = Host(self, checked.check_serializable)
+        self._host = Host(self, checked.check_serializable, self._clock.wall)
         self._served = Served(checked.serve)
         self._catalog = Catalog(self._host)
         #: the payloads this node keeps (what ``actors.data`` puts, gets and deletes)
@@ -246,6 +246,7 @@ class Node:
         finally:
             self._stopped()
             node_stopped(self)
+            self._host.flush_failures()
             if self._messaging is not None:
                 await self._messaging.close()
             await self.data.close()
