@@ -41,7 +41,19 @@ if TYPE_CHECKING:
     from runtime.affinity import Affinity
     from runtime.node import Node
 
-__all__ = ["Activation", "Host", "new_chain", "remote_error"]
+__all__ = [
+    "INT_MAX",
+    "INT_MIN",
+    "SCALARS",
+    "Activation",
+    "Host",
+    "check",
+    "check_args",
+    "check_result",
+    "new_chain",
+    "plain",
+    "remote_error",
+]
 
 log = logging.getLogger("shoal.actor")
 
@@ -196,14 +208,34 @@ class Host:
                 log.warning("%d more tells failed or were dropped since the last logged", count)
 
     def settle(self, reply: ReplySink, value: Any) -> None:
-        """Answer ``reply`` with a turn's result (an error if it could not cross the wire)."""
-        if self.check_serializable:
+        """Answer ``reply`` with a turn's result (an error if it could not cross the wire:
+        checked for a local caller; a remote one's reply is encoded, which checks it)."""
+        if self.check_serializable and isinstance(reply, asyncio.Future):
             try:
-                check(value, "result")
+                check_result(value)
             except SerializationError as err:
                 reply.set_exception(err)
                 return
         reply.set_result(value)
+
+
+#: Types whose values cross the wire unchanged whatever they hold (``int`` and ``str`` are
+#: looked at more closely in :func:`plain`).
+SCALARS: Final = frozenset({float, bool, type(None), bytes})
+INT_MIN: Final = -(1 << 63)
+INT_MAX: Final = (1 << 64) - 1
+
+
+def plain(value: Any) -> bool:
+    """Whether ``value`` surely crosses the wire as it is, decided without encoding it: a
+    float, bool, None, bytes, an int in msgpack's range or an ASCII str (a non-ASCII str may
+    hold a lone surrogate, which UTF-8 cannot encode). Anything else is encoded to know."""
+    t = type(value)
+    if t is int:
+        return bool(INT_MIN <= value <= INT_MAX)
+    if t is str:
+        return bool(value.isascii())
+    return t in SCALARS
 
 
 def check(value: Any, what: str) -> None:
@@ -214,6 +246,23 @@ def check(value: Any, what: str) -> None:
         wire.check_serializable(wire.DEFAULT_CODEC, value)
     except SerializationError as err:
         raise SerializationError(f"{what} cannot cross the wire: {err}") from None
+
+
+def check_args(args: tuple[Any, ...] | list[Any], kwargs: dict[str, Any]) -> None:
+    """:func:`check` of a call's arguments; plain ones (the common case) are not encoded."""
+    if not kwargs:
+        for arg in args:
+            if not plain(arg):
+                break
+        else:
+            return
+    check((args, kwargs), "arguments")
+
+
+def check_result(value: Any) -> None:
+    """:func:`check` of a turn's result; a plain one is not encoded."""
+    if not plain(value):
+        check(value, "result")
 
 
 class Activation:

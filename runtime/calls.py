@@ -24,7 +24,17 @@ from typing import TYPE_CHECKING, Any, Final
 from actors.errors import ActorError, ActorTimeout, NodeUnavailable, UnknownActorType
 from actors.ref import SENT
 from runtime import wire
-from runtime.activation import DONE, RAISED, Activation, Host, check, new_chain
+from runtime.activation import (
+    DONE,
+    RAISED,
+    SCALARS,
+    Activation,
+    Host,
+    check,
+    check_args,
+    new_chain,
+    plain,
+)
 from runtime.context import TURN
 from runtime.locator import PLACE
 from runtime.mailbox import Message, ReplySink
@@ -175,7 +185,23 @@ class Calls:
             raise UnknownActorType(f"no actor type {type_name!r} is served here")
         host_env = self.host
         if host_env.check_serializable:
-            check((args, kwargs), "arguments")
+            # activation.plain, inline (this is the hot path of every local ask): plain
+            # arguments need no encoding
+            for arg in args:
+                t = type(arg)
+                if t is int:
+                    if -0x8000000000000000 <= arg <= 0xFFFFFFFFFFFFFFFF:  # INT_MIN, INT_MAX
+                        continue
+                elif t is str:
+                    if arg.isascii():
+                        continue
+                elif t in SCALARS:
+                    continue
+                check((args, kwargs), "arguments")
+                break
+            else:
+                if kwargs:
+                    check((args, kwargs), "arguments")
         act = self._catalog.activation(atype, key)
         if timeout is None:
             timeout = self.default_timeout
@@ -194,7 +220,13 @@ class Calls:
             outcome, waiter = act.start_turn(method, args, kwargs, chain, deadline, None)
             if outcome == DONE:
                 if host_env.check_serializable:
-                    check(waiter, "result")
+                    t = type(waiter)
+                    if not (
+                        (t is int and -0x8000000000000000 <= waiter <= 0xFFFFFFFFFFFFFFFF)
+                        or t in SCALARS
+                        or (t is str and waiter.isascii())
+                    ):
+                        check(waiter, "result")
                 return waiter
             if outcome == RAISED:
                 raise waiter
@@ -332,7 +364,11 @@ class Calls:
         served = self._served
         atype = served.known.get(type_name)
         locator = self.locator
-        if atype is not None and locator is None and not self.host.check_serializable:
+        if (
+            atype is not None
+            and locator is None
+            and (not self.host.check_serializable or (not kwargs and all(map(plain, args))))
+        ):
             # Fast path: an embedded node telling an actor that is active (no stateless pool).
             table = self._catalog.by_type.get(type_name)
             act = None if table is None else table.get(key)
@@ -353,7 +389,7 @@ class Calls:
         if method is None or atype is None or served.get(type_name) is None:
             raise UnknownActorType(f"no actor type {type_name!r} is served here")
         if self.host.check_serializable:
-            check((args, kwargs), "arguments")
+            check_args(args, kwargs)
         self._catalog.activation(atype, key).enqueue(Message(method, args, kwargs, None, 0.0, 0))
         return SENT
 

@@ -95,7 +95,10 @@ class Node:
             see ``runtime.resources``); the given figures win.
         default_timeout: the deadline of an ask, in seconds, unless the call gives one.
         check_serializable: reject local arguments and results that could not cross the wire
-            with ``SerializationError`` (costs an encode per call; the test suite turns it on).
+            with ``SerializationError`` (default True: code that passes embedded does not fail
+            on a cluster). Plain values (numbers, ASCII strings, bytes, None) are checked by
+            type; anything else is encoded once. ``False`` opts out (objects still pass as
+            they are, never copied).
         serve: the actor types this node hosts (classes or names); default: every ``@actor``
             class imported in the process (for a cluster member, those imported by ``start``).
             ``serve=()`` makes a pure client.
@@ -126,7 +129,7 @@ class Node:
         storage: str | None = None,
         resources: Mapping[str, float] | None = None,
         default_timeout: float = DEFAULT_TIMEOUT,
-        check_serializable: bool = False,
+        check_serializable: bool = True,
         serve: Iterable[type | str] | None = None,
         transport: Transport | None = None,
         max_frame_size: int = wire.DEFAULT_MAX_FRAME,

@@ -9,6 +9,7 @@ import logging
 import pytest
 
 from actors import ActorTimeout, Node, actor
+from runtime.activation import check, plain
 from runtime.clock import Clock
 
 pytestmark = pytest.mark.timeout(30)
@@ -199,3 +200,17 @@ async def test_a_forged_key_or_message_cannot_put_a_newline_in_the_log(
         "tell to Failing/'k\\n2026-01-01 ERROR forged' failed in sync_fail: "
         "ValueError: 'm\\nforged too'"
     )
+
+
+@pytest.mark.parametrize(
+    ("value", "is_plain"),
+    [(1, True), (2**64 - 1, True), (-(2**63), True), (2**64, False), (-(2**63) - 1, False),
+     (1.5, True), (True, True), (None, True), (b"x", True), ("ascii", True),
+     ("ünïcode", False), ("\ud800", False), ([1], False), ((1,), False), (object(), False)],
+)  # fmt: skip
+def test_plain_values_are_known_to_cross_the_wire_without_encoding(
+    value: object, is_plain: bool
+) -> None:
+    assert plain(value) is is_plain
+    if is_plain:
+        check(value, "value")  # it does cross: plain never lets through what would fail

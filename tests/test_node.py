@@ -400,3 +400,32 @@ async def test_a_storage_url_of_no_known_kind_fails_start_naming_it(url: str) ->
 async def test_storage_urls_of_the_api_are_accepted(url: str) -> None:
     async with Node(storage=url) as node:
         assert node.storage == url
+
+
+async def test_an_embedded_node_checks_that_calls_could_cross_the_wire_by_default() -> None:
+    # Code that passes embedded must not fail on a cluster: Node() checks by default.
+    async with Node() as node:
+        c = node.ref(Counter, "check-default")
+        for bad in (object(), "lone \ud800 surrogate", 2**64, [1, {2, 3}], -(2**63) - 1):
+            with pytest.raises(SerializationError, match=r"^arguments cannot cross the wire"):
+                await c.echo(bad)
+        with pytest.raises(SerializationError):
+            await c.echo(key=object())
+        with pytest.raises(SerializationError):
+            c.record.tell(object())
+        with pytest.raises(SerializationError, match=r"^result cannot cross the wire"):
+            await c.bad_result()
+        # plain values and what msgpack carries pass, as they are
+        assert await c.echo(1, 2.5, "ascii", "ünïcode", b"raw", None, True, 2**64 - 1) == [
+            [1, 2.5, "ascii", "ünïcode", b"raw", None, True, 2**64 - 1],
+            {},
+        ]
+        assert await c.echo([1, "x"], {"a": (1, 2)}) == [[[1, "x"], {"a": (1, 2)}], {}]
+
+
+async def test_check_serializable_false_opts_out() -> None:
+    async with Node(check_serializable=False) as node:
+        c = node.ref(Counter, "unchecked")
+        thing = object()
+        assert await c.echo(thing) == [[thing], {}]  # passed as it is, never copied
+        assert isinstance(await c.bad_result(), object)
