@@ -188,7 +188,7 @@ class Cluster:
             except TimeoutError:
                 await self.close()
                 raise NodeUnavailable(
-                    f"no seed of {self._seeds} answered within {join_timeout:g} s"
+                    f"no seed answered within {join_timeout:g} s (tried {', '.join(self._seeds)})"
                 ) from None
 
     async def close(self) -> None:
