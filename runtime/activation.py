@@ -30,7 +30,7 @@ from collections.abc import Callable, Coroutine, Generator
 from contextvars import copy_context
 from typing import TYPE_CHECKING, Any, Final
 
-from actors.errors import ActorError, RemoteError, SerializationError
+from actors.errors import ActorError, Deadlock, RemoteError, SerializationError
 from runtime.context import TURN
 from runtime.lifecycle import ACTIVE, DEAD
 from runtime.logs import Throttle, last_frame
@@ -77,16 +77,17 @@ def new_chain() -> int:
     return _CHAIN_PREFIX | (next(_chain_counter) & 0xFFFFFFFF)
 
 
-def remote_error(exc: BaseException) -> RemoteError:
-    """The ``RemoteError`` a caller receives for an exception raised inside a turn."""
-    if isinstance(exc, RemoteError):
+def remote_error(exc: BaseException) -> RemoteError | Deadlock:
+    """The ``RemoteError`` a caller receives for an exception raised inside a turn (a
+    ``Deadlock`` that a nested ask raised stays one: the whole chain is deadlocked)."""
+    if isinstance(exc, RemoteError | Deadlock):
         return exc
     tb = "".join(traceback.format_exception(exc))
     return RemoteError(type(exc).__qualname__, str(exc), tb)
 
 
 def _first_step(
-    turn: tuple[Activation, int, float], method: Method, inst: Any, args: Any, kwargs: Any
+    turn: tuple[Activation, int, float, Any], method: Method, inst: Any, args: Any, kwargs: Any
 ) -> tuple[Coroutine[Any, Any, Any] | None, Any]:
     """Inside the turn's context: call the method and, if it is a coroutine, run its first step.
     Returns ``(None, result)``, or ``(coroutine, what it yielded)`` if it suspended."""
@@ -270,6 +271,7 @@ class Activation:
 
     __slots__ = (
         "affinity",
+        "awaiting",
         "epoch",
         "host",
         "instance",
@@ -297,6 +299,8 @@ class Activation:
         self.tick = host.tick
         #: what it reads and whom it calls (``placement="data"`` on a cluster; else None)
         self.affinity: Affinity | None = None
+        #: the actors its turns' remote asks wait on now, with counts (``runtime.chains``)
+        self.awaiting: dict[tuple[str, str], int] | None = None
 
     @property
     def node(self) -> Node:
@@ -335,6 +339,7 @@ class Activation:
         chain: int,
         deadline: float,
         reply: ReplySink | None,
+        waits: Any = None,
     ) -> tuple[int, Any]:
         """Begin a turn in the calling task.
 
@@ -342,7 +347,8 @@ class Activation:
         suspending (``reply`` is then left to the caller), or ``(SUSPENDED, reply)`` when it
         continues in a task that settles ``reply`` at its end. With ``reply`` None a suspended
         turn gets a fresh future as its reply; pass ``NO_REPLY`` for a tell.
-        ``deadline`` (loop clock, 0.0 = none) bounds the asks the turn makes.
+        ``deadline`` (loop clock, 0.0 = none) bounds the asks the turn makes; ``waits`` is
+        what waits on the turn (``runtime.chains``).
         """
         self.running += 1
         if chain == 0:
@@ -353,7 +359,7 @@ class Activation:
         ctx = copy_context()
         try:
             coro, value = ctx.run(
-                _first_step, (self, chain, deadline), method, self.instance, args, kwargs
+                _first_step, (self, chain, deadline, waits), method, self.instance, args, kwargs
             )
         except Exception as exc:
             self.end_turn()
@@ -411,6 +417,7 @@ class Activation:
             msg.chain,
             msg.deadline,
             NO_REPLY if reply is None else reply,
+            msg.waits,
         )
         if outcome == SUSPENDED:
             return True

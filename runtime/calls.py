@@ -35,6 +35,7 @@ from runtime.activation import (
     new_chain,
     plain,
 )
+from runtime.chains import deadlock, flatten, waiting
 from runtime.context import TURN
 from runtime.locator import PLACE
 from runtime.mailbox import Message, ReplySink
@@ -217,7 +218,7 @@ class Calls:
             if affinity is not None:
                 affinity.sent(self.address)
         if act.can_run_now(chain):
-            outcome, waiter = act.start_turn(method, args, kwargs, chain, deadline, None)
+            outcome, waiter = act.start_turn(method, args, kwargs, chain, deadline, None, turn)
             if outcome == DONE:
                 if host_env.check_serializable:
                     t = type(waiter)
@@ -231,8 +232,12 @@ class Calls:
             if outcome == RAISED:
                 raise waiter
         else:
+            if turn is not None:  # asked from a turn: would it wait for itself?
+                cycle = deadlock(act, turn, chain, self._served.known)
+                if cycle is not None:
+                    raise cycle
             waiter = host_env.loop.create_future()
-            act.enqueue(Message(method, args, kwargs, waiter, deadline, chain))
+            act.enqueue(Message(method, args, kwargs, waiter, deadline, chain, turn))
         return await self.wait(waiter, deadline, timeout, type_name, key, method_name)
 
     async def remote_ask(
@@ -246,14 +251,18 @@ class Calls:
         timeout: float | None,
         chain: int = 0,
         deadline: float = 0.0,
+        waits: list[Any] | None = None,
     ) -> Any:
-        """An ask sent to ``host``, following redirects (each one teaches the locator)."""
+        """An ask sent to ``host``, following redirects (each one teaches the locator).
+        Asked from a turn, it carries what waits on it, and counts as outstanding for the
+        turn's activation while it waits (``runtime.chains``)."""
         if not self.host.running:
             raise _not_running()
         loop = self.host.loop
         if timeout is None:
             timeout = self.default_timeout
         now = loop.time()
+        asking: Activation | None = None
         if not deadline:
             deadline = now + timeout
             turn = TURN.get()
@@ -261,57 +270,66 @@ class Calls:
                 chain = turn[1]
                 if 0.0 < turn[2] < deadline:
                     deadline = turn[2]
-                affinity = turn[0].affinity
+                asking = turn[0]
+                affinity = asking.affinity
                 if affinity is not None:
                     affinity.sent(host)
+                waits = flatten(turn)
         if not chain:
             chain = new_chain()
         messaging, locator = self.messaging, self.locator
         assert messaging is not None and locator is not None
         wall_deadline = self._wall() + (deadline - now)  # absolute: it survives hops
         visited: list[str] | None = None  # made on the first redirect: none on the hot path
-        for hops in range(MAX_REDIRECTS + 1):
-            if messaging.transport.backlog(host) >= self._hwm:
-                await self._drained(host, deadline)
-            corr, fut = messaging.ask(
-                host,
-                type_name,
-                key,
-                method_name,
-                args,
-                kwargs,
-                wall_deadline,
-                hops,
-                chain,
-                loop,
-                deadline,
-                timeout,
+        if asking is not None:
+            waiting(asking, type_name, key, 1)
+        try:
+            for hops in range(MAX_REDIRECTS + 1):
+                if messaging.transport.backlog(host) >= self._hwm:
+                    await self._drained(host, deadline)
+                corr, fut = messaging.ask(
+                    host,
+                    type_name,
+                    key,
+                    method_name,
+                    args,
+                    kwargs,
+                    wall_deadline,
+                    hops,
+                    chain,
+                    loop,
+                    deadline,
+                    timeout,
+                    waits,
+                )
+                try:
+                    return await fut  # an answered ask is forgotten by Messaging
+                except wire.Redirect as redirect:
+                    if visited is None:
+                        visited = []
+                    visited.append(host)
+                    host = str(redirect)
+                    locator.learned(type_name, key, host)
+                    if host in visited:
+                        # Sent back: the two disagree about the ring until gossip reaches one of
+                        # them. Give it a moment (growing) before following the redirect again.
+                        pause = min(0.005 * (1 << visited.count(host)), 0.2)
+                        if loop.time() + pause >= deadline:
+                            raise ask_timeout(type_name, key, method_name, timeout) from None
+                        await asyncio.sleep(pause)
+                    if host == self.address:
+                        return await self.ask_any(
+                            type_name, key, method_name, tuple(args), kwargs, timeout
+                        )
+                except BaseException:  # timed out or cancelled: stop waiting for the answer
+                    messaging.forget(corr)
+                    raise
+            raise NodeUnavailable(
+                f"{type_name}/{key} could not be located in {MAX_REDIRECTS} redirects"
             )
-            try:
-                return await fut  # an answered ask is forgotten by Messaging
-            except wire.Redirect as redirect:
-                if visited is None:
-                    visited = []
-                visited.append(host)
-                host = str(redirect)
-                locator.learned(type_name, key, host)
-                if host in visited:
-                    # Sent back: the two disagree about the ring until gossip reaches one of
-                    # them. Give it a moment (growing) before following the redirect again.
-                    pause = min(0.005 * (1 << visited.count(host)), 0.2)
-                    if loop.time() + pause >= deadline:
-                        raise ask_timeout(type_name, key, method_name, timeout) from None
-                    await asyncio.sleep(pause)
-                if host == self.address:
-                    return await self.ask_any(
-                        type_name, key, method_name, tuple(args), kwargs, timeout
-                    )
-            except BaseException:  # timed out or cancelled: stop waiting for the answer
-                messaging.forget(corr)
-                raise
-        raise NodeUnavailable(
-            f"{type_name}/{key} could not be located in {MAX_REDIRECTS} redirects"
-        )
+        finally:
+            if asking is not None:
+                waiting(asking, type_name, key, -1)
 
     async def _drained(self, peer: str, deadline: float) -> None:
         assert self.messaging is not None
@@ -493,6 +511,7 @@ class Calls:
                     None,
                     msg.chain,
                     msg.deadline or loop.time() + self.default_timeout,
+                    flatten(msg.waits) or None,
                 )
             )
             task.add_done_callback(lambda t: _chain_future(t, reply))

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Final
 from actors.errors import ActorError, NodeUnavailable, UnknownActorType
 from runtime import wire
 from runtime.activation import DONE, NO_REPLY, RAISED, Activation
+from runtime.chains import deadlock
 from runtime.locator import PLACE
 from runtime.mailbox import Message
 from runtime.messaging import RemoteReply
@@ -28,6 +29,7 @@ from runtime.wire import (
     F_METHOD,
     F_TRACE,
     F_TYPE,
+    F_WAITS,
 )
 
 if TYPE_CHECKING:
@@ -106,7 +108,14 @@ class Dispatcher:
             if method is not None:
                 sink = RemoteReply(self._messaging, route, fields[F_CORR]) if is_ask else None
                 self._deliver(
-                    act, method, fields[F_ARGS], fields[F_KWARGS], fields[F_TRACE], deadline, sink
+                    act,
+                    method,
+                    fields[F_ARGS],
+                    fields[F_KWARGS],
+                    fields[F_TRACE],
+                    deadline,
+                    sink,
+                    fields[F_WAITS] or None,
                 )
                 return
         self._on_request_slow(wire.envelope_of(fields), route, deadline)
@@ -121,7 +130,9 @@ class Dispatcher:
             method = method_of(atype, env.method)
             act = self._catalog.get(atype, env.key)
             if act is not None:
-                self._deliver(act, method, env.args, env.kwargs, env.trace, deadline, sink)
+                self._deliver(
+                    act, method, env.args, env.kwargs, env.trace, deadline, sink, env.waits or None
+                )
                 return
             host = self._locator.inbound(atype, env.key, env.hops > 0)
         except ActorError as err:
@@ -154,7 +165,9 @@ class Dispatcher:
         except ActorError as err:
             self._fail(env, sink, err)
             return
-        self._deliver(act, method, env.args, env.kwargs, env.trace, deadline, sink)
+        self._deliver(
+            act, method, env.args, env.kwargs, env.trace, deadline, sink, env.waits or None
+        )
 
     def _deliver(
         self,
@@ -165,9 +178,12 @@ class Dispatcher:
         chain: int,
         deadline: float,
         sink: RemoteReply | None,
+        waits: list[Any] | None = None,
     ) -> None:
         """Run a request from the wire on ``act`` now, or queue it: an ask answers ``sink``;
-        a tell (``sink`` None) starts a call chain of its own."""
+        a tell (``sink`` None) starts a call chain of its own. An ask that would wait, through
+        the turn it waits behind, for itself (``waits``: what waits on it) fails at once with
+        ``Deadlock`` (see ``runtime.chains``)."""
         if sink is None:
             if act.can_run_now(0):
                 outcome, value = act.start_turn(method, args, kwargs, 0, 0.0, NO_REPLY)
@@ -177,13 +193,18 @@ class Dispatcher:
                 act.enqueue(Message(method, args, kwargs, None, 0.0, 0))
             return
         if act.can_run_now(chain):
-            outcome, value = act.start_turn(method, args, kwargs, chain, deadline, sink)
+            outcome, value = act.start_turn(method, args, kwargs, chain, deadline, sink, waits)
             if outcome == DONE:
                 sink.set_result(value)
             elif outcome == RAISED:
                 sink.set_exception(value)
         else:
-            act.enqueue(Message(method, args, kwargs, sink, deadline, chain))
+            if waits is not None:
+                cycle = deadlock(act, waits, chain, self._served.known)
+                if cycle is not None:
+                    sink.set_exception(cycle)
+                    return
+            act.enqueue(Message(method, args, kwargs, sink, deadline, chain, waits))
 
     def _send_elsewhere(self, env: wire.Envelope, sink: RemoteReply | None, host: str) -> None:
         """Redirect an ask (the caller re-sends it) or forward a tell to ``host``."""
