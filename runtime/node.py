@@ -380,6 +380,7 @@ class Node:
     async def locate(self, ref: ActorRef) -> str | None:
         """The address of the node hosting ``ref``'s activation, or None if it is not active.
         Asks where this node would send the actor's messages, then its owner."""
+        _check_ref(ref)
         if self._locator is None:
             return self._address if self._catalog.lookup(ref.type_name, ref.key) else None
         return await self._locator.locate(ref.type_name, ref.key)
@@ -396,6 +397,9 @@ class Node:
         message: messages that arrive meanwhile wait and then follow it. An actor that is not
         active is activated at ``to``. Stateless workers are not moved. See
         ``runtime.migration``."""
+        _check_ref(ref)
+        if to != self._address:  # (an embedded node's own is local://...)
+            to = options.address("to", to)
         if self._migrator is None:
             if to == self._address:
                 return
@@ -408,6 +412,7 @@ class Node:
         Every activation is registered with the epoch it was created with; epochs grow with
         every new activation of an actor anywhere in the cluster, so storage can refuse a
         write that carries an older one."""
+        _check_ref(ref)
         act = self._catalog.lookup(ref.type_name, ref.key)
         if isinstance(act, Activation):
             return act.epoch
@@ -420,3 +425,8 @@ class Node:
     async def deactivate_idle(self) -> int:
         """Deactivate now every activation that has been idle for its ``idle_after``."""
         return await self._catalog.collect_idle()
+
+
+def _check_ref(ref: object) -> None:
+    if not isinstance(ref, ActorRef):
+        raise TypeError(f"expected an actor reference (node.ref(...)), not {options.shown(ref)}")

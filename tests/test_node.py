@@ -436,3 +436,16 @@ async def test_check_serializable_false_opts_out() -> None:
         thing = object()
         assert await c.echo(thing) == [[thing], {}]  # passed as it is, never copied
         assert isinstance(await c.bad_result(), object)
+
+
+async def test_node_methods_check_what_they_are_given() -> None:
+    async with Node() as node:
+        c = node.ref(Counter, "given")
+        with pytest.raises(ValueError, match=r"^to '127\.0\.0\.1:5700' has no scheme"):
+            await node.migrate(c, to="127.0.0.1:5700")
+        with pytest.raises(TypeError, match=r"^expected an actor reference .*not 'given'"):
+            await node.migrate("given", to="tcp://127.0.0.1:1")  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match=r"^expected an actor reference"):
+            await node.locate(("Counter", "given"))  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match=r"^expected an actor reference"):
+            await node.epoch(None)  # type: ignore[arg-type]
