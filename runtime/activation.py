@@ -52,6 +52,7 @@ __all__ = [
     "check_result",
     "new_chain",
     "plain",
+    "plain_args",
     "remote_error",
 ]
 
@@ -249,15 +250,25 @@ def check(value: Any, what: str) -> None:
         raise SerializationError(f"{what} cannot cross the wire: {err}") from None
 
 
+def plain_args(args: tuple[Any, ...] | list[Any]) -> bool:
+    """Whether every one of ``args`` is :func:`plain` (inline: the path of every tell)."""
+    for arg in args:
+        t = type(arg)
+        if t is int:
+            if not -0x8000000000000000 <= arg <= 0xFFFFFFFFFFFFFFFF:
+                return False
+        elif t is str:
+            if not arg.isascii():
+                return False
+        elif t not in SCALARS:
+            return False
+    return True
+
+
 def check_args(args: tuple[Any, ...] | list[Any], kwargs: dict[str, Any]) -> None:
     """:func:`check` of a call's arguments; plain ones (the common case) are not encoded."""
-    if not kwargs:
-        for arg in args:
-            if not plain(arg):
-                break
-        else:
-            return
-    check((args, kwargs), "arguments")
+    if kwargs or not plain_args(args):
+        check((args, kwargs), "arguments")
 
 
 def check_result(value: Any) -> None:

@@ -33,7 +33,6 @@ from runtime.activation import (
     check,
     check_args,
     new_chain,
-    plain,
 )
 from runtime.chains import deadlock, flatten, waiting
 from runtime.context import TURN
@@ -382,18 +381,43 @@ class Calls:
         served = self._served
         atype = served.known.get(type_name)
         locator = self.locator
-        if (
-            atype is not None
-            and locator is None
-            and (not self.host.check_serializable or (not kwargs and all(map(plain, args))))
-        ):
-            # Fast path: an embedded node telling an actor that is active (no stateless pool).
+        if atype is not None and locator is None:
+            # Fast path: an embedded node telling an actor that is active (no stateless pool),
+            # with arguments that need no check (activation.plain_args, inline)
+            if self.host.check_serializable:
+                if kwargs:
+                    return self._tell_slow(atype, type_name, key, method_name, args, kwargs)
+                for arg in args:
+                    t = type(arg)
+                    if t is int:
+                        if -0x8000000000000000 <= arg <= 0xFFFFFFFFFFFFFFFF:
+                            continue
+                    elif t is str:
+                        if arg.isascii():
+                            continue
+                    elif t in SCALARS:
+                        continue
+                    return self._tell_slow(atype, type_name, key, method_name, args, kwargs)
             table = self._catalog.by_type.get(type_name)
             act = None if table is None else table.get(key)
             method = atype.methods.get(method_name)
             if type(act) is Activation and method is not None and served.names is None:
                 act.enqueue(Message(method, args, kwargs, None, 0.0, 0))
                 return SENT
+        return self._tell_slow(atype, type_name, key, method_name, args, kwargs)
+
+    def _tell_slow(
+        self,
+        atype: ActorType | None,
+        type_name: str,
+        key: str,
+        method_name: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Awaitable[None]:
+        """:meth:`tell` past its fast path: placed, sent, checked, activated."""
+        served = self._served
+        locator = self.locator
         method = None if atype is None else method_of(atype, method_name)
         if locator is not None:
             host = locator.outbound(atype, type_name, key)
