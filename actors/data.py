@@ -54,7 +54,7 @@ class DataRef:
 
 def _check_key(key: object) -> str:
     if not isinstance(key, str) or not key:
-        raise ActorError("a data key is a non-empty str")
+        raise ActorError(f"a data key is a non-empty str, not {key!r}")
     return key
 
 

@@ -8,9 +8,10 @@ defines ``@actor`` classes is what makes a node able to host them.
 from __future__ import annotations
 
 import inspect
-import math
 from collections.abc import Callable, Mapping
 from typing import Any, Final, Literal, TypeVar, overload
+
+from runtime import options
 
 __all__ = ["ActorType", "actor", "actor_type", "registered_types"]
 
@@ -168,37 +169,54 @@ def actor(
     re-importing a module during development keeps working).
     """
 
+    # Every option is checked here, where the user wrote it (not when the first call arrives).
+    actor_name = None if name is None else _check_name(name)
+    idle = options.seconds("idle_after", idle_after, infinite=True)
+    flags = {
+        "persistent": options.flag("persistent", persistent),
+        "reentrant": options.flag("reentrant", reentrant),
+        "stateless": options.flag("stateless", stateless),
+    }
+    where: Placement = options.one_of("placement", placement, _PLACEMENTS)  # type: ignore[assignment]
+    res = options.resources("resources", resources)
+    workers = options.count("max_workers", max_workers, minimum=1)
+    if flags["stateless"] and flags["persistent"]:
+        raise ValueError(
+            "stateless=True and persistent=True do not go together: stateless workers keep "
+            "no state of their own (they are never moved or persisted)"
+        )
+
     def wrap(target: C) -> C:
         if not isinstance(target, type):
-            raise TypeError("@actor decorates classes")
-        if placement not in _PLACEMENTS:
-            raise ValueError(f"placement must be one of {_PLACEMENTS}, not {placement!r}")
-        if not (idle_after > 0 and not math.isnan(idle_after)):
-            raise ValueError("idle_after must be a positive number of seconds")
-        if max_workers < 1:
-            raise ValueError("max_workers must be at least 1")
-        res = dict(resources or {})
-        for k, v in res.items():
-            if not isinstance(k, str) or not isinstance(v, int | float) or v < 0:
-                raise ValueError(f"resources must map names to non-negative numbers: {k!r}={v!r}")
-        actor_name = name if name is not None else target.__name__
-        if not actor_name or not isinstance(actor_name, str):
-            raise ValueError("an actor name must be a non-empty string")
+            raise TypeError(f"@actor decorates classes, not {target!r}")
+        type_name = actor_name if actor_name is not None else target.__name__
         atype = ActorType(
             target,
-            name=actor_name,
-            idle_after=float(idle_after),
-            persistent=persistent,
-            reentrant=reentrant,
-            stateless=stateless,
-            placement=placement,
+            name=type_name,
+            idle_after=idle,
+            persistent=flags["persistent"],
+            reentrant=flags["reentrant"],
+            stateless=flags["stateless"],
+            placement=where,
             resources=res,
-            max_workers=max_workers,
+            max_workers=workers,
         )
         target.__actor_type__ = atype  # type: ignore[attr-defined]
-        _REGISTRY[actor_name] = atype
+        _REGISTRY[type_name] = atype
         return target
 
     if cls is not None:
+        if isinstance(cls, str):
+            raise TypeError(
+                f"@actor takes its options by keyword: @actor(name={cls!r}), not @actor({cls!r})"
+            )
         return wrap(cls)
     return wrap
+
+
+def _check_name(name: object) -> str:
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a non-empty str, not {options.shown(name)}")
+    if not name or not name.isprintable():
+        raise ValueError(f"name must be a non-empty str of printable characters, not {name!r}")
+    return name

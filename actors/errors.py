@@ -11,6 +11,7 @@ __all__ = [
     "ActorError",
     "ActorTimeout",
     "DataLimitExceeded",
+    "Deadlock",
     "MessageTooLarge",
     "NodeUnavailable",
     "ProtocolError",
@@ -79,3 +80,12 @@ class DataLimitExceeded(ActorError):
     """A payload given to ``data.put`` does not fit under the node's ``data_limit`` and the
     node has no ``data_spill_dir`` to move older payloads to; the earlier payload under the
     same key, if any, is kept."""
+
+
+class Deadlock(ActorError):
+    """The call would wait for itself: the actor it goes to is busy in a turn that waits,
+    through the actors the message names (``A/x -> B/y -> A/x``), for this very call. Two
+    different call chains that wait on each other (A, busy in one, asks B while B, busy in
+    the other, asks A) cannot both run; one of the calls fails with this at once, and never
+    runs, so the other can finish. (A -> B -> A in *one* chain runs: call-chain reentrancy.)
+    Raised by a nested ask and not caught, it reaches every caller up the chain as itself."""

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from actors.decorator import actor_type
 from actors.errors import UnknownActorType
+from runtime import options
 
 if TYPE_CHECKING:
     from runtime.calls import Calls
@@ -37,6 +38,7 @@ class Sent:
 
 
 SENT: Final = Sent()
+_INF: Final = float("inf")
 
 
 class MethodRef:
@@ -56,9 +58,15 @@ class MethodRef:
         return calls.ask(ref.type_name, ref.key, self._name, args, kwargs, None)
 
     def ask(self, *args: Any, timeout: float | None = None, **kwargs: Any) -> Awaitable[Any]:
-        """Ask with options: ``timeout`` (seconds) overrides the node's default deadline."""
+        """Ask with options: ``timeout`` (seconds, finite and > 0) overrides the node's default
+        deadline; any other value raises ``TypeError`` or ``ValueError`` naming it."""
+        if timeout is not None and not (type(timeout) is float and 0.0 < timeout < _INF):
+            timeout = options.timeout(timeout)  # an int made a float, or the error
         ref = self._ref
-        return ref.node.calls.ask(ref.type_name, ref.key, self._name, args, kwargs, timeout)
+        calls = ref._bound  # as in __call__
+        if calls is None or calls.closed:
+            calls = ref.node.calls
+        return calls.ask(ref.type_name, ref.key, self._name, args, kwargs, timeout)
 
     def tell(self, *args: Any, **kwargs: Any) -> Awaitable[None]:
         """Send without waiting for a reply; tells from one sender to one actor stay in order.
@@ -81,7 +89,7 @@ class ActorRef:
 
     def __init__(self, type_name: str, key: str, node: Node | None = None) -> None:
         if not isinstance(key, str):
-            raise TypeError(f"an actor key is a str, not {type(key).__name__}")
+            raise TypeError(f"an actor key is a str, not {options.shown(key)}")
         self.type_name = type_name
         self.key = key
         #: the outbound call path of the node it was made on (None: the current node's)
@@ -126,6 +134,10 @@ def type_name_of(target: type | str) -> str:
     """The actor name for a class or a name; classes must be decorated with ``@actor``."""
     if isinstance(target, str):
         return target
+    if not isinstance(target, type):
+        raise TypeError(
+            f"an actor type is an @actor class or its name, not {options.shown(target)}"
+        )
     atype = actor_type(target)
     if atype is None:
         raise UnknownActorType(f"{target.__qualname__} is not an @actor class")

@@ -14,6 +14,10 @@ and a plain ``def`` method (both finish without suspending, so shoal runs the tu
 caller's task), and an ``async def`` that does ``await asyncio.sleep(0)`` (the non-inline path:
 a task per turn), shown beside a floor whose task also sleeps(0) per message.
 
+Rows marked "unchecked" run on ``Node(check_serializable=False)``; the others on ``Node()``,
+which checks that arguments and results could cross the wire (the default: what that costs).
+"ask(timeout=5.0)" passes a timeout on every call (checked on every call).
+
 Part 2, tell throughput: ``c.incr.tell(1)`` N times, then ``await c.peek()`` (checked == N).
 The floor does ``q.put_nowait((1, None))`` N times and then one ask.
 
@@ -140,6 +144,17 @@ async def floor_ask_loop(q: asyncio.Queue[Any], nbatches: int, batch: int, out: 
         out[b] = pc() - t0
 
 
+async def shoal_ask_timeout_loop(c: ActorRef, nbatches: int, batch: int, out: list[int]) -> None:
+    """:func:`shoal_ask_loop` with an explicit ``timeout`` (checked on every call)."""
+    pc = time.perf_counter_ns
+    incr = c.incr
+    for b in range(nbatches):
+        t0 = pc()
+        for _ in range(batch):
+            await incr.ask(1, timeout=5.0)
+        out[b] = pc() - t0
+
+
 async def empty_loop(_: object, nbatches: int, batch: int, out: list[int]) -> None:
     """The timing loop with nothing inside: what the per-call timing itself costs."""
     pc = time.perf_counter_ns
@@ -197,15 +212,23 @@ async def bench_ask(n: int, n_suspending: int, batch: int, reps: int) -> None:
             "timer overhead (empty loop)",
             "floor: queue actor",
             "shoal: async def, inline",
+            "shoal: async def, inline, unchecked",
+            "shoal: async def, ask(timeout=5.0)",
             "shoal: def, inline",
+            "shoal: def, inline, unchecked",
             "floor: queue actor, sleep(0)",
             "shoal: async def + sleep(0)",
         )
     }
-    async with Node() as node:
+    # Node() checks that local arguments and results could cross the wire (the default);
+    # "unchecked" rows are Node(check_serializable=False), what that check costs
+    async with Node() as node, Node(check_serializable=False) as unchecked:
         refs = {
             "shoal: async def, inline": node.ref(Counter, "ask"),
+            "shoal: async def, inline, unchecked": unchecked.ref(Counter, "ask"),
+            "shoal: async def, ask(timeout=5.0)": node.ref(Counter, "ask-timeout"),
             "shoal: def, inline": node.ref(SyncCounter, "ask"),
+            "shoal: def, inline, unchecked": unchecked.ref(SyncCounter, "ask"),
             "shoal: async def + sleep(0)": node.ref(SuspendingCounter, "ask"),
         }
         for ref in refs.values():
@@ -214,8 +237,15 @@ async def bench_ask(n: int, n_suspending: int, batch: int, reps: int) -> None:
             await measure(empty_loop, None, n, batch, rows["timer overhead (empty loop)"])
             async with QueueActor() as qa:
                 await measure(floor_ask_loop, qa.q, n, batch, rows["floor: queue actor"])
-            for name in ("shoal: async def, inline", "shoal: def, inline"):
+            for name in (
+                "shoal: async def, inline",
+                "shoal: async def, inline, unchecked",
+                "shoal: def, inline",
+                "shoal: def, inline, unchecked",
+            ):
                 await measure(shoal_ask_loop, refs[name], n, batch, rows[name])
+            name = "shoal: async def, ask(timeout=5.0)"
+            await measure(shoal_ask_timeout_loop, refs[name], n, batch, rows[name])
             async with QueueActor(suspending=True) as qa:
                 await measure(
                     floor_ask_loop, qa.q, n_suspending, batch, rows["floor: queue actor, sleep(0)"]
@@ -291,24 +321,27 @@ async def bench_tell(n: int, reps: int) -> None:
     rows: dict[str, list[float]] = {
         "floor: queue actor": [],
         "shoal: tell async def": [],
+        "shoal: tell async def, unchecked": [],
         "shoal: tell def": [],
+        "shoal: tell def, unchecked": [],
     }
-    async with Node() as node:
+    async with Node() as node, Node(check_serializable=False) as unchecked:
+        cases = [
+            ("shoal: tell async def", node, Counter),
+            ("shoal: tell async def, unchecked", unchecked, Counter),
+            ("shoal: tell def", node, SyncCounter),
+            ("shoal: tell def, unchecked", unchecked, SyncCounter),
+        ]
         # warm-up on other keys
         await floor_tell_once(max(1000, n // 10))
-        await shoal_tell_once(node.ref(Counter, "tell-warm"), max(1000, n // 10))
-        await shoal_tell_once(node.ref(SyncCounter, "tell-warm"), max(1000, n // 10))
+        for _, on, cls in cases:
+            await shoal_tell_once(on.ref(cls, "tell-warm"), max(1000, n // 10))
         for rep in range(reps):
             settle()
             rows["floor: queue actor"].append(await floor_tell_once(n))
-            settle()
-            rows["shoal: tell async def"].append(
-                await shoal_tell_once(node.ref(Counter, f"tell-{rep}"), n)
-            )
-            settle()
-            rows["shoal: tell def"].append(
-                await shoal_tell_once(node.ref(SyncCounter, f"tell-{rep}"), n)
-            )
+            for name, on, cls in cases:
+                settle()
+                rows[name].append(await shoal_tell_once(on.ref(cls, f"tell-{rep}"), n))
     floor = median(rows["floor: queue actor"])
     out = []
     for name, secs in rows.items():

@@ -23,15 +23,17 @@ import asyncio
 import itertools
 import logging
 import random
+import time
 import traceback
 from collections import deque
-from collections.abc import Coroutine, Generator
+from collections.abc import Callable, Coroutine, Generator
 from contextvars import copy_context
 from typing import TYPE_CHECKING, Any, Final
 
-from actors.errors import ActorError, RemoteError, SerializationError
+from actors.errors import ActorError, Deadlock, RemoteError, SerializationError
 from runtime.context import TURN
 from runtime.lifecycle import ACTIVE, DEAD
+from runtime.logs import Throttle, last_frame
 from runtime.mailbox import Message, ReplySink
 
 if TYPE_CHECKING:
@@ -39,7 +41,20 @@ if TYPE_CHECKING:
     from runtime.affinity import Affinity
     from runtime.node import Node
 
-__all__ = ["Activation", "Host", "new_chain", "remote_error"]
+__all__ = [
+    "INT_MAX",
+    "INT_MIN",
+    "SCALARS",
+    "Activation",
+    "Host",
+    "check",
+    "check_args",
+    "check_result",
+    "new_chain",
+    "plain",
+    "plain_args",
+    "remote_error",
+]
 
 log = logging.getLogger("shoal.actor")
 
@@ -48,6 +63,9 @@ _CHAIN_PREFIX: Final = random.getrandbits(31) << 32
 NO_REPLY: Final[Any] = object()
 _chain_counter = itertools.count(1)
 
+
+#: Seconds between two log lines about failed (or dropped) tells of one kind.
+FAILURE_LOG_INTERVAL: Final = 10.0
 
 #: Outcomes of starting a turn.
 DONE: Final = 0
@@ -60,16 +78,17 @@ def new_chain() -> int:
     return _CHAIN_PREFIX | (next(_chain_counter) & 0xFFFFFFFF)
 
 
-def remote_error(exc: BaseException) -> RemoteError:
-    """The ``RemoteError`` a caller receives for an exception raised inside a turn."""
-    if isinstance(exc, RemoteError):
+def remote_error(exc: BaseException) -> RemoteError | Deadlock:
+    """The ``RemoteError`` a caller receives for an exception raised inside a turn (a
+    ``Deadlock`` that a nested ask raised stays one: the whole chain is deadlocked)."""
+    if isinstance(exc, RemoteError | Deadlock):
         return exc
     tb = "".join(traceback.format_exception(exc))
     return RemoteError(type(exc).__qualname__, str(exc), tb)
 
 
 def _first_step(
-    turn: tuple[Activation, int, float], method: Method, inst: Any, args: Any, kwargs: Any
+    turn: tuple[Activation, int, float, Any], method: Method, inst: Any, args: Any, kwargs: Any
 ) -> tuple[Coroutine[Any, Any, Any] | None, Any]:
     """Inside the turn's context: call the method and, if it is a coroutine, run its first step.
     Returns ``(None, result)``, or ``(coroutine, what it yielded)`` if it suspended."""
@@ -119,25 +138,106 @@ class Host:
     for them) and the check that a result can cross the wire. ``node`` is the public ``Node``
     (what ``actors.ref`` inside a turn sends through)."""
 
-    __slots__ = ("check_serializable", "loop", "node", "running", "tick", "turn_tasks")
+    __slots__ = (
+        "check_serializable",
+        "failures",
+        "loop",
+        "node",
+        "running",
+        "tick",
+        "turn_tasks",
+    )
 
-    def __init__(self, node: Node, check_serializable: bool) -> None:
+    def __init__(
+        self, node: Node, check_serializable: bool, wall: Callable[[], float] = time.time
+    ) -> None:
         self.node = node
         self.check_serializable = check_serializable
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]  # set by start
         self.running = False
         self.tick = 0
         self.turn_tasks: set[asyncio.Task[Any]] = set()
+        #: failed and dropped tells, logged once per kind per interval (``wall``: the clock)
+        self.failures = Throttle(FAILURE_LOG_INTERVAL, wall)
+
+    def tell_failed(self, act: Activation, method: str, err: BaseException) -> None:
+        """Log the failure of a turn nobody waits for (a tell): once per actor type, method
+        and error type per :data:`FAILURE_LOG_INTERVAL`, with the count of those left out
+        and where the first one raised (its traceback at DEBUG level)."""
+        remote = err if isinstance(err, RemoteError) else None
+        kind = remote.type_name if remote is not None else type(err).__qualname__
+        left_out = self.failures.admit(("failed", act.type.name, method, kind))
+        if left_out is None:
+            return
+        message = remote.message if remote is not None else str(err)
+        where = last_frame(remote.remote_traceback) if remote is not None else ""
+        log.error(
+            "tell to %s/%s failed in %s: %s: %s%s%s",
+            act.type.name,
+            act.key,
+            method,
+            kind,
+            message,
+            f" (at {where})" if where else "",
+            _left_out(left_out),
+        )
+        if remote is not None and remote.remote_traceback and log.isEnabledFor(logging.DEBUG):
+            log.debug("traceback of that tell: %s", remote.remote_traceback)
+
+    def tell_dropped(self, type_name: str, key: str, method: str, err: BaseException) -> None:
+        """Log a tell that could not be delivered (a warning, once per kind per interval)."""
+        left_out = self.failures.admit(("dropped", type_name, method, type(err).__qualname__))
+        if left_out is not None:
+            log.warning(
+                "tell to %s/%s.%s dropped: %s%s", type_name, key, method, err, _left_out(left_out)
+            )
+
+    def flush_failures(self) -> None:
+        """Log the counts of failures left out and not reported yet (when the node stops)."""
+        for kind, count in self.failures.drain():
+            if isinstance(kind, tuple):
+                what, type_name, method, error = kind
+                log.log(
+                    logging.ERROR if what == "failed" else logging.WARNING,
+                    "%d more tells to %s.%s %s with %s since the last one logged",
+                    count,
+                    type_name,
+                    method,
+                    what,
+                    error,
+                )
+            else:
+                log.warning("%d more tells failed or were dropped since the last logged", count)
 
     def settle(self, reply: ReplySink, value: Any) -> None:
-        """Answer ``reply`` with a turn's result (an error if it could not cross the wire)."""
-        if self.check_serializable:
+        """Answer ``reply`` with a turn's result (an error if it could not cross the wire:
+        checked for a local caller; a remote one's reply is encoded, which checks it)."""
+        if self.check_serializable and isinstance(reply, asyncio.Future):
             try:
-                check(value, "result")
+                check_result(value)
             except SerializationError as err:
                 reply.set_exception(err)
                 return
         reply.set_result(value)
+
+
+#: Types whose values cross the wire unchanged whatever they hold (``int`` and ``str`` are
+#: looked at more closely in :func:`plain`).
+SCALARS: Final = frozenset({float, bool, type(None), bytes})
+INT_MIN: Final = -(1 << 63)
+INT_MAX: Final = (1 << 64) - 1
+
+
+def plain(value: Any) -> bool:
+    """Whether ``value`` surely crosses the wire as it is, decided without encoding it: a
+    float, bool, None, bytes, an int in msgpack's range or an ASCII str (a non-ASCII str may
+    hold a lone surrogate, which UTF-8 cannot encode). Anything else is encoded to know."""
+    t = type(value)
+    if t is int:
+        return bool(INT_MIN <= value <= INT_MAX)
+    if t is str:
+        return bool(value.isascii())
+    return t in SCALARS
 
 
 def check(value: Any, what: str) -> None:
@@ -150,11 +250,39 @@ def check(value: Any, what: str) -> None:
         raise SerializationError(f"{what} cannot cross the wire: {err}") from None
 
 
+def plain_args(args: tuple[Any, ...] | list[Any]) -> bool:
+    """Whether every one of ``args`` is :func:`plain` (inline: the path of every tell)."""
+    for arg in args:
+        t = type(arg)
+        if t is int:
+            if not -0x8000000000000000 <= arg <= 0xFFFFFFFFFFFFFFFF:
+                return False
+        elif t is str:
+            if not arg.isascii():
+                return False
+        elif t not in SCALARS:
+            return False
+    return True
+
+
+def check_args(args: tuple[Any, ...] | list[Any], kwargs: dict[str, Any]) -> None:
+    """:func:`check` of a call's arguments; plain ones (the common case) are not encoded."""
+    if kwargs or not plain_args(args):
+        check((args, kwargs), "arguments")
+
+
+def check_result(value: Any) -> None:
+    """:func:`check` of a turn's result; a plain one is not encoded."""
+    if not plain(value):
+        check(value, "result")
+
+
 class Activation:
     """One live instance of an actor type on this node."""
 
     __slots__ = (
         "affinity",
+        "awaiting",
         "epoch",
         "host",
         "instance",
@@ -182,6 +310,8 @@ class Activation:
         self.tick = host.tick
         #: what it reads and whom it calls (``placement="data"`` on a cluster; else None)
         self.affinity: Affinity | None = None
+        #: the actors its turns' remote asks wait on now, with counts (``runtime.chains``)
+        self.awaiting: dict[tuple[str, str], int] | None = None
 
     @property
     def node(self) -> Node:
@@ -220,6 +350,7 @@ class Activation:
         chain: int,
         deadline: float,
         reply: ReplySink | None,
+        waits: Any = None,
     ) -> tuple[int, Any]:
         """Begin a turn in the calling task.
 
@@ -227,7 +358,8 @@ class Activation:
         suspending (``reply`` is then left to the caller), or ``(SUSPENDED, reply)`` when it
         continues in a task that settles ``reply`` at its end. With ``reply`` None a suspended
         turn gets a fresh future as its reply; pass ``NO_REPLY`` for a tell.
-        ``deadline`` (loop clock, 0.0 = none) bounds the asks the turn makes.
+        ``deadline`` (loop clock, 0.0 = none) bounds the asks the turn makes; ``waits`` is
+        what waits on the turn (``runtime.chains``).
         """
         self.running += 1
         if chain == 0:
@@ -238,7 +370,7 @@ class Activation:
         ctx = copy_context()
         try:
             coro, value = ctx.run(
-                _first_step, (self, chain, deadline), method, self.instance, args, kwargs
+                _first_step, (self, chain, deadline, waits), method, self.instance, args, kwargs
             )
         except Exception as exc:
             self.end_turn()
@@ -250,13 +382,14 @@ class Activation:
         if reply is None:
             reply = host.loop.create_future()
         task = host.loop.create_task(
-            self._finish(_Resume(coro, value), None if reply is NO_REPLY else reply), context=ctx
+            self._finish(_Resume(coro, value), None if reply is NO_REPLY else reply, method.name),
+            context=ctx,
         )
         host.turn_tasks.add(task)
         task.add_done_callback(host.turn_tasks.discard)
         return SUSPENDED, reply
 
-    async def _finish(self, resume: _Resume, reply: ReplySink | None) -> None:
+    async def _finish(self, resume: _Resume, reply: ReplySink | None, method: str) -> None:
         try:
             result = await resume
         except asyncio.CancelledError:
@@ -266,7 +399,7 @@ class Activation:
         except Exception as exc:
             err = remote_error(exc)
             if reply is None:
-                log_tell_failure(self, err)
+                self.host.tell_failed(self, method, err)
             elif not reply.done():
                 reply.set_exception(err)
         else:
@@ -295,12 +428,13 @@ class Activation:
             msg.chain,
             msg.deadline,
             NO_REPLY if reply is None else reply,
+            msg.waits,
         )
         if outcome == SUSPENDED:
             return True
         if reply is None:
             if outcome == RAISED:
-                log_tell_failure(self, value)
+                self.host.tell_failed(self, msg.method.name, value)
         elif not reply.done():
             if outcome == DONE:
                 self.host.settle(reply, value)
@@ -347,7 +481,5 @@ class Activation:
         return list(queue) if queue else []
 
 
-def log_tell_failure(act: Activation, err: BaseException) -> None:
-    """Log the failure of a turn nobody waits for (a tell)."""
-    detail = err.remote_traceback if isinstance(err, RemoteError) else repr(err)
-    log.error("tell to %s/%s failed: %s\n%s", act.type.name, act.key, err, detail)
+def _left_out(count: int) -> str:
+    return f"; {count} more like it since the last one logged" if count else ""

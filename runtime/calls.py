@@ -18,14 +18,23 @@ activation) come back here: :meth:`Calls.redeliver` and :meth:`Calls.reroute`.
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Awaitable, Coroutine
 from typing import TYPE_CHECKING, Any, Final
 
 from actors.errors import ActorError, ActorTimeout, NodeUnavailable, UnknownActorType
 from actors.ref import SENT
 from runtime import wire
-from runtime.activation import DONE, RAISED, Activation, Host, check, new_chain
+from runtime.activation import (
+    DONE,
+    RAISED,
+    SCALARS,
+    Activation,
+    Host,
+    check,
+    check_args,
+    new_chain,
+)
+from runtime.chains import deadlock, flatten, waiting
 from runtime.context import TURN
 from runtime.locator import PLACE
 from runtime.mailbox import Message, ReplySink
@@ -40,8 +49,6 @@ if TYPE_CHECKING:
     from runtime.served import Served
 
 __all__ = ["MAX_REDIRECTS", "Calls"]
-
-log = logging.getLogger("shoal.node")
 
 #: Most redirects one ask follows. Members that disagree about the ring for a moment may send
 #: an ask back and forth; the caller then waits a little before it follows the redirect again.
@@ -178,7 +185,23 @@ class Calls:
             raise UnknownActorType(f"no actor type {type_name!r} is served here")
         host_env = self.host
         if host_env.check_serializable:
-            check((args, kwargs), "arguments")
+            # activation.plain, inline (this is the hot path of every local ask): plain
+            # arguments need no encoding
+            for arg in args:
+                t = type(arg)
+                if t is int:
+                    if -0x8000000000000000 <= arg <= 0xFFFFFFFFFFFFFFFF:  # INT_MIN, INT_MAX
+                        continue
+                elif t is str:
+                    if arg.isascii():
+                        continue
+                elif t in SCALARS:
+                    continue
+                check((args, kwargs), "arguments")
+                break
+            else:
+                if kwargs:
+                    check((args, kwargs), "arguments")
         act = self._catalog.activation(atype, key)
         if timeout is None:
             timeout = self.default_timeout
@@ -194,16 +217,26 @@ class Calls:
             if affinity is not None:
                 affinity.sent(self.address)
         if act.can_run_now(chain):
-            outcome, waiter = act.start_turn(method, args, kwargs, chain, deadline, None)
+            outcome, waiter = act.start_turn(method, args, kwargs, chain, deadline, None, turn)
             if outcome == DONE:
                 if host_env.check_serializable:
-                    check(waiter, "result")
+                    t = type(waiter)
+                    if not (
+                        (t is int and -0x8000000000000000 <= waiter <= 0xFFFFFFFFFFFFFFFF)
+                        or t in SCALARS
+                        or (t is str and waiter.isascii())
+                    ):
+                        check(waiter, "result")
                 return waiter
             if outcome == RAISED:
                 raise waiter
         else:
+            if turn is not None:  # asked from a turn: would it wait for itself?
+                cycle = deadlock(act, turn, chain, self._served.known)
+                if cycle is not None:
+                    raise cycle
             waiter = host_env.loop.create_future()
-            act.enqueue(Message(method, args, kwargs, waiter, deadline, chain))
+            act.enqueue(Message(method, args, kwargs, waiter, deadline, chain, turn))
         return await self.wait(waiter, deadline, timeout, type_name, key, method_name)
 
     async def remote_ask(
@@ -217,14 +250,18 @@ class Calls:
         timeout: float | None,
         chain: int = 0,
         deadline: float = 0.0,
+        waits: list[Any] | None = None,
     ) -> Any:
-        """An ask sent to ``host``, following redirects (each one teaches the locator)."""
+        """An ask sent to ``host``, following redirects (each one teaches the locator).
+        Asked from a turn, it carries what waits on it, and counts as outstanding for the
+        turn's activation while it waits (``runtime.chains``)."""
         if not self.host.running:
             raise _not_running()
         loop = self.host.loop
         if timeout is None:
             timeout = self.default_timeout
         now = loop.time()
+        asking: Activation | None = None
         turn = TURN.get()
         sender = "" if turn is None else self.address  # an actor asks: its callee counts it
         if not deadline:
@@ -233,58 +270,67 @@ class Calls:
                 chain = turn[1]
                 if 0.0 < turn[2] < deadline:
                     deadline = turn[2]
-                affinity = turn[0].affinity
+                asking = turn[0]
+                affinity = asking.affinity
                 if affinity is not None:
                     affinity.sent(host)
+                waits = flatten(turn)
         if not chain:
             chain = new_chain()
         messaging, locator = self.messaging, self.locator
         assert messaging is not None and locator is not None
         wall_deadline = self._wall() + (deadline - now)  # absolute: it survives hops
         visited: list[str] | None = None  # made on the first redirect: none on the hot path
-        for hops in range(MAX_REDIRECTS + 1):
-            if messaging.transport.backlog(host) >= self._hwm:
-                await self._drained(host, deadline)
-            corr, fut = messaging.ask(
-                host,
-                type_name,
-                key,
-                method_name,
-                args,
-                kwargs,
-                wall_deadline,
-                hops,
-                chain,
-                loop,
-                deadline,
-                timeout,
-                sender,
+        if asking is not None:
+            waiting(asking, type_name, key, 1)
+        try:
+            for hops in range(MAX_REDIRECTS + 1):
+                if messaging.transport.backlog(host) >= self._hwm:
+                    await self._drained(host, deadline)
+                corr, fut = messaging.ask(
+                    host,
+                    type_name,
+                    key,
+                    method_name,
+                    args,
+                    kwargs,
+                    wall_deadline,
+                    hops,
+                    chain,
+                    loop,
+                    deadline,
+                    timeout,
+                    waits,
+                    sender,
+                )
+                try:
+                    return await fut  # an answered ask is forgotten by Messaging
+                except wire.Redirect as redirect:
+                    if visited is None:
+                        visited = []
+                    visited.append(host)
+                    host = str(redirect)
+                    locator.learned(type_name, key, host)
+                    if host in visited:
+                        # Sent back: the two disagree about the ring until gossip reaches one of
+                        # them. Give it a moment (growing) before following the redirect again.
+                        pause = min(0.005 * (1 << visited.count(host)), 0.2)
+                        if loop.time() + pause >= deadline:
+                            raise ask_timeout(type_name, key, method_name, timeout) from None
+                        await asyncio.sleep(pause)
+                    if host == self.address:
+                        return await self.ask_any(
+                            type_name, key, method_name, tuple(args), kwargs, timeout
+                        )
+                except BaseException:  # timed out or cancelled: stop waiting for the answer
+                    messaging.forget(corr)
+                    raise
+            raise NodeUnavailable(
+                f"{type_name}/{key} could not be located in {MAX_REDIRECTS} redirects"
             )
-            try:
-                return await fut  # an answered ask is forgotten by Messaging
-            except wire.Redirect as redirect:
-                if visited is None:
-                    visited = []
-                visited.append(host)
-                host = str(redirect)
-                locator.learned(type_name, key, host)
-                if host in visited:
-                    # Sent back: the two disagree about the ring until gossip reaches one of
-                    # them. Give it a moment (growing) before following the redirect again.
-                    pause = min(0.005 * (1 << visited.count(host)), 0.2)
-                    if loop.time() + pause >= deadline:
-                        raise ask_timeout(type_name, key, method_name, timeout) from None
-                    await asyncio.sleep(pause)
-                if host == self.address:
-                    return await self.ask_any(
-                        type_name, key, method_name, tuple(args), kwargs, timeout
-                    )
-            except BaseException:  # timed out or cancelled: stop waiting for the answer
-                messaging.forget(corr)
-                raise
-        raise NodeUnavailable(
-            f"{type_name}/{key} could not be located in {MAX_REDIRECTS} redirects"
-        )
+        finally:
+            if asking is not None:
+                waiting(asking, type_name, key, -1)
 
     async def _drained(self, peer: str, deadline: float) -> None:
         assert self.messaging is not None
@@ -337,14 +383,43 @@ class Calls:
         served = self._served
         atype = served.known.get(type_name)
         locator = self.locator
-        if atype is not None and locator is None and not self.host.check_serializable:
-            # Fast path: an embedded node telling an actor that is active (no stateless pool).
+        if atype is not None and locator is None:
+            # Fast path: an embedded node telling an actor that is active (no stateless pool),
+            # with arguments that need no check (activation.plain_args, inline)
+            if self.host.check_serializable:
+                if kwargs:
+                    return self._tell_slow(atype, type_name, key, method_name, args, kwargs)
+                for arg in args:
+                    t = type(arg)
+                    if t is int:
+                        if -0x8000000000000000 <= arg <= 0xFFFFFFFFFFFFFFFF:
+                            continue
+                    elif t is str:
+                        if arg.isascii():
+                            continue
+                    elif t in SCALARS:
+                        continue
+                    return self._tell_slow(atype, type_name, key, method_name, args, kwargs)
             table = self._catalog.by_type.get(type_name)
             act = None if table is None else table.get(key)
             method = atype.methods.get(method_name)
             if type(act) is Activation and method is not None and served.names is None:
                 act.enqueue(Message(method, args, kwargs, None, 0.0, 0))
                 return SENT
+        return self._tell_slow(atype, type_name, key, method_name, args, kwargs)
+
+    def _tell_slow(
+        self,
+        atype: ActorType | None,
+        type_name: str,
+        key: str,
+        method_name: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Awaitable[None]:
+        """:meth:`tell` past its fast path: placed, sent, checked, activated."""
+        served = self._served
+        locator = self.locator
         method = None if atype is None else method_of(atype, method_name)
         if locator is not None:
             host = locator.outbound(atype, type_name, key)
@@ -358,7 +433,7 @@ class Calls:
         if method is None or atype is None or served.get(type_name) is None:
             raise UnknownActorType(f"no actor type {type_name!r} is served here")
         if self.host.check_serializable:
-            check((args, kwargs), "arguments")
+            check_args(args, kwargs)
         self._catalog.activation(atype, key).enqueue(Message(method, args, kwargs, None, 0.0, 0))
         return SENT
 
@@ -378,7 +453,7 @@ class Calls:
             else:
                 self.tell(atype.name, key, method_name, args, kwargs)
         except ActorError as err:
-            log.warning("tell to %s/%s.%s dropped: %s", atype.name, key, method_name, err)
+            self.host.tell_dropped(atype.name, key, method_name, err)
 
     def remote_tell(
         self,
@@ -431,7 +506,7 @@ class Calls:
             if reply is not None:
                 reply.set_exception(err)
             else:
-                log.error("tell to %s/%s lost its activation: %s", atype.name, key, err)
+                self.host.tell_dropped(atype.name, key, msg.method.name, err)
             return
         act.enqueue(msg)
 
@@ -464,6 +539,7 @@ class Calls:
                     None,
                     msg.chain,
                     msg.deadline or loop.time() + self.default_timeout,
+                    flatten(msg.waits) or None,
                 )
             )
             task.add_done_callback(lambda t: _chain_future(t, reply))

@@ -1,11 +1,21 @@
-"""The ``shoal`` command: ``shoal node`` runs a cluster member, ``shoal demo`` the main job."""
+"""The ``shoal`` command: ``shoal node`` runs a cluster member, ``shoal demo`` the main job.
+
+A mistake is one line on stderr and a non-zero exit, never a traceback: ``shoal node: error:
+...`` with exit code 2 for an option that is wrong as given (an address without a scheme, a
+storage URL of no known kind, a negative limit) and 1 for a node that cannot start (a module
+that does not import, a port in use, seeds that do not answer). A node that will serve no
+actor type says so in one ``shoal node: warning: ...`` line and runs on (a member that hosts
+nothing).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import gc
 import importlib
 import logging
+import math
 import signal
 import sys
 from collections.abc import Sequence
@@ -14,12 +24,18 @@ from typing import Any, Final
 import click
 import uvloop
 
+from actors.decorator import registered_types
+from actors.errors import NodeUnavailable
+from runtime import options
 from runtime.rebalancer import DEFAULT_PERIOD
 
-__all__ = ["GC_THRESHOLD", "main", "parse_resources", "tune_gc"]
+__all__ = ["GC_THRESHOLD", "main", "one_line", "parse_resources", "tune_gc"]
 
 GC_THRESHOLD: Final = 10_000
 """The young-generation collection threshold of a node process (CPython 3.11's is 700)."""
+
+#: Seconds ``shoal node`` keeps trying its seeds (``--join-timeout``).
+JOIN_TIMEOUT: Final = 10.0
 
 
 def tune_gc(threshold: int = GC_THRESHOLD) -> None:
@@ -40,6 +56,14 @@ def tune_gc(threshold: int = GC_THRESHOLD) -> None:
     gc.set_threshold(threshold, older, oldest)
 
 
+def one_line(text: str) -> str:
+    """``text`` on one line: its lines joined with spaces, control characters escaped."""
+    joined = " ".join(part.strip() for part in text.splitlines() if part.strip())
+    if joined.isprintable():
+        return joined
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in joined)
+
+
 def parse_resources(text: str | None) -> dict[str, float]:
     """Parse ``gpu=1,mem=16`` into ``{"gpu": 1.0, "mem": 16.0}``."""
     out: dict[str, float] = {}
@@ -49,15 +73,68 @@ def parse_resources(text: str | None) -> dict[str, float]:
             continue
         name, sep, value = part.partition("=")
         if not sep or not name.strip():
-            raise click.BadParameter(f"expected NAME=NUMBER, got {part!r}")
+            raise click.BadParameter(f"expected NAME=NUMBER[,NAME=NUMBER...], got {part!r}")
         try:
-            out[name.strip()] = float(value)
+            amount = float(value)
         except ValueError:
-            raise click.BadParameter(f"{value!r} is not a number") from None
+            raise click.BadParameter(f"{value!r} is not a number (in {part!r})") from None
+        if not 0 <= amount < math.inf:
+            raise click.BadParameter(f"{part!r}: an amount is a finite number >= 0")
+        out[name.strip()] = amount
     return out
 
 
-@click.group()
+class _Shoal(click.Group):
+    """The ``shoal`` group: every error is one line on stderr (see the module docstring)."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        if not kwargs.get("standalone_mode", True):
+            return super().main(*args, **kwargs)
+        kwargs["standalone_mode"] = False
+        if not args and "prog_name" not in kwargs:
+            kwargs["prog_name"] = "shoal"  # also as ``python -m runtime``
+        try:
+            rv = super().main(*args, **kwargs)
+        except click.exceptions.NoArgsIsHelpError as exc:  # plain `shoal`: the help
+            click.echo(exc.format_message(), err=True)
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            ctx = getattr(exc, "ctx", None)
+            where = ctx.command_path if isinstance(ctx, click.Context) else "shoal"
+            click.echo(f"{where}: error: {one_line(exc.format_message())}", err=True)
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("shoal: aborted", err=True)
+            sys.exit(1)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+class _Failed(click.ClickException):
+    """A node that could not start: one line, exit code 1."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.ctx = click.get_current_context(silent=True)
+
+
+def _address(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    flag = param.opts[0] if param.opts else str(param.name)
+    try:
+        if isinstance(value, tuple):
+            return tuple(options.address(flag, v) for v in value)
+        return None if value is None else options.address(flag, value)
+    except (TypeError, ValueError) as err:
+        raise click.UsageError(str(err), ctx) from None
+
+
+def _storage(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    try:
+        return None if value is None else options.storage_url(value)
+    except (TypeError, ValueError) as err:
+        raise click.UsageError(f"--storage: {err}", ctx) from None
+
+
+@click.group(cls=_Shoal)
 @click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
 def main(verbose: int) -> None:
     """shoal: floating, named, virtual actors."""
@@ -66,13 +143,34 @@ def main(verbose: int) -> None:
 
 
 @main.command()
-@click.option("--listen", required=True, help="Endpoint to serve on, e.g. tcp://127.0.0.1:5700.")
-@click.option("--seed", "seeds", multiple=True, help="A member to join through (repeatable).")
+@click.option(
+    "--listen",
+    required=True,
+    callback=_address,
+    help="Endpoint to serve on, e.g. tcp://127.0.0.1:5700 (port 0: any).",
+)
+@click.option(
+    "--seed",
+    "seeds",
+    multiple=True,
+    callback=_address,
+    help="A member to join through, e.g. tcp://127.0.0.1:5700 (repeatable).",
+)
 @click.option(
     "--import", "modules", multiple=True, help="Module defining @actor classes (repeatable)."
 )
-@click.option("--storage", default=None, help="State storage URL, e.g. sqlite:///state.db.")
-@click.option("--resources", default=None, help="What this node offers, e.g. gpu=1,mem=16.")
+@click.option(
+    "--storage",
+    default=None,
+    callback=_storage,
+    help="State storage URL: memory://, sqlite:///PATH, postgresql://..., redis://...",
+)
+@click.option(
+    "--resources",
+    default=None,
+    callback=lambda ctx, param, value: parse_resources(value),
+    help="What this node offers, e.g. gpu=1,mem=16.",
+)
 @click.option(
     "--data-limit",
     default=None,
@@ -93,6 +191,13 @@ def main(verbose: int) -> None:
     help='Seconds between moves of placement="data" actors toward what they use.',
 )
 @click.option(
+    "--join-timeout",
+    default=JOIN_TIMEOUT,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Seconds to keep trying the seeds before giving up.",
+)
+@click.option(
     "--gc-threshold",
     default=GC_THRESHOLD,
     show_default=True,
@@ -103,24 +208,34 @@ def node(
     seeds: Sequence[str],
     modules: Sequence[str],
     storage: str | None,
-    resources: str | None,
+    resources: dict[str, float],
     data_limit: int | None,
     data_spill_dir: str | None,
     rebalance_period: float,
+    join_timeout: float,
     gc_threshold: int,
 ) -> None:
     """Run a node until SIGTERM or SIGINT, then leave gracefully."""
     sys.path.insert(0, "")
     for name in modules:
-        importlib.import_module(name)
-    res = parse_resources(resources)
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # ImportError, SyntaxError, whatever the module raised
+            raise _Failed(f"cannot import module {name!r}: {type(exc).__name__}: {exc}") from None
+    if not registered_types():
+        click.echo(
+            "shoal node: warning: this node serves no actor type (no --import defined an "
+            "@actor class): it joins as a member that hosts nothing",
+            err=True,
+        )
     tune_gc(gc_threshold)
-    options = {
+    options_ = {
         "rebalance_period": rebalance_period,
         "data_limit": data_limit,
         "data_spill_dir": data_spill_dir,
+        "join_timeout": join_timeout,
     }
-    uvloop.run(_serve(listen, list(seeds), storage, res, options))
+    uvloop.run(_serve(listen, list(seeds), storage, resources, options_))
 
 
 async def _serve(
@@ -128,7 +243,7 @@ async def _serve(
     seeds: list[str],
     storage: str | None,
     resources: dict[str, float],
-    options: dict[str, Any],
+    options_: dict[str, Any],
 ) -> None:
     from runtime.node import Node
 
@@ -136,15 +251,26 @@ async def _serve(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    async with Node(
-        listen=listen,
-        seeds=seeds,
-        storage=storage,
-        resources=resources,
-        **options,
-    ) as n:
-        print(f"listening on {n.address}", flush=True)
-        await stop.wait()
+    try:
+        n = Node(listen=listen, seeds=seeds, storage=storage, resources=resources, **options_)
+    except (TypeError, ValueError) as err:  # e.g. a spill directory without a limit
+        raise click.UsageError(str(err), click.get_current_context(silent=True)) from None
+    serving = False
+    try:
+        async with n:
+            serving = True
+            print(f"listening on {n.address}", flush=True)
+            await stop.wait()
+    except OSError as err:
+        if serving:
+            raise
+        if err.errno == errno.EADDRINUSE:
+            raise _Failed(f"cannot listen on {listen}: the address is in use") from None
+        raise _Failed(f"cannot start: {err}") from None
+    except NodeUnavailable as err:
+        if serving:
+            raise
+        raise _Failed(f"cannot join the cluster: {err}") from None
 
 
 @main.command()

@@ -189,7 +189,7 @@ class Cluster:
             except TimeoutError:
                 await self.close()
                 raise NodeUnavailable(
-                    f"no seed of {self._seeds} answered within {join_timeout:g} s"
+                    f"no seed answered within {join_timeout:g} s (tried {', '.join(self._seeds)})"
                 ) from None
 
     async def close(self) -> None:
@@ -323,7 +323,9 @@ class Cluster:
         if fields[wire.F_KIND] == wire.ASK:
             RemoteReply(self.messaging, route, fields[wire.F_CORR]).set_exception(err)
         else:
-            log.warning("tell to %s/%s dropped: %s", fields[wire.F_TYPE], fields[wire.F_KEY], err)
+            self._catalog.host.tell_dropped(
+                fields[wire.F_TYPE], fields[wire.F_KEY], fields[wire.F_METHOD], err
+            )
         return True
 
     def _release_held(self) -> None:
@@ -598,13 +600,18 @@ class Cluster:
         )
 
     def owner(self, type_name: str, key: str) -> str:
-        """The ring owner of an actor; ``UnknownActorType`` if no member serves its type."""
+        """The ring owner of an actor; ``UnknownActorType`` if no member serves its type, or
+        none of those that do offers the resources it needs (the message says which)."""
         atype = self._known.get(type_name)
+        needs = atype.resources if atype is not None else None
         try:
-            return self.membership.owner(
-                type_name, key, atype.resources if atype is not None else None
-            )
+            return self.membership.owner(type_name, key, needs)
         except LookupError:
+            if needs and self.membership.serves(type_name):
+                shown = {k: int(v) if v.is_integer() else v for k, v in needs.items()}
+                raise UnknownActorType(
+                    f"no member offers resources {shown} for actor type {type_name!r}"
+                ) from None
             raise UnknownActorType(f"no member serves actor type {type_name!r}") from None
 
     def _owner_or_none(self, type_name: str, key: str) -> str | None:

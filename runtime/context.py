@@ -7,7 +7,7 @@ its call chain (for call-chain reentrancy) and ``actors.ref`` finds the node wit
 from __future__ import annotations
 
 from contextvars import ContextVar
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from actors.errors import ActorError
 
@@ -20,9 +20,11 @@ __all__ = ["NODE", "TURN", "current_node"]
 #: The node of the enclosing ``async with Node()`` (or the node running the current turn).
 NODE: ContextVar[Node | None] = ContextVar("shoal_node", default=None)
 
-#: (activation, call-chain id, deadline on the loop clock or 0.0) of the turn being run, or
-#: None outside any turn. Asks made by a turn inherit its chain and (if sooner) its deadline.
-TURN: ContextVar[tuple[Activation, int, float] | None] = ContextVar("shoal_turn", default=None)
+#: (activation, call-chain id, deadline on the loop clock or 0.0, what waits on the turn) of
+#: the turn being run, or None outside any turn. Asks made by a turn inherit its chain and (if
+#: sooner) its deadline; what waits on it is the asking turn's own tuple, or the list an ask
+#: from the wire carried, or None (see ``runtime.chains``).
+TURN: ContextVar[tuple[Activation, int, float, Any] | None] = ContextVar("shoal_turn", default=None)
 
 _last_started: list[Node] = []
 

@@ -9,12 +9,12 @@ to ``MAX_HOPS`` times).
 
 from __future__ import annotations
 
-import logging
 from typing import TYPE_CHECKING, Any, Final
 
 from actors.errors import ActorError, NodeUnavailable, UnknownActorType
 from runtime import wire
-from runtime.activation import DONE, NO_REPLY, RAISED, Activation, log_tell_failure
+from runtime.activation import DONE, NO_REPLY, RAISED, Activation
+from runtime.chains import deadlock
 from runtime.locator import PLACE
 from runtime.mailbox import Message
 from runtime.messaging import RemoteReply
@@ -30,6 +30,7 @@ from runtime.wire import (
     F_SENDER,
     F_TRACE,
     F_TYPE,
+    F_WAITS,
 )
 
 if TYPE_CHECKING:
@@ -44,8 +45,6 @@ if TYPE_CHECKING:
     from runtime.transport import Route
 
 __all__ = ["MAX_HOPS", "Dispatcher"]
-
-log = logging.getLogger("shoal.node")
 
 #: Most hops (forwards) one tell may take.
 MAX_HOPS: Final = 3
@@ -113,7 +112,14 @@ class Dispatcher:
                 if affinity is not None and fields[F_SENDER]:
                     affinity.sent(fields[F_SENDER])  # another node's actor calls this one
                 self._deliver(
-                    act, method, fields[F_ARGS], fields[F_KWARGS], fields[F_TRACE], deadline, sink
+                    act,
+                    method,
+                    fields[F_ARGS],
+                    fields[F_KWARGS],
+                    fields[F_TRACE],
+                    deadline,
+                    sink,
+                    fields[F_WAITS] or None,
                 )
                 return
         self._on_request_slow(wire.envelope_of(fields), route, deadline)
@@ -130,11 +136,13 @@ class Dispatcher:
             if act is not None:
                 if act.affinity is not None and env.sender:
                     act.affinity.sent(env.sender)
-                self._deliver(act, method, env.args, env.kwargs, env.trace, deadline, sink)
+                self._deliver(
+                    act, method, env.args, env.kwargs, env.trace, deadline, sink, env.waits or None
+                )
                 return
             host = self._locator.inbound(atype, env.key, env.hops > 0)
         except ActorError as err:
-            _fail(env, sink, err)
+            self._fail(env, sink, err)
             return
         if host == PLACE:
             self._host.loop.create_task(
@@ -161,9 +169,11 @@ class Dispatcher:
                 return
             act = self._catalog.activation(atype, env.key)
         except ActorError as err:
-            _fail(env, sink, err)
+            self._fail(env, sink, err)
             return
-        self._deliver(act, method, env.args, env.kwargs, env.trace, deadline, sink)
+        self._deliver(
+            act, method, env.args, env.kwargs, env.trace, deadline, sink, env.waits or None
+        )
 
     def _deliver(
         self,
@@ -174,25 +184,33 @@ class Dispatcher:
         chain: int,
         deadline: float,
         sink: RemoteReply | None,
+        waits: list[Any] | None = None,
     ) -> None:
         """Run a request from the wire on ``act`` now, or queue it: an ask answers ``sink``;
-        a tell (``sink`` None) starts a call chain of its own."""
+        a tell (``sink`` None) starts a call chain of its own. An ask that would wait, through
+        the turn it waits behind, for itself (``waits``: what waits on it) fails at once with
+        ``Deadlock`` (see ``runtime.chains``)."""
         if sink is None:
             if act.can_run_now(0):
                 outcome, value = act.start_turn(method, args, kwargs, 0, 0.0, NO_REPLY)
                 if outcome == RAISED:
-                    log_tell_failure(act, value)
+                    self._host.tell_failed(act, method.name, value)
             else:
                 act.enqueue(Message(method, args, kwargs, None, 0.0, 0))
             return
         if act.can_run_now(chain):
-            outcome, value = act.start_turn(method, args, kwargs, chain, deadline, sink)
+            outcome, value = act.start_turn(method, args, kwargs, chain, deadline, sink, waits)
             if outcome == DONE:
                 sink.set_result(value)
             elif outcome == RAISED:
                 sink.set_exception(value)
         else:
-            act.enqueue(Message(method, args, kwargs, sink, deadline, chain))
+            if waits is not None:
+                cycle = deadlock(act, waits, chain, self._served.known)
+                if cycle is not None:
+                    sink.set_exception(cycle)
+                    return
+            act.enqueue(Message(method, args, kwargs, sink, deadline, chain, waits))
 
     def _send_elsewhere(self, env: wire.Envelope, sink: RemoteReply | None, host: str) -> None:
         """Redirect an ask (the caller re-sends it) or forward a tell to ``host``."""
@@ -200,12 +218,18 @@ class Dispatcher:
             sink.set_exception(wire.Redirect(host))
             return
         if env.hops >= MAX_HOPS:
-            err = NodeUnavailable(f"{env.type_name}/{env.key} not located in {MAX_HOPS} hops")
-            log.warning("tell to %s/%s dropped: %s", env.type_name, env.key, err)
+            err = NodeUnavailable(f"not located in {MAX_HOPS} hops")
+            self._host.tell_dropped(env.type_name, env.key, env.method, err)
             return
         self._calls.remote_tell(
             host, env.type_name, env.key, env.method, env.args, env.kwargs, env.hops + 1
         )
+
+    def _fail(self, env: wire.Envelope, sink: RemoteReply | None, err: ActorError) -> None:
+        if sink is not None:
+            sink.set_exception(err)
+        else:
+            self._host.tell_dropped(env.type_name, env.key, env.method, err)
 
     async def _place_then_deliver(
         self,
@@ -218,13 +242,6 @@ class Dispatcher:
         try:
             host = await self._locator.place(atype, env.key)
         except ActorError as err:
-            _fail(env, sink, err)
+            self._fail(env, sink, err)
             return
         self._deliver_at(host, env, sink, atype, method, deadline)
-
-
-def _fail(env: wire.Envelope, sink: RemoteReply | None, err: ActorError) -> None:
-    if sink is not None:
-        sink.set_exception(err)
-    else:
-        log.warning("tell to %s/%s.%s dropped: %s", env.type_name, env.key, env.method, err)

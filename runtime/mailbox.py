@@ -26,10 +26,12 @@ class Message:
     """One queued request: the method, its arguments, where the reply goes and its deadline.
 
     ``reply`` is None for a tell. ``deadline`` is on the event loop's clock (0.0 = none);
-    ``chain`` is the call-chain id that allows A -> B -> A reentrancy.
+    ``chain`` is the call-chain id that allows A -> B -> A reentrancy; ``waits`` what waits on
+    the call (the asking turn, or the list an ask from the wire carried; see
+    ``runtime.chains``), None for none.
     """
 
-    __slots__ = ("args", "chain", "deadline", "kwargs", "method", "reply")
+    __slots__ = ("args", "chain", "deadline", "kwargs", "method", "reply", "waits")
 
     def __init__(
         self,
@@ -39,6 +41,7 @@ class Message:
         reply: ReplySink | None,
         deadline: float,
         chain: int,
+        waits: Any = None,
     ) -> None:
         self.method = method
         self.args = args
@@ -46,3 +49,4 @@ class Message:
         self.reply = reply
         self.deadline = deadline
         self.chain = chain
+        self.waits = waits

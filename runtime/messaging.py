@@ -261,14 +261,16 @@ class Messaging:
         loop: asyncio.AbstractEventLoop,
         expires: float,
         timeout: float,
+        waits: list[Any] | None = None,
         sender: str = "",
     ) -> tuple[int, asyncio.Future[Any]]:
         """Send an ASK for an actor (the hot path of :meth:`request`); ``deadline`` is absolute
         wall-clock time (for the callee), ``expires`` the same instant on the loop clock, when
-        the future fails with ActorTimeout (naming ``timeout``). As with :meth:`request`, a
-        caller that stops waiting before the answer must :meth:`forget` the correlation id.
-        ``sender``: this node's address when an actor asks (the callee's affinity counts it),
-        else empty (the connection is the route back)."""
+        the future fails with ActorTimeout (naming ``timeout``); ``waits``: what waits on the
+        ask (``runtime.chains``); ``sender``: this node's address when an actor asks (the
+        callee's affinity counts it), else empty (the connection is the route back). As with
+        :meth:`request`, a caller that stops waiting before the answer must :meth:`forget`
+        the correlation id."""
         corr = next(self._corr)
         chunk = wire.encode_request(
             wire.ASK,
@@ -283,6 +285,7 @@ class Messaging:
             hops,
             trace,
             max_size=self.max_frame,
+            waits=waits,
         )
         fut: asyncio.Future[Any] = loop.create_future()
         p = self._pending[corr] = _Pending(fut, peer, type_name, key, method, timeout)

@@ -33,7 +33,7 @@ from actors.data import DataRef
 from actors.errors import ActorError, NodeUnavailable
 from actors.ref import ActorRef, type_name_of
 from router.swim import SwimConfig
-from runtime import wire
+from runtime import options, wire
 from runtime.activation import Activation, Host
 from runtime.calls import Calls
 from runtime.catalog import Catalog
@@ -87,13 +87,18 @@ class Node:
     Parameters:
         listen: endpoint to serve on (``tcp://HOST:PORT``, port 0 for any); None = embedded.
         seeds: endpoints of cluster members to join through.
-        storage: state storage URL (``sqlite:///path``); takes effect with the storage issue.
+        storage: state storage URL: ``memory://``, ``sqlite:///PATH``, ``postgresql://...``
+            or ``redis://...`` (``start`` fails with ``ValueError`` naming any other); takes
+            effect with the storage issue.
         resources: what this node offers to actors' ``resources`` requirements, on top of
             what a cluster member detects of its machine (``cpu``, ``mem`` in GiB, ``gpu``:
             see ``runtime.resources``); the given figures win.
         default_timeout: the deadline of an ask, in seconds, unless the call gives one.
         check_serializable: reject local arguments and results that could not cross the wire
-            with ``SerializationError`` (costs an encode per call; the test suite turns it on).
+            with ``SerializationError`` (default True: code that passes embedded does not fail
+            on a cluster). Plain values (numbers, ASCII strings, bytes, None) are checked by
+            type; anything else is encoded once. ``False`` opts out (objects still pass as
+            they are, never copied).
         serve: the actor types this node hosts (classes or names); default: every ``@actor``
             class imported in the process (for a cluster member, those imported by ``start``).
             ``serve=()`` makes a pure client.
@@ -124,7 +129,7 @@ class Node:
         storage: str | None = None,
         resources: Mapping[str, float] | None = None,
         default_timeout: float = DEFAULT_TIMEOUT,
-        check_serializable: bool = False,
+        check_serializable: bool = True,
         serve: Iterable[type | str] | None = None,
         transport: Transport | None = None,
         max_frame_size: int = wire.DEFAULT_MAX_FRAME,
@@ -134,39 +139,33 @@ class Node:
         data_spill_dir: str | os.PathLike[str] | None = None,
         rebalance_period: float = DEFAULT_PERIOD,
     ) -> None:
-        if not default_timeout > 0:
-            raise ValueError("default_timeout must be positive")
-        if listen is None and not seeds and transport is not None:
-            raise ValueError("a transport needs listen= or seeds=")
-        if isinstance(rebalance_period, bool) or not isinstance(rebalance_period, (int, float)):
-            raise TypeError(
-                f"rebalance_period must be a number of seconds, not {rebalance_period!r}"
-            )
-        if not rebalance_period > 0:
-            raise ValueError(f"rebalance_period must be positive, not {rebalance_period!r}")
-        self.rebalance_period = float(rebalance_period)
-        self.listen = listen
-        self.seeds = list(seeds)
-        self.storage = storage
-        if resources is not None and not (
-            isinstance(resources, Mapping)
-            and all(
-                isinstance(k, str)
-                and isinstance(v, (int, float))
-                and not isinstance(v, bool)
-                and v >= 0
-                for k, v in resources.items()
-            )
-        ):
-            raise TypeError(f"resources must map names to non-negative numbers, not {resources!r}")
-        self._given_resources = None if resources is None else dict(resources)
+        checked = options.node(
+            listen=listen,
+            seeds=seeds,
+            storage=storage,
+            resources=resources,
+            default_timeout=default_timeout,
+            check_serializable=check_serializable,
+            serve=serve,
+            transport=transport,
+            max_frame_size=max_frame_size,
+            join_timeout=join_timeout,
+            clock=clock,
+            rebalance_period=rebalance_period,
+        )  # every argument is checked where it is given (runtime.options says how)
+        self.rebalance_period = checked.rebalance_period
+        self.listen = checked.listen
+        self.seeds = checked.seeds
+        self.storage = checked.storage
+        given = checked.resources
+        self._given_resources = given
         #: what this node offers (detected and given, once it started as a member)
-        self.resources: dict[str, float] = dict(resources or {})
-        self.default_timeout = float(default_timeout)
-        self.check_serializable = check_serializable
+        self.resources: dict[str, float] = dict(given or {})
+        self.default_timeout = checked.default_timeout
+        self.check_serializable = checked.check_serializable
         self.stop_grace = DEFAULT_STOP_GRACE
-        self.max_frame_size = max_frame_size
-        self.join_timeout = join_timeout
+        self.max_frame_size = checked.max_frame_size
+        self.join_timeout = checked.join_timeout
         #: SWIM's timing (tests and simulations shorten it); None = the defaults
         self.swim_config: SwimConfig | None = None
         self._address = f"local://node-{next(_node_ids)}"
@@ -176,8 +175,8 @@ class Node:
         self._transport = transport
         self._clock = clock if clock is not None else Clock()
         # the parts every node has; the cluster's are built by start()
-        self._host = Host(self, check_serializable)
-        self._served = Served(serve)
+        self._host = Host(self, checked.check_serializable, self._clock.wall)
+        self._served = Served(checked.serve)
         self._catalog = Catalog(self._host)
         #: the payloads this node keeps (what ``actors.data`` puts, gets and deletes)
         self.data = DataStore(self._address, data_limit, data_spill_dir, max_frame_size)
@@ -210,6 +209,8 @@ class Node:
             return self
         if self._closed:
             raise ActorError("a stopped node cannot be started again")
+        if self.storage is not None:
+            options.storage_url(self.storage)  # ValueError naming it (see shared API)
         self._host.loop = asyncio.get_running_loop()
         self._running = self._host.running = True
         try:
@@ -248,6 +249,7 @@ class Node:
         finally:
             self._stopped()
             node_stopped(self)
+            self._host.flush_failures()
             if self._messaging is not None:
                 await self._messaging.close()
             await self.data.close()
@@ -378,6 +380,7 @@ class Node:
     async def locate(self, ref: ActorRef) -> str | None:
         """The address of the node hosting ``ref``'s activation, or None if it is not active.
         Asks where this node would send the actor's messages, then its owner."""
+        _check_ref(ref)
         if self._locator is None:
             return self._address if self._catalog.lookup(ref.type_name, ref.key) else None
         return await self._locator.locate(ref.type_name, ref.key)
@@ -394,6 +397,9 @@ class Node:
         message: messages that arrive meanwhile wait and then follow it. An actor that is not
         active is activated at ``to``. Stateless workers are not moved. See
         ``runtime.migration``."""
+        _check_ref(ref)
+        if to != self._address:  # (an embedded node's own is local://...)
+            to = options.address("to", to)
         if self._migrator is None:
             if to == self._address:
                 return
@@ -406,6 +412,7 @@ class Node:
         Every activation is registered with the epoch it was created with; epochs grow with
         every new activation of an actor anywhere in the cluster, so storage can refuse a
         write that carries an older one."""
+        _check_ref(ref)
         act = self._catalog.lookup(ref.type_name, ref.key)
         if isinstance(act, Activation):
             return act.epoch
@@ -418,3 +425,8 @@ class Node:
     async def deactivate_idle(self) -> int:
         """Deactivate now every activation that has been idle for its ``idle_after``."""
         return await self._catalog.collect_idle()
+
+
+def _check_ref(ref: object) -> None:
+    if not isinstance(ref, ActorRef):
+        raise TypeError(f"expected an actor reference (node.ref(...)), not {options.shown(ref)}")

@@ -3,12 +3,12 @@
 This module does no I/O: it turns :class:`Envelope` objects into bytes and back. Transports
 (ZeroMQ, in-process queues, ...) only move the bytes.
 
-Envelope (protocol version 3)
+Envelope (protocol version 4)
 -----------------------------
-An envelope is ONE msgpack array of 4 to 14 elements, in this order::
+An envelope is ONE msgpack array of 4 to 15 elements, in this order::
 
     idx  field      msgpack type     default  meaning
-    0    version    int                       always VERSION (= 3); checked first
+    0    version    int                       always VERSION (= 4); checked first
     1    kind       int                       1 ASK, 2 TELL, 3 REPLY, 4 ERROR, 5 CONTROL
     2    corr       int  u64                  correlation id (0 for TELL); REPLY/ERROR echo it
     3    body       any                       REPLY: the result; ERROR: error body (below);
@@ -24,9 +24,15 @@ An envelope is ONE msgpack array of 4 to 14 elements, in this order::
     11   hops       int  u32         0        how many times the envelope was forwarded
     12   sender     str              ""       sender node address
     13   epoch      int  u64         0        activation epoch (fencing token), 0 = unknown
+    14   waits      array            []       what waits on an ASK: flat entries
+                                              ``type_name (str), key (str), chain (u64),
+                                              parent (int)``, at most MAX_WAITS of them;
+                                              ``parent`` is the index of the entry it waits
+                                              on, -1 for the envelope's target, else < its
+                                              own index (see ``runtime.chains``)
 
 Trailing elements that hold their default may be left out, and encoders leave out every one
-they can: a REPLY is ``[3, 3, corr, result]``, an ASK without keyword arguments ends at
+they can: a REPLY is ``[4, 3, corr, result]``, an ASK without keyword arguments ends at
 ``trace``. The order puts what each kind needs first. Integers are never bools (``true`` in
 an int field is rejected). ``deadline`` must be finite and >= 0; an int is accepted and becomes
 a float. The runtime leaves ``sender`` empty on requests and replies (the connection is the
@@ -46,12 +52,13 @@ Attached reply
 A reply may carry a large binary value beside its frame instead of inside it, so that it is
 never copied into (or out of) msgpack: an *attached message* is two transport frames, the
 frame of exactly one REPLY envelope whose result is an array, and the *attachment*, raw bytes,
-which on arrival become that array's last element (a ``memoryview``): ``[3, 3, corr, [a, b]]``
-with attachment ``X`` decodes as ``[3, 3, corr, [a, b, X]]``. It is never coalesced with other
+which on arrival become that array's last element (a ``memoryview``): ``[4, 3, corr, [a, b]]``
+with attachment ``X`` decodes as ``[4, 3, corr, [a, b, X]]``. It is never coalesced with other
 envelopes. The frame and the attachment together must fit ``max_size`` (checked before
 parsing); anything else (several envelopes, another kind, a result that is not an array, a
 frame or attachment missing) is a ProtocolError. :func:`encode_attached_reply` and
-:func:`decode_attached` are the two sides. (Version 3 added it; the envelopes are version 2's.)
+:func:`decode_attached` are the two sides. (Version 3 added it; the envelopes are version 2's.
+Version 4 added ``waits``; a peer of another version is refused, as always.)
 
 Values
 ------
@@ -86,6 +93,7 @@ import msgpack
 from actors.errors import (
     ActorError,
     ActorTimeout,
+    Deadlock,
     MessageTooLarge,
     NodeUnavailable,
     ProtocolError,
@@ -102,6 +110,7 @@ __all__ = [
     "DEFAULT_MAX_FRAME",
     "ERROR",
     "ERR_ACTOR",
+    "ERR_DEADLOCK",
     "ERR_NODE_UNAVAILABLE",
     "ERR_PROTOCOL",
     "ERR_REDIRECT",
@@ -124,7 +133,9 @@ __all__ = [
     "F_SENDER",
     "F_TRACE",
     "F_TYPE",
+    "F_WAITS",
     "MAX_EXT_DEPTH",
+    "MAX_WAITS",
     "REPLY",
     "TELL",
     "VERSION",
@@ -152,7 +163,7 @@ __all__ = [
 
 T = TypeVar("T")
 
-VERSION: Final = 3
+VERSION: Final = 4
 """Protocol version; the first element of every encoded envelope."""
 
 DEFAULT_MAX_FRAME: Final = 64 * 1024 * 1024
@@ -170,7 +181,7 @@ CONTROL: Final = 5
 _U64: Final = (1 << 64) - 1
 _U32: Final = (1 << 32) - 1
 _INF: Final = float("inf")
-_N_FIELDS: Final = 14
+_N_FIELDS: Final = 15
 _MIN_FIELDS: Final = 4
 #: Indexes into an envelope array from :func:`decode_fields` (0 is the version).
 F_KIND: Final = 1
@@ -186,6 +197,10 @@ F_KWARGS: Final = 10
 F_HOPS: Final = 11
 F_SENDER: Final = 12
 F_EPOCH: Final = 13
+F_WAITS: Final = 14
+
+MAX_WAITS: Final = 32
+"""Most entries in an envelope's ``waits``."""
 
 
 class Kind(IntEnum):
@@ -516,6 +531,7 @@ class Envelope:
         "sender",
         "trace",
         "type_name",
+        "waits",
     )
 
     def __init__(
@@ -533,6 +549,7 @@ class Envelope:
         trace: int = 0,
         epoch: int = 0,
         body: Any = None,
+        waits: list[Any] | None = None,
     ) -> None:
         self.kind = kind
         self.corr = corr
@@ -548,6 +565,8 @@ class Envelope:
         self.trace = trace
         self.epoch = epoch
         self.body = body
+        #: what waits on an ASK (``runtime.chains``): flat entries, [] for none
+        self.waits: list[Any] = [] if waits is None else waits
 
     def _fields(self) -> tuple[Any, ...]:
         return (
@@ -564,6 +583,7 @@ class Envelope:
             self.trace,
             self.epoch,
             self.body,
+            self.waits,
         )
 
     def __eq__(self, other: object) -> bool:
@@ -582,7 +602,8 @@ class Envelope:
             f"Envelope({kind}, corr={self.corr}, sender={self.sender!r}, "
             f"target={self.type_name}/{self.key}.{self.method}, args={self.args!r}, "
             f"kwargs={self.kwargs!r}, deadline={self.deadline}, hops={self.hops}, "
-            f"trace={self.trace:#x}, epoch={self.epoch}, body={self.body!r})"
+            f"trace={self.trace:#x}, epoch={self.epoch}, body={self.body!r}, "
+            f"waits={self.waits!r})"
         )
 
 
@@ -599,6 +620,7 @@ def _field_error(
     hops: Any,
     trace: Any,
     epoch: Any,
+    waits: Any = (),
 ) -> str | None:
     """Return a description of the first invalid header field, or None if all are valid."""
     if type(kind) is not int or not 1 <= kind <= 5:
@@ -630,6 +652,28 @@ def _field_error(
         return f"trace must be a u64 int, got {trace!r}"
     if type(epoch) is not int or not 0 <= epoch <= _U64:
         return f"epoch must be a u64 int, got {epoch!r}"
+    if waits != ():
+        return _waits_error(waits)
+    return None
+
+
+def _waits_error(waits: Any) -> str | None:
+    """A description of what is wrong with a ``waits`` field, or None."""
+    if type(waits) is not list:
+        return f"waits must be an array, got {type(waits).__name__}"
+    n = len(waits)
+    if n % 4 or n > 4 * MAX_WAITS:
+        return f"waits must hold at most {MAX_WAITS} entries of 4 items, got {n} items"
+    for i in range(0, n, 4):
+        type_name, key, chain, parent = waits[i : i + 4]
+        if type(type_name) is not str or type(key) is not str:
+            return f"waits entry {i // 4}: type_name and key must be str"
+        if type(chain) is not int or not 0 <= chain <= _U64:
+            return f"waits entry {i // 4}: chain must be a u64 int, got {chain!r}"
+        if type(parent) is not int or not -1 <= parent < i // 4:
+            return (
+                f"waits entry {i // 4}: parent must be an int in -1..{i // 4 - 1}, got {parent!r}"
+            )
     return None
 
 
@@ -653,6 +697,7 @@ def encode_envelope(
     hops = env.hops
     trace = env.trace
     epoch = env.epoch
+    waits = env.waits
     if type(args) is tuple:
         args = list(args)
     # Fast path: one boolean chain; the slow path pinpoints the offending field.
@@ -675,21 +720,28 @@ def encode_envelope(
         and 0 <= trace <= 0xFFFFFFFFFFFFFFFF
         and type(epoch) is int
         and 0 <= epoch <= 0xFFFFFFFFFFFFFFFF
+        and type(waits) is list
     ):
         err = _field_error(
-            kind, corr, sender, type_name, key, method, args, kwargs, deadline, hops, trace, epoch
-        )
+            kind, corr, sender, type_name, key, method, args, kwargs, deadline, hops, trace, epoch,
+            waits,
+        )  # fmt: skip
         if err is not None:
             raise SerializationError(f"invalid envelope: {err}")
-    elif kwargs:
-        for k in kwargs:
-            if type(k) is not str:
-                raise SerializationError(
-                    f"invalid envelope: kwargs keys must be str, got {type(k).__name__}"
-                )
+    else:
+        if kwargs:
+            for k in kwargs:
+                if type(k) is not str:
+                    raise SerializationError(
+                        f"invalid envelope: kwargs keys must be str, got {type(k).__name__}"
+                    )
+        if waits:
+            err = _waits_error(waits)
+            if err is not None:
+                raise SerializationError(f"invalid envelope: {err}")
     data = codec.packb(
         _trimmed(kind, corr, env.body, type_name, key, method, args, deadline, trace, kwargs,
-                 hops, sender, epoch)
+                 hops, sender, epoch, waits)
     )  # fmt: skip
     if len(data) > max_size:
         raise MessageTooLarge(
@@ -713,11 +765,12 @@ def _trimmed(
     hops: int,
     sender: str,
     epoch: int,
+    waits: list[Any],
 ) -> list[Any]:
     """The wire array of validated fields, without the trailing ones that hold their default
     (every default is falsy, and a falsy value of a validated field is its default)."""
     fields = [VERSION, kind, corr, body, type_name, key, method, args, deadline, trace, kwargs,
-              hops, sender, epoch]  # fmt: skip
+              hops, sender, epoch, waits]  # fmt: skip
     n = _N_FIELDS
     while n > _MIN_FIELDS and not fields[n - 1]:
         n -= 1
@@ -738,19 +791,22 @@ def encode_request(
     trace: int,
     codec: Codec = DEFAULT_CODEC,
     max_size: int = DEFAULT_MAX_FRAME,
+    waits: list[Any] | None = None,
 ) -> bytes:
     """Encode an ASK or TELL built by the runtime itself (the hot send path): the same bytes as
     :func:`encode_envelope` without an Envelope object. The header values come from the node
-    (names are str, ``kwargs`` keys are str because they came through ``**``); only the
-    arguments need the codec's checks. Raises like :func:`encode_envelope`."""
+    (names are str, ``kwargs`` keys are str because they came through ``**``, ``waits`` is
+    built by ``runtime.chains``); only the arguments need the codec's checks. Raises like
+    :func:`encode_envelope`."""
     if type(args) is not list:
         args = list(args)
     # The runtime's usual shapes directly (an ask ends at its trace, a tell at its args); the
     # rest as _trimmed lays them out.
-    if kwargs or hops or sender or not (trace or deadline or args):
+    if kwargs or hops or sender or waits or not (trace or deadline or args):
         fields = _trimmed(
-            kind, corr, None, type_name, key, method, args, deadline, trace, kwargs, hops, sender, 0
-        )
+            kind, corr, None, type_name, key, method, args, deadline, trace, kwargs, hops,
+            sender, 0, waits or [],
+        )  # fmt: skip
     elif trace:
         fields = [VERSION, kind, corr, None, type_name, key, method, args, deadline, trace]
     elif deadline:
@@ -777,7 +833,9 @@ def encode_reply(
     ``encode_envelope(Envelope(REPLY, corr, sender, body=result))`` without building and
     re-checking a header this module writes itself. Raises like :func:`encode_envelope`."""
     if sender:
-        data = codec.packb(_trimmed(REPLY, corr, result, "", "", "", [], 0.0, 0, {}, 0, sender, 0))
+        data = codec.packb(
+            _trimmed(REPLY, corr, result, "", "", "", [], 0.0, 0, {}, 0, sender, 0, [])
+        )
     else:
         data = codec.packb([VERSION, REPLY, corr, result])
     if len(data) > max_size:
@@ -865,8 +923,8 @@ def _validate(obj: Any) -> list[Any]:
             raise ProtocolError(
                 f"envelope must have {_MIN_FIELDS} to {_N_FIELDS} elements, got {n}"
             )
-        # The defaults of the trailing fields left out (fresh: args and kwargs are mutable).
-        tail = ["", "", "", [], 0.0, 0, {}, 0, "", 0]
+        # The defaults of the trailing fields left out (fresh: lists and dicts are mutable).
+        tail = ["", "", "", [], 0.0, 0, {}, 0, "", 0, []]
         if n != _MIN_FIELDS:
             obj += tail[n - _MIN_FIELDS :]
         else:
@@ -891,6 +949,7 @@ def _validate(obj: Any) -> list[Any]:
         hops,
         sender,
         epoch,
+        waits,
     ) = obj
     if not (
         type(kind) is int
@@ -911,21 +970,28 @@ def _validate(obj: Any) -> list[Any]:
         and 0 <= trace <= 0xFFFFFFFFFFFFFFFF
         and type(epoch) is int
         and 0 <= epoch <= 0xFFFFFFFFFFFFFFFF
+        and type(waits) is list
     ):
         # Slow path: an int deadline, or an invalid field.
         err = _field_error(
-            kind, corr, sender, type_name, key, method, args, kwargs, deadline, hops, trace, epoch
-        )
+            kind, corr, sender, type_name, key, method, args, kwargs, deadline, hops, trace, epoch,
+            waits,
+        )  # fmt: skip
         if err is not None:
             raise ProtocolError(f"invalid envelope: {err}")
         if type(deadline) is int:
             obj[F_DEADLINE] = float(deadline)
-    elif kwargs:
-        for k in kwargs:
-            if type(k) is not str:
-                raise ProtocolError(
-                    f"invalid envelope: kwargs keys must be str, got {type(k).__name__}"
-                )
+    else:
+        if kwargs:
+            for k in kwargs:
+                if type(k) is not str:
+                    raise ProtocolError(
+                        f"invalid envelope: kwargs keys must be str, got {type(k).__name__}"
+                    )
+        if waits:
+            err = _waits_error(waits)
+            if err is not None:
+                raise ProtocolError(f"invalid envelope: {err}")
     return obj
 
 
@@ -934,7 +1000,7 @@ def envelope_of(fields: list[Any]) -> Envelope:
     f = fields
     return Envelope(
         f[F_KIND], f[F_CORR], f[F_SENDER], f[F_TYPE], f[F_KEY], f[F_METHOD], f[F_ARGS],
-        f[F_KWARGS], f[F_DEADLINE], f[F_HOPS], f[F_TRACE], f[F_EPOCH], f[F_BODY],
+        f[F_KWARGS], f[F_DEADLINE], f[F_HOPS], f[F_TRACE], f[F_EPOCH], f[F_BODY], f[F_WAITS],
     )  # fmt: skip
 
 
@@ -954,9 +1020,9 @@ def decode_fields(
     frame: bytes, codec: Codec = DEFAULT_CODEC, max_size: int = DEFAULT_MAX_FRAME
 ) -> list[list[Any]]:
     """:func:`decode_frame` without building :class:`Envelope` objects: each envelope as its
-    validated array of all 14 fields (left-out ones filled with their defaults), in wire order
+    validated array of all 15 fields (left-out ones filled with their defaults), in wire order
     ``[version, kind, corr, body, type_name, key, method, args, deadline, trace, kwargs, hops,
-    sender, epoch]`` (index with the ``F_*`` constants). For the hot path, where most
+    sender, epoch, waits]`` (index with the ``F_*`` constants). For the hot path, where most
     envelopes are replies that only need their kind, corr and body."""
     try:
         size = len(frame)
@@ -1022,6 +1088,7 @@ ERR_TOO_LARGE: Final = 7
 ERR_NODE_UNAVAILABLE: Final = 8
 ERR_PROTOCOL: Final = 9
 ERR_REDIRECT: Final = 10
+ERR_DEADLOCK: Final = 11
 
 
 class Redirect(ActorError):
@@ -1043,6 +1110,7 @@ _ERR_CLASSES: Final[dict[int, type[ActorError]]] = {
     ERR_NODE_UNAVAILABLE: NodeUnavailable,
     ERR_PROTOCOL: ProtocolError,
     ERR_REDIRECT: Redirect,
+    ERR_DEADLOCK: Deadlock,
 }
 _ERR_CODES: Final[dict[type, int]] = {cls: code for code, cls in _ERR_CLASSES.items()}
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import logging
 
 import pytest
 
 from actors import ActorTimeout, Node, actor
+from runtime.activation import check, plain
+from runtime.clock import Clock
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -108,3 +111,106 @@ async def test_a_plain_method_raising_stop_iteration_fails_the_turn() -> None:
             await p.stop_iteration()
         assert info.value.type_name == "StopIteration"
         assert await p.done_count() == 0  # the actor still serves
+
+
+@actor(name="Failing")
+class Failing:
+    def sync_fail(self, message: str) -> None:
+        raise ValueError(message)
+
+    async def async_fail(self, message: str) -> None:
+        await asyncio.sleep(0)
+        raise KeyError(message)
+
+    def other_fail(self) -> None:
+        raise RuntimeError("other")
+
+    def ok(self) -> bool:
+        return True
+
+
+class Wall:
+    """A wall clock moved by hand (the node's clock seam)."""
+
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _errors(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "shoal.actor"]
+
+
+async def test_failing_tells_are_logged_once_per_kind_per_interval_with_a_count(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.ERROR, logger="shoal.actor")
+    wall = Wall()
+    async with Node(clock=Clock(wall=wall)) as node:
+        for i in range(50):
+            node.ref(Failing, f"k{i}").sync_fail.tell(f"bad {i}")
+        node.ref(Failing, "k0").other_fail.tell()  # another method: a line of its own
+        for i in range(50):
+            assert await node.ref(Failing, f"k{i}").ok()  # queued behind the tells
+        first, other = _errors(caplog)
+        assert first.startswith("tell to Failing/k0 failed in sync_fail: ValueError: bad 0 (at ")
+        assert first.endswith(" in sync_fail)")
+        assert other.startswith("tell to Failing/k0 failed in other_fail: RuntimeError: other")
+        wall.now += 9.9
+        node.ref(Failing, "k1").sync_fail.tell("still within the interval")
+        assert await node.ref(Failing, "k1").ok()  # (after the tell: it has run)
+        assert len(_errors(caplog)) == 2
+        wall.now += 0.1
+        node.ref(Failing, "k2").sync_fail.tell("next interval")
+        assert await node.ref(Failing, "k2").ok()
+        assert _errors(caplog)[2].startswith(
+            "tell to Failing/k2 failed in sync_fail: ValueError: next interval"
+        )
+        assert _errors(caplog)[2].endswith("; 50 more like it since the last one logged")
+        # a turn that suspends fails in its own task: logged the same way, once
+        for i in range(5):
+            node.ref(Failing, f"a{i}").async_fail.tell("later")
+        await node.ref(Failing, "a4").ok()  # queued behind its tell: that turn has ended
+        assert [m for m in _errors(caplog) if "async_fail" in m] == [
+            m for m in _errors(caplog)[3:4]
+        ]
+        assert "KeyError: 'later'" in _errors(caplog)[3]
+        node.ref(Failing, "k3").sync_fail.tell("left out")
+        assert await node.ref(Failing, "k3").ok()
+    # stopping reports what was left out and not reported yet
+    stopped = [r.getMessage() for r in caplog.records if r.name == "shoal.actor"][4:]
+    assert sorted(stopped) == [
+        "1 more tells to Failing.sync_fail failed with ValueError since the last one logged",
+        "4 more tells to Failing.async_fail failed with KeyError since the last one logged",
+    ]
+
+
+async def test_a_forged_key_or_message_cannot_put_a_newline_in_the_log(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.ERROR, logger="shoal.actor")
+    async with Node() as node:
+        node.ref(Failing, "k\n2026-01-01 ERROR forged").sync_fail.tell("m\nforged too")
+        assert await node.ref(Failing, "x").ok()
+    [line] = _errors(caplog)
+    assert "\n" not in line
+    assert line.startswith(
+        "tell to Failing/'k\\n2026-01-01 ERROR forged' failed in sync_fail: "
+        "ValueError: 'm\\nforged too'"
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "is_plain"),
+    [(1, True), (2**64 - 1, True), (-(2**63), True), (2**64, False), (-(2**63) - 1, False),
+     (1.5, True), (True, True), (None, True), (b"x", True), ("ascii", True),
+     ("ünïcode", False), ("\ud800", False), ([1], False), ((1,), False), (object(), False)],
+)  # fmt: skip
+def test_plain_values_are_known_to_cross_the_wire_without_encoding(
+    value: object, is_plain: bool
+) -> None:
+    assert plain(value) is is_plain
+    if is_plain:
+        check(value, "value")  # it does cross: plain never lets through what would fail

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -119,3 +121,134 @@ def test_node_refuses_a_negative_data_limit() -> None:
         timeout=60,
     )
     assert out.returncode != 0 and "--data-limit" in out.stderr
+
+
+# -- mistakes: one line on stderr, a non-zero exit ------------------------------------------------
+
+
+def _shoal(*args: str, cwd: Path = ROOT, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """``shoal ARGS`` (``python -m runtime``) to its end, output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "runtime", *args],
+        cwd=cwd,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_a_port_in_use_is_one_line_and_exit_1() -> None:
+    holder = NodeProcess()
+    try:
+        out = _shoal("node", "--listen", holder.address, "--import", "tests.sample_actors")
+        assert out.returncode == 1, out
+        assert out.stderr == (
+            f"shoal node: error: cannot listen on {holder.address}: the address is in use\n"
+        )
+        assert out.stdout == ""
+    finally:
+        holder.kill()
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (["--listen", "127.0.0.1:5700"],
+         "shoal node: error: --listen '127.0.0.1:5700' has no scheme: expected tcp://HOST:PORT, "
+         "ipc://PATH or mem://NAME (did you mean 'tcp://127.0.0.1:5700'?)"),
+        (["--listen", "tcp://127.0.0.1:0", "--seed", "localhost:5700"],
+         "shoal node: error: --seed 'localhost:5700' has no scheme: expected tcp://HOST:PORT, "
+         "ipc://PATH or mem://NAME (did you mean 'tcp://localhost:5700'?)"),
+        (["--listen", "tcp://127.0.0.1"],
+         "shoal node: error: --listen 'tcp://127.0.0.1' is not tcp://HOST:PORT (a port in "
+         "0..65535)"),
+        (["--listen", "tcp://127.0.0.1:0", "--storage", "ftp://x/y"],
+         "shoal node: error: --storage: storage URL 'ftp://x/y' is not supported: expected "
+         "memory://, sqlite:///PATH, postgresql://... or redis://..."),
+        (["--listen", "tcp://127.0.0.1:0", "--resources", "gpu=-1"],
+         "shoal node: error: Invalid value for '--resources': 'gpu=-1': an amount is a finite "
+         "number >= 0"),
+        (["--listen", "tcp://127.0.0.1:0", "--resources", "gpu"],
+         "shoal node: error: Invalid value for '--resources': expected NAME=NUMBER[,NAME=NUMBER"
+         "...], got 'gpu'"),
+        (["--listen", "tcp://127.0.0.1:0", "--data-limit", "-1"],
+         "shoal node: error: Invalid value for '--data-limit': -1 is not in the range x>=0."),
+        (["--listen", "tcp://127.0.0.1:0", "--data-spill-dir", "/tmp/spill"],
+         "shoal node: error: data_spill_dir takes effect beyond data_limit: give data_limit too"),
+        (["--listen", "tcp://127.0.0.1:0", "--join-timeout", "0"],
+         "shoal node: error: Invalid value for '--join-timeout': 0.0 is not in the range x>0."),
+        ([], "shoal node: error: Missing option '--listen'."),
+    ],
+)  # fmt: skip
+def test_an_option_given_wrong_is_one_line_and_exit_2(args: list[str], line: str) -> None:
+    out = _shoal("node", *args, "--import", "tests.sample_actors")
+    assert (out.returncode, out.stderr, out.stdout) == (2, line + "\n", ""), out
+
+
+def test_a_module_that_does_not_import_is_named_with_its_error(tmp_path: Path) -> None:
+    out = _shoal("node", "--listen", "tcp://127.0.0.1:0", "--import", "no_such_module")
+    assert (out.returncode, out.stdout) == (1, ""), out
+    assert out.stderr == (
+        "shoal node: error: cannot import module 'no_such_module': ModuleNotFoundError: "
+        "No module named 'no_such_module'\n"
+    )
+    (tmp_path / "broken_actors.py").write_text(
+        "import actors\nraise RuntimeError('no database here\\nsecond line')\n"
+    )
+    out = _shoal("node", "--listen", "tcp://127.0.0.1:0", "--import", "broken_actors", cwd=tmp_path)
+    assert (out.returncode, out.stdout) == (1, ""), out
+    assert out.stderr == (
+        "shoal node: error: cannot import module 'broken_actors': RuntimeError: no database "
+        "here second line\n"
+    )
+    (tmp_path / "typo_actors.py").write_text("def f(:\n")
+    out = _shoal("node", "--listen", "tcp://127.0.0.1:0", "--import", "typo_actors", cwd=tmp_path)
+    assert out.returncode == 1 and out.stderr.count("\n") == 1, out
+    assert out.stderr.startswith(
+        "shoal node: error: cannot import module 'typo_actors': SyntaxError: "
+    ), out
+
+
+def test_seeds_that_do_not_answer_are_named_with_how_long_they_were_tried() -> None:
+    dead = [f"tcp://127.0.0.1:{_free_port()}", f"tcp://127.0.0.1:{_free_port()}"]
+    args = ["--listen", "tcp://127.0.0.1:0", "--import", "tests.sample_actors"]
+    out = _shoal("node", *args, "--seed", dead[0], "--seed", dead[1], "--join-timeout", "1.5")
+    assert (out.returncode, out.stdout) == (1, ""), out
+    assert out.stderr == (
+        f"shoal node: error: cannot join the cluster: no seed answered within 1.5 s "
+        f"(tried {dead[0]}, {dead[1]})\n"
+    )
+
+
+def test_a_node_that_serves_no_actor_type_warns_in_one_line_and_runs() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runtime", "node", "--listen", "tcp://127.0.0.1:0"],
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()  # bounded: the process ends (EOF) if it fails
+        assert line.startswith("listening on tcp://127.0.0.1:"), line
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=10)
+    assert proc.returncode == 0 and stdout == ""
+    assert stderr == (
+        "shoal node: warning: this node serves no actor type (no --import defined an @actor "
+        "class): it joins as a member that hosts nothing\n"
+    )

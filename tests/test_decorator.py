@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 
@@ -57,27 +58,54 @@ def test_idle_after_may_be_infinite() -> None:
 
 
 @pytest.mark.parametrize(
-    "kwargs",
+    ("kwargs", "error", "message"),
     [
-        {"placement": "nowhere"},
-        {"idle_after": 0},
-        {"idle_after": -1},
-        {"max_workers": 0},
-        {"resources": {"gpu": -1}},
-        {"name": ""},
+        ({"idle_after": "10"}, TypeError,
+         "idle_after must be a positive number of seconds (or math.inf), not '10' (a str)"),
+        ({"idle_after": 0}, ValueError, "idle_after must be a positive number of seconds"),
+        ({"idle_after": -1}, ValueError, "idle_after must be a positive number of seconds"),
+        ({"idle_after": math.nan}, ValueError, "idle_after must be a positive number"),
+        ({"reentrant": "no"}, TypeError, "reentrant must be True or False, not 'no' (a str)"),
+        ({"stateless": 1}, TypeError, "stateless must be True or False, not 1 (an int)"),
+        ({"persistent": None}, TypeError, "persistent must be True or False, not None"),
+        ({"placement": "nowhere"}, ValueError,
+         "placement must be one of 'hash', 'local', 'random', 'data', not 'nowhere'"),
+        ({"placement": None}, TypeError, "placement must be one of 'hash', 'local', 'random', "
+                                         "'data', not None"),
+        ({"max_workers": 0}, ValueError, "max_workers must be an int >= 1, not 0"),
+        ({"max_workers": "8"}, TypeError, "max_workers must be an int >= 1, not '8' (a str)"),
+        ({"resources": {"gpu": -1}}, ValueError,
+         "resources must be a mapping of resource names to numbers >= 0, e.g. {'gpu': 1}: "
+         "'gpu' is -1"),
+        ({"resources": {"gpu": "1"}}, TypeError,
+         "resources must be a mapping of resource names to numbers >= 0, e.g. {'gpu': 1}: "
+         "'gpu' is '1' (a str)"),
+        ({"resources": ["gpu"]}, TypeError,
+         "resources must be a mapping of resource names to numbers >= 0, e.g. {'gpu': 1}, "
+         "not ['gpu'] (a list)"),
+        ({"name": ""}, ValueError, "name must be a non-empty str of printable characters, "
+                                   "not ''"),
+        ({"name": "a\nb"}, ValueError, "name must be a non-empty str of printable characters"),
+        ({"name": 3}, TypeError, "name must be a non-empty str, not 3 (an int)"),
+        ({"stateless": True, "persistent": True}, ValueError,
+         "stateless=True and persistent=True do not go together"),
     ],
-)
-def test_bad_options_are_rejected(kwargs: dict[str, object]) -> None:
-    with pytest.raises(ValueError):
-
-        @actor(**kwargs)  # type: ignore[call-overload]
-        class Bad:
-            pass
+)  # fmt: skip
+def test_bad_options_are_rejected_where_they_are_written(
+    kwargs: dict[str, object], error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=f"^{re.escape(message)}"):
+        actor(**kwargs)  # type: ignore[call-overload]  # (before any class is decorated)
 
 
 def test_only_classes_can_be_actors() -> None:
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match=r"^@actor decorates classes, not <function"):
         actor(lambda: None)  # type: ignore[type-var]
+    with pytest.raises(
+        TypeError,
+        match=re.escape("@actor takes its options by keyword: @actor(name='Counter'), not "),
+    ):
+        actor("Counter")  # type: ignore[type-var]
 
 
 def test_undecorated_class_has_no_actor_type() -> None:

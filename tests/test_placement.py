@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from actors import Node, actor
+from actors import Node, UnknownActorType, actor
 from runtime.memory_transport import MemoryNetwork, MemoryTransport
 from runtime.placement import DIRECTORS, HashDirector, RandomDirector
 from tests.cluster import until
@@ -36,6 +36,12 @@ class PlacedRandom:
         return self.calls
 
 
+@actor(name="GpuWorker", resources={"gpu": 1})
+class GpuWorker:
+    def hit(self) -> str:
+        return self.key
+
+
 def test_directors_choose_as_their_strategy_says() -> None:
     rng = random.Random(5)
     assert HashDirector().choose("me", ["a", "b", "me"], rng) == "me"
@@ -56,6 +62,7 @@ async def trio() -> AsyncIterator[list[Node]]:
                 seeds=[nodes[0].address] if nodes else [],
                 transport=MemoryTransport(net),
                 default_timeout=5,
+                resources={"gpu": 0},
             )
             await node.start()
             nodes.append(node)
@@ -105,3 +112,15 @@ async def test_epoch_of_the_live_activation_from_any_member(trio: list[Node]) ->
     await trio[2].migrate(ref, to=trio[1].address)
     moved = await trio[0].epoch(ref)
     assert isinstance(moved, int) and moved > epochs[0]  # a new activation, a newer epoch
+
+
+async def test_a_type_no_member_has_resources_for_says_so(trio: list[Node]) -> None:
+    # every member serves GpuWorker, none offers a GPU
+    for node in trio:
+        with pytest.raises(UnknownActorType) as caught:
+            await node.ref(GpuWorker, "g").hit()
+        assert (
+            str(caught.value) == "no member offers resources {'gpu': 1} for actor type 'GpuWorker'"
+        )
+    with pytest.raises(UnknownActorType, match=r"^no member serves actor type 'Nobody'$"):
+        await trio[0].ref("Nobody", "g").hit()

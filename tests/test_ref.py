@@ -72,3 +72,28 @@ async def test_refs_cross_the_wire_and_rebind_to_the_receiving_node() -> None:
     assert back == [ActorRef("Counter", "w")]
     async with Node():
         assert await back[0].incr(3) == 3
+
+
+@pytest.mark.parametrize(
+    ("timeout", "error"),
+    [("2", TypeError), (-1, ValueError), (0, ValueError), (float("nan"), ValueError),
+     (float("inf"), ValueError), (True, TypeError)],
+)  # fmt: skip
+async def test_ask_timeout_is_checked_where_it_is_passed(
+    timeout: object, error: type[Exception]
+) -> None:
+    async with Node() as node:
+        c = node.ref(Counter, "timeouts")
+        with pytest.raises(error, match=r"^timeout must be a positive number of seconds"):
+            c.incr.ask(1, timeout=timeout)  # type: ignore[arg-type]  # fails before awaiting
+        assert await c.peek() == 0  # nothing was sent
+        assert await c.incr.ask(1, timeout=2) == 1  # an int is seconds too
+        assert await c.incr.ask(1, timeout=None) == 2  # the node's default
+
+
+async def test_ref_arguments_are_checked() -> None:
+    async with Node() as node:
+        with pytest.raises(TypeError, match=r"^an actor key is a str, not 3 \(an int\)$"):
+            node.ref(Counter, 3)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match=r"^an actor type is an @actor class or its name, not"):
+            node.ref(3, "k")  # type: ignore[arg-type]

@@ -33,7 +33,10 @@ def test_given_figures_win_over_detected_ones() -> None:
 
 @pytest.mark.parametrize("bad", ["gpu=1", {"gpu": "1"}, {"gpu": -1}, {1: 1}, {"gpu": True}])
 def test_resources_of_the_wrong_type_are_refused(bad: object) -> None:
-    with pytest.raises(TypeError, match="resources must map names to non-negative numbers"):
+    with pytest.raises(
+        (TypeError, ValueError),
+        match=r"^resources must be a mapping of resource names to numbers >= 0, e\.g\. ",
+    ):
         Node(resources=bad)  # type: ignore[arg-type]
 
 

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from actors.errors import (
     ActorError,
     ActorTimeout,
+    Deadlock,
     MessageTooLarge,
     NodeUnavailable,
     ProtocolError,
@@ -33,10 +34,12 @@ from runtime.wire import (
     ASK,
     CONTROL,
     DEFAULT_CODEC,
+    ERR_DEADLOCK,
     ERROR,
     F_CORR,
     F_DEADLINE,
     F_KIND,
+    F_WAITS,
     MAX_EXT_DEPTH,
     REPLY,
     TELL,
@@ -50,6 +53,7 @@ from runtime.wire import (
     decode_frame,
     encode_envelope,
     encode_frame,
+    encode_request,
     envelope_of,
     error_reply,
     error_to_body,
@@ -77,6 +81,18 @@ values = st.recursive(
     max_leaves=25,
 )
 u64 = st.integers(min_value=0, max_value=U64)
+
+
+@st.composite
+def waits_lists(draw: st.DrawFn) -> list[Any]:
+    """Valid ``waits`` fields: entries whose parents point before them (or -1)."""
+    out: list[Any] = []
+    for i in range(draw(st.integers(0, 5))):
+        out += [draw(st.text(max_size=10)), draw(st.text(max_size=10)), draw(u64)]
+        out.append(draw(st.integers(-1, i - 1)))
+    return out
+
+
 envelopes = st.builds(
     Envelope,
     kind=st.sampled_from([ASK, TELL, REPLY, ERROR, CONTROL]),
@@ -92,6 +108,7 @@ envelopes = st.builds(
     trace=u64,
     epoch=u64,
     body=values,
+    waits=waits_lists(),
 )
 
 FUZZ = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -136,7 +153,8 @@ def ask(**kw: Any) -> Envelope:
 
 
 def raw_envelope(**kw: Any) -> list[Any]:
-    """The wire array of a valid envelope (all 14 fields), with fields overridden by name."""
+    """The wire array of a valid envelope (its first 14 fields: ``waits`` left out), with
+    fields overridden by name."""
     order = [
         "version",
         "kind",
@@ -238,7 +256,7 @@ def user_codec() -> Codec:
 @given(envelopes)
 def test_roundtrip_single(env: Envelope) -> None:
     data = encode_envelope(env)
-    assert 0x94 <= data[0] <= 0x9E and data[1] == VERSION  # fixarray(4..14), version
+    assert 0x94 <= data[0] <= 0x9F and data[1] == VERSION  # fixarray(4..15), version
     fields = msgpack.unpackb(data, strict_map_key=False)
     assert fields[-1] or len(fields) == 4  # trailing defaults are left out
     (back,) = decode_frame(data)
@@ -260,7 +278,7 @@ def test_decode_fields_gives_the_validated_arrays_of_decode_frame(envs: list[Env
     items = decode_fields(frame)
     assert len(items) == len(envs)
     for fields, env in zip(items, envs, strict=True):
-        assert fields[0] == VERSION and len(fields) == 14
+        assert fields[0] == VERSION and len(fields) == 15
         assert (fields[F_KIND], fields[F_CORR]) == (env.kind, env.corr)
         assert same(envelope_of(fields), env)
 
@@ -566,7 +584,7 @@ def test_oversized_frame_rejected_before_parsing() -> None:
         decode_frame(frame * 3, max_size=len(frame) * 2)
 
 
-@pytest.mark.parametrize("version", [0, 1, 2, 4, 255, -1, "3", 3.0, True, None])
+@pytest.mark.parametrize("version", [0, 1, 2, 3, 5, 255, -1, "4", 4.0, True, None])
 def test_wrong_version(version: Any) -> None:
     frame = msgpack.packb(raw_envelope(version=version))
     with pytest.raises(ProtocolError, match="version"):
@@ -584,8 +602,8 @@ def test_wrong_version(version: Any) -> None:
         (b"\xc1", "malformed"),
         (b"\x90", "empty array"),
         (msgpack.packb({"a": 1}), "array"),
-        (msgpack.packb([VERSION, 2, 3]), "4 to 14 elements"),
-        (msgpack.packb([*raw_envelope(), None]), "4 to 14 elements"),
+        (msgpack.packb([VERSION, 2, 3]), "4 to 15 elements"),
+        (msgpack.packb([*raw_envelope(), [], None]), "4 to 15 elements"),
         (b"\x91" * 100_000 + b"\xc0", "malformed"),
         (b"\xdd\xff\xff\xff\xff", "malformed"),
         (b"\xdb\xff\xff\xff\xff" + b"a" * 10, "malformed"),
@@ -944,7 +962,7 @@ def test_attached_reply_round_trip() -> None:
     for result in ([], [7, 10_240, 0, ["<f8", [2, 3]]], [Point(1, 2)]):
         frame = encode_attached_reply(9, result, attachment.nbytes, user_codec())
         fields = decode_attached(frame, attachment, user_codec())
-        assert fields[F_KIND] == REPLY and fields[F_CORR] == 9 and len(fields) == 14
+        assert fields[F_KIND] == REPLY and fields[F_CORR] == 9 and len(fields) == 15
         *head, last = fields[wire.F_BODY]
         assert head == result and last is attachment  # appended itself: nothing copied
     # the frame alone is an ordinary reply of the result without its attachment
@@ -999,3 +1017,44 @@ def test_random_attached_messages_only_protocol_error(frame: bytes, attachment: 
     except ProtocolError:
         return
     assert fields[F_KIND] == REPLY and fields[wire.F_BODY][-1] == attachment
+
+
+def test_waits_round_trip_and_an_ask_without_them_leaves_them_out() -> None:
+    waits = ["Ping", "a", 7, -1, "Pong", "b\nx", 2**64 - 1, 0, "Ping", "c", 0, 0]
+    env = Envelope(ASK, 5, type_name="T", key="k", method="m", trace=3, waits=waits)
+    (back,) = decode_frame(encode_envelope(env))
+    assert back.waits == waits and same(back, env)
+    (fields,) = decode_fields(encode_envelope(env))
+    assert fields[F_WAITS] == waits
+    plain = msgpack.unpackb(encode_envelope(Envelope(ASK, 5, type_name="T", trace=3)))
+    assert len(plain) == 10  # ends at its trace: no waits on the wire
+    request = encode_request(ASK, 5, "", "T", "k", "m", [], {}, 0.0, 0, 3, waits=waits)
+    assert request == encode_envelope(env)
+
+
+@pytest.mark.parametrize(
+    ("waits", "match"),
+    [
+        ({"a": 1}, "waits must be an array"),
+        (["T", "k", 1], "at most 32 entries of 4 items, got 3 items"),
+        (["T", "k", 1, -1] * 33, "at most 32 entries of 4 items, got 132 items"),
+        ([1, "k", 1, -1], "entry 0: type_name and key must be str"),
+        (["T", "k", -1, -1], "entry 0: chain must be a u64 int"),
+        (["T", "k", True, -1], "entry 0: chain must be a u64 int"),
+        (["T", "k", 1, 0], r"entry 0: parent must be an int in -1\.\.-1, got 0"),
+        (["T", "k", 1, -1, "U", "j", 2, 1], r"entry 1: parent must be an int in -1\.\.0, got 1"),
+        (["T", "k", 1, -2], r"entry 0: parent must be an int in -1\.\.-1, got -2"),
+    ],
+)
+def test_malformed_waits_are_refused_both_ways(waits: Any, match: str) -> None:
+    with pytest.raises(ProtocolError, match=match):
+        decode_frame(msgpack.packb([*raw_envelope(), waits]))
+    with pytest.raises(SerializationError, match=match):
+        encode_envelope(Envelope(ASK, 1, type_name="T", waits=waits))
+
+
+def test_a_deadlock_crosses_the_wire_as_itself() -> None:
+    body = error_to_body(Deadlock("call-chain deadlock: A/a -> B/b -> A/a"))
+    assert body[0] == ERR_DEADLOCK
+    back = body_to_error(body)
+    assert type(back) is Deadlock and str(back) == "call-chain deadlock: A/a -> B/b -> A/a"
