@@ -1,4 +1,5 @@
-"""The ``shoal`` command: ``shoal node`` runs a cluster member, ``shoal demo`` the main job."""
+"""The ``shoal`` command: ``shoal node`` runs a cluster member, ``shoal keygen`` writes a key
+pair for keyed links, ``shoal demo`` runs the main job."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ import click
 import uvloop
 
 from runtime.rebalancer import DEFAULT_PERIOD
+from runtime.security import keygen as write_key_pair
+from runtime.security import load_keys
 
 __all__ = ["GC_THRESHOLD", "main", "parse_resources", "tune_gc"]
 
@@ -98,6 +101,18 @@ def main(verbose: int) -> None:
     show_default=True,
     help="Young-generation GC threshold of the process (0: Python's default).",
 )
+@click.option(
+    "--key",
+    default=None,
+    metavar="FILE",
+    help="This node's CURVE secret key file (shoal keygen); needs --trust.",
+)
+@click.option(
+    "--trust",
+    default=None,
+    metavar="DIR",
+    help="Directory of the public keys (*.key) of the peers let in; needs --key.",
+)
 def node(
     listen: str,
     seeds: Sequence[str],
@@ -108,8 +123,14 @@ def node(
     data_spill_dir: str | None,
     rebalance_period: float,
     gc_threshold: int,
+    key: str | None,
+    trust: str | None,
 ) -> None:
     """Run a node until SIGTERM or SIGINT, then leave gracefully."""
+    try:
+        load_keys(key, trust, key_option="--key", trust_option="--trust")
+    except (ValueError, TypeError) as exc:
+        raise click.ClickException(str(exc)) from None
     sys.path.insert(0, "")
     for name in modules:
         importlib.import_module(name)
@@ -119,6 +140,8 @@ def node(
         "rebalance_period": rebalance_period,
         "data_limit": data_limit,
         "data_spill_dir": data_spill_dir,
+        "key": key,
+        "trust": trust,
     }
     uvloop.run(_serve(listen, list(seeds), storage, res, options))
 
@@ -145,6 +168,27 @@ async def _serve(
     ) as n:
         print(f"listening on {n.address}", flush=True)
         await stop.wait()
+
+
+@main.command()
+@click.argument("directory", metavar="DIR", type=click.Path(file_okay=False))
+@click.option(
+    "--name",
+    default="node",
+    show_default=True,
+    help="File name of the pair: NAME.key (public) and NAME.key_secret (secret).",
+)
+def keygen(directory: str, name: str) -> None:
+    """Write a new CURVE key pair into DIR (made if missing) and print the two paths.
+
+    NAME.key_secret (mode 0600) is this node's --key; copy NAME.key into the --trust
+    directory of every node that may talk to it."""
+    try:
+        public, secret = write_key_pair(directory, name)
+    except (OSError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    print(f"public key: {public}")
+    print(f"secret key: {secret}")
 
 
 @main.command()

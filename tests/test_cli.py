@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 import pytest
 
+from actors import Node
 from runtime import demo
 from runtime.cli import GC_THRESHOLD, parse_resources
 from runtime.demo import run_demo
@@ -119,3 +120,66 @@ def test_node_refuses_a_negative_data_limit() -> None:
         timeout=60,
     )
     assert out.returncode != 0 and "--data-limit" in out.stderr
+
+
+def _shoal(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "runtime", *args],
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_keygen_writes_a_pair_and_prints_the_paths(tmp_path: Path) -> None:
+    out = _shoal("keygen", str(tmp_path / "keys"), "--name", "n1")
+    assert out.returncode == 0, out.stderr
+    public, secret = tmp_path / "keys" / "n1.key", tmp_path / "keys" / "n1.key_secret"
+    assert out.stdout.splitlines() == [f"public key: {public}", f"secret key: {secret}"]
+    assert public.exists() and (secret.stat().st_mode & 0o777) == 0o600
+    again = _shoal("keygen", str(tmp_path / "keys"), "--name", "n1")
+    assert again.returncode != 0
+    assert again.stderr.strip().splitlines() == [
+        f"Error: {public} exists already: not overwriting a key"
+    ]
+
+
+def test_node_with_a_bad_key_or_trust_fails_in_one_line(tmp_path: Path) -> None:
+    _shoal("keygen", str(tmp_path))
+    secret, public = str(tmp_path / "node.key_secret"), str(tmp_path / "node.key")
+    listen = ["node", "--listen", "tcp://127.0.0.1:0"]
+    cases = {
+        ("--key", secret): "--key needs --trust as well",
+        ("--trust", str(tmp_path)): "--trust needs --key as well",
+        ("--key", public, "--trust", str(tmp_path)): f"--key {public!r} holds a public key only",
+        ("--key", str(tmp_path / "nope"), "--trust", str(tmp_path)): "no such file",
+        ("--key", secret, "--trust", str(tmp_path / "nope")): "no such directory",
+        ("--key", __file__, "--trust", str(tmp_path)): "is not a CURVE key file",
+    }
+    for args, message in cases.items():
+        out = _shoal(*listen, *args)
+        lines = out.stderr.strip().splitlines()
+        assert out.returncode != 0 and len(lines) == 1, (args, out.stderr)
+        assert lines[0].startswith("Error: ") and message in lines[0], (args, lines)
+
+
+async def test_a_keyed_node_serves_a_keyed_client(tmp_path: Path) -> None:
+    _shoal("keygen", str(tmp_path / "trust"), "--name", "server")
+    _shoal("keygen", str(tmp_path / "trust"), "--name", "client")
+    trust = tmp_path / "trust"
+    server = await NodeProcess.astart(
+        extra=["--key", str(trust / "server.key_secret"), "--trust", str(trust)]
+    )
+    try:
+        async with Node(
+            seeds=[server.address],
+            serve=(),
+            key=trust / "client.key_secret",
+            trust=trust,
+            default_timeout=10,
+        ) as client:
+            assert await client.ref("Counter", "cli-keyed").incr(3) == 3
+        assert await server.aterminate() == 0
+    finally:
+        server.kill()

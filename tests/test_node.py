@@ -10,6 +10,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -23,6 +24,7 @@ from actors import (
     UnknownActorType,
     UnknownMethod,
 )
+from runtime.security import keygen
 from tests.cluster import NodeProcess, cluster
 from tests.sample_actors import Counter, Deadlocker, Fragile, Interleaver, Journal, Pool, Probe
 
@@ -354,3 +356,22 @@ async def test_tell_exception_is_logged_by_the_node_process_that_hosts_it(
         [other] = [p for p in two_processes if p is not hosting]
         assert "remote tell failed" not in other.read_output()
         assert await c.incr() == 2
+
+
+def test_key_and_trust_are_checked_when_the_node_is_built(tmp_path: Path) -> None:
+    public, secret = keygen(tmp_path)
+    listen = "tcp://127.0.0.1:0"
+    with pytest.raises(ValueError, match=r"^key needs trust as well"):
+        Node(listen=listen, key=secret)
+    with pytest.raises(ValueError, match=r"^trust needs key as well"):
+        Node(listen=listen, trust=tmp_path)
+    with pytest.raises(TypeError, match=r"^key must be the path of a secret key file"):
+        Node(listen=listen, key=42, trust=tmp_path)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="holds a public key only"):
+        Node(listen=listen, key=public, trust=tmp_path)
+    with pytest.raises(ValueError, match=r"an embedded node .* has none"):
+        Node(key=secret, trust=tmp_path)
+    with pytest.raises(ValueError, match="not a transport= given, nor mem:// addresses"):
+        Node(listen="mem://keyed", key=secret, trust=tmp_path)
+    Node(listen=listen, key=secret, trust=tmp_path)  # and a good pair is taken
+    Node(seeds=[listen], serve=(), key=str(secret), trust=str(tmp_path))
