@@ -10,9 +10,11 @@ checked exactly through a trusted client.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import stat
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,8 @@ import zmq.auth
 from zmq.utils import z85
 from zmq.utils.monitor import parse_monitor_message
 
+from actors import Node, NodeUnavailable
+from runtime import wire
 from runtime.security import (
     ZAP_DOMAIN,
     CurveKeys,
@@ -32,6 +36,7 @@ from runtime.security import (
     load_keys,
     read_certificate,
 )
+from tests.cluster import NodeProcess, converged_client, info_keys, ring_owner, until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -294,3 +299,253 @@ async def test_without_a_zap_handler_a_keyed_router_lets_nobody_in(
         link.mon.close(linger=0)
         link.sock.close(linger=0)
         router.close(linger=0)
+
+
+# --------------------------------------------------------------------------- real processes
+
+
+class Keyring:
+    """Key pairs for ``nodes`` node processes and a client, all trusted (one shared trust
+    directory), and a ``stranger`` pair that is not."""
+
+    def __init__(self, root: Path, nodes: int) -> None:
+        self.trust = root / "trust"
+        self.nodes = [keygen(root / f"node{i}")[1] for i in range(nodes)]
+        self.client = keygen(root / "client")[1]
+        self.stranger = keygen(root / "stranger")[1]
+        self.trust.mkdir()
+        for secret in [*self.nodes, self.client]:
+            public = secret.with_suffix(".key")
+            (self.trust / f"{public.parent.name}.key").write_bytes(public.read_bytes())
+
+    def args(self, i: int) -> list[str]:
+        return ["--key", str(self.nodes[i]), "--trust", str(self.trust)]
+
+    @staticmethod
+    def pair(secret: Path) -> tuple[bytes, bytes]:
+        public, sec = read_certificate(secret, "key")
+        assert sec is not None
+        return public, sec
+
+
+@dataclass
+class KeyedCluster:
+    keys: Keyring
+    procs: list[NodeProcess]
+
+    @property
+    def addresses(self) -> list[str]:
+        return sorted(p.address for p in self.procs)
+
+
+@pytest.fixture(scope="module")
+def keyed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KeyedCluster]:
+    """Three keyed node processes sharing one trust directory (killed at the end)."""
+    keys = Keyring(tmp_path_factory.mktemp("keys"), 3)
+    procs: list[NodeProcess] = []
+    try:
+        procs.append(NodeProcess(extra=keys.args(0)))
+        for i in (1, 2):
+            procs.append(NodeProcess(seeds=[procs[0].address], extra=keys.args(i)))
+        yield KeyedCluster(keys, procs)
+    finally:
+        for p in procs:
+            p.kill()
+
+
+@pytest.fixture(scope="module")
+def plain() -> Iterator[NodeProcess]:
+    """An unkeyed node process: where the attackers' frames are shown to work."""
+    node = NodeProcess()
+    try:
+        yield node
+    finally:
+        node.kill()
+
+
+def _client(keyed: KeyedCluster) -> Any:
+    return converged_client(
+        keyed.procs, 3, key=keyed.keys.client, trust=keyed.keys.trust, check_serializable=True
+    )
+
+
+def _key_on(members: list[str], type_name: str, address: str, prefix: str) -> str:
+    for i in range(10_000):
+        if ring_owner(members, type_name, f"{prefix}-{i}") == address:
+            return f"{prefix}-{i}"
+    raise AssertionError(f"no {type_name} key lands on {address}")
+
+
+@pytest.mark.slow
+async def test_a_keyed_cluster_asks_tells_migrates_and_moves_data(keyed: KeyedCluster) -> None:
+    async with _client(keyed) as client:
+        members = keyed.addresses
+        c = client.ref("Counter", "keyed-counter")
+        assert await c.incr(5) == 5
+        for _ in range(100):
+            await c.incr.tell(1)
+        assert await c.peek() == 105  # tells and asks from one sender keep their order
+        where = await client.locate(c)
+        to = next(a for a in members if a != where)
+        await client.migrate(c, to=to)
+        assert await client.locate(c) == to and await c.incr(1) == 106
+        holder, other = members[0], members[1]
+        shelf = client.ref("Shelf", _key_on(members, "Shelf", holder, "keyed-shelf"))
+        reader = client.ref("Reader", _key_on(members, "Reader", other, "keyed-reader"))
+        payload = bytes(range(256)) * 20_000  # 5 MB: several chunks
+        ref = await shelf.keep("keyed-data", payload)
+        assert ref.node == holder
+        assert await reader.fetch.ask(ref, timeout=30) == payload  # node to node
+        assert await ref.get() == payload  # node to client
+
+
+def _frames(target_sender: str) -> dict[str, bytes]:
+    """What an attacker sends: a public method call, three CONTROL operations and a SWIM
+    join of a fake member, each one encoded envelope."""
+    now = time.time()
+    envelopes = {
+        "ask": wire.Envelope(
+            wire.ASK, 7, type_name="Counter", key="vault", method="incr", args=[50],
+            deadline=now + 30,
+        ),
+        "members": wire.Envelope(wire.CONTROL, 8, "tcp://127.0.0.1:9", method="members"),
+        "data": wire.Envelope(
+            wire.CONTROL, 9, "tcp://127.0.0.1:9", method="data", body=["vault-data", 0, 1 << 20]
+        ),
+        "handoff": wire.Envelope(
+            wire.CONTROL, 10, "client://evil", method="handoff",
+            body=["Counter", "planted", {"count": 999}, 1],
+        ),
+        "join": wire.Envelope(
+            wire.CONTROL, 0, FAKE, method="swim", body=["join", [FAKE, 1, 0, [["Counter"], {}]]]
+        ),
+    }  # fmt: skip
+    return {name: wire.encode_envelope(env) for name, env in envelopes.items()}
+
+
+#: The member an attacker's SWIM join tries to plant (nothing listens there).
+FAKE = "tcp://127.0.0.1:9"
+
+
+class Attacker:
+    """A raw zmq DEALER (no key, or a CURVE client with an untrusted key) against one node,
+    with a monitor of its handshakes; every socket closed with linger 0."""
+
+    def __init__(self, ctx: Any, address: str, curve: tuple[bytes, bytes, bytes] | None) -> None:
+        self.sock = ctx.socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        if curve is not None:
+            public, secret, server = curve
+            self.sock.curve_publickey, self.sock.curve_secretkey = public, secret
+            self.sock.curve_serverkey = server
+        self.mon = self.sock.get_monitor_socket(_HANDSHAKES)
+        self.sock.connect(address)
+
+    async def handshake(self) -> int:
+        return await _handshake(_Link(self.sock, self.mon, b""))
+
+    async def send_all(self, frames: dict[str, bytes]) -> None:
+        for frame in frames.values():
+            await self.sock.send(frame)
+
+    async def replies(self, timeout: float) -> list[list[bytes]]:
+        """Every message that arrives within ``timeout`` seconds."""
+        got: list[list[bytes]] = []
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                while True:
+                    got.append(await self.sock.recv_multipart())
+        return got
+
+    def close(self) -> None:
+        self.sock.disable_monitor()
+        self.mon.close(linger=0)
+        self.sock.close(linger=0)
+
+
+@pytest.mark.slow
+async def test_the_attack_frames_work_on_an_unkeyed_node(
+    plain: NodeProcess, zctx: zmq.asyncio.Context
+) -> None:
+    """The positive control: against a node without keys, each frame has its effect."""
+    async with converged_client([plain], 1) as client:
+        await client.ref("Counter", "vault").incr(100)
+        await client.ref("Shelf", "s").keep("vault-data", b"the secret")
+        attacker = Attacker(zctx, plain.address, None)
+        try:
+            assert await attacker.handshake() == zmq.EVENT_HANDSHAKE_SUCCEEDED
+            frames = _frames(plain.address)
+            for name in ("ask", "members", "data", "handoff"):
+                await attacker.sock.send(frames[name])
+                async with asyncio.timeout(WAIT):
+                    answer = await attacker.sock.recv_multipart()
+                [env] = wire.decode_frame(answer[0])
+                assert env.kind == wire.REPLY, (name, env)
+                if name == "ask":
+                    assert env.body == 150
+                elif name == "members":
+                    assert [m[0] for m in env.body] == [plain.address]
+                elif name == "data":
+                    assert answer[1] == b"the secret"
+            assert await client.ref("Counter", "planted").peek() == 999
+            await attacker.sock.send(frames["join"])
+            members = frames["members"]
+
+            async def fake_listed() -> bool:
+                await attacker.sock.send(members)
+                [env] = wire.decode_frame((await attacker.sock.recv_multipart())[0])
+                return FAKE in [m[0] for m in env.body]
+
+            await until(fake_listed, 10)
+        finally:
+            attacker.close()
+
+
+@pytest.mark.slow
+async def test_an_untrusted_peer_gets_nothing_from_a_keyed_cluster(
+    keyed: KeyedCluster, zctx: zmq.asyncio.Context
+) -> None:
+    target = keyed.procs[0]
+    async with _client(keyed) as client:
+        vault = client.ref("Counter", "vault")
+        before = await vault.incr(100)
+        secret_ref = await client.ref("Shelf", "vault-shelf").keep("vault-data", b"the secret")
+        server_key = read_certificate(keyed.keys.nodes[0].with_suffix(".key"), "key")[0]
+        stranger_public, stranger_secret = Keyring.pair(keyed.keys.stranger)
+        attackers = {
+            "no key": Attacker(zctx, target.address, None),
+            "untrusted key": Attacker(
+                zctx, target.address, (stranger_public, stranger_secret, server_key)
+            ),
+        }
+        try:
+            expected = {
+                "no key": {
+                    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL,
+                    zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL,
+                },
+                "untrusted key": {zmq.EVENT_HANDSHAKE_FAILED_AUTH},
+            }
+            for name, attacker in attackers.items():
+                await attacker.send_all(_frames(target.address))
+                assert await attacker.handshake() in expected[name], name
+            # an attacker never completes a handshake, so its frames never leave its socket:
+            # nothing comes back (a bounded look), and nothing changed on the cluster
+            for name, attacker in attackers.items():
+                assert await attacker.replies(0.5) == [], name
+        finally:
+            for attacker in attackers.values():
+                attacker.close()
+        assert await vault.peek() == before  # no actor call
+        assert sorted(client.members) == keyed.addresses  # no SWIM join
+        for key in (await info_keys(client, keyed.addresses)).values():
+            assert sorted(await client.ref("NodeInfo", key).view()) == keyed.addresses
+        assert await client.locate(client.ref("Counter", "planted")) is None  # no handoff
+        assert await secret_ref.get() == b"the secret"  # the node keeps serving
+        await target.await_output("refused a handshake", 10)
+    # a keyed client with an untrusted key, and one without keys, cannot even join
+    for options in ({"key": keyed.keys.stranger, "trust": keyed.keys.trust}, {}):
+        outsider = Node(seeds=[target.address], serve=(), join_timeout=2, **options)
+        with pytest.raises(NodeUnavailable, match="no seed"):
+            await outsider.start()
+        await outsider.stop()
