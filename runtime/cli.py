@@ -60,6 +60,14 @@ def parse_resources(text: str | None) -> dict[str, float]:
     return out
 
 
+def _loopback(endpoint: str) -> bool:
+    """Whether ``endpoint`` can be reached from this machine only (loopback, ipc://)."""
+    if endpoint.startswith(("ipc://", "inproc://")):
+        return True
+    host = endpoint.partition("://")[2].rpartition(":")[0].strip("[]")
+    return host == "localhost" or host.startswith("127.") or host == "::1"
+
+
 @click.group()
 @click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
 def main(verbose: int) -> None:
@@ -128,9 +136,15 @@ def node(
 ) -> None:
     """Run a node until SIGTERM or SIGINT, then leave gracefully."""
     try:
-        load_keys(key, trust, key_option="--key", trust_option="--trust")
+        keyed = load_keys(key, trust, key_option="--key", trust_option="--trust") is not None
     except (ValueError, TypeError) as exc:
         raise click.ClickException(str(exc)) from None
+    if not keyed and not _loopback(listen):
+        click.echo(
+            f"warning: {listen} without --key/--trust: anyone who can reach it can call actors "
+            "and change the cluster (README: Authenticated, encrypted links)",
+            err=True,
+        )
     sys.path.insert(0, "")
     for name in modules:
         importlib.import_module(name)

@@ -183,3 +183,20 @@ async def test_a_keyed_node_serves_a_keyed_client(tmp_path: Path) -> None:
         assert await server.aterminate() == 0
     finally:
         server.kill()
+
+
+def test_a_node_open_beyond_loopback_without_keys_warns(tmp_path: Path) -> None:
+    exposed = NodeProcess(listen="tcp://0.0.0.0:0")
+    try:
+        assert "warning: tcp://0.0.0.0:0 without --key/--trust" in exposed.read_output()
+        assert exposed.terminate() == 0
+    finally:
+        exposed.kill()
+    _shoal("keygen", str(tmp_path))
+    keys = ["--key", str(tmp_path / "node.key_secret"), "--trust", str(tmp_path)]
+    for listen, extra in (("tcp://127.0.0.1:0", []), ("tcp://0.0.0.0:0", keys)):
+        quiet = NodeProcess(listen=listen, extra=extra)
+        try:
+            assert "warning" not in quiet.read_output()
+        finally:
+            quiet.kill()
