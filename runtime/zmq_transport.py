@@ -953,6 +953,8 @@ class ZmqTransport(Transport):
             if event & _HANDSHAKE_FAILED and self._curve is not None:
                 # zmq does not retry a connection whose handshake failed for a protocol
                 # reason, and a key that stopped working may belong to a former node
+                if event & zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+                    self._refused(d)
                 self._mark_down(d)
                 if self._dealers.get(d.peer) is d:
                     known = d.serverkey if event & zmq.EVENT_HANDSHAKE_FAILED_AUTH else None
@@ -964,6 +966,14 @@ class ZmqTransport(Transport):
                 d.down = False
 
     # -- keyed links: finding the peer's server key (see "Keyed links" above)
+
+    def _refused(self, d: _Dealer) -> None:
+        if not d.down and self._curve is not None:
+            logger.warning(
+                "%s refused our key %s: is it in that node's trust directory?",
+                d.peer,
+                self._curve.public.decode(),
+            )
 
     def _resolve(self, d: _Dealer, only: bytes | None) -> None:
         """Start resolving ``d``'s key: try ``only``, else the key remembered for the peer,
@@ -1036,6 +1046,7 @@ class ZmqTransport(Transport):
             if event & zmq.EVENT_HANDSHAKE_FAILED_AUTH:
                 # the server holds this key but refuses ours: try it again later
                 self._server_keys[d.peer] = c.key
+                self._refused(d)
                 self._mark_down(d)
                 if self._dealers.get(d.peer) is d:
                     self._resolve_later(d, c.key)
@@ -1044,6 +1055,12 @@ class ZmqTransport(Transport):
                 self._close_candidate(c)
                 d.candidates.remove(c)
                 if not d.candidates:
+                    if not d.down:
+                        logger.warning(
+                            "no trusted key works for %s: is its public key in our trust "
+                            "directory?",
+                            d.peer,
+                        )
                     self._mark_down(d)
                     if self._dealers.get(d.peer) is d:
                         self._resolve_later(d, None)

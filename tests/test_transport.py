@@ -767,7 +767,9 @@ async def test_keyed_transports_find_each_others_key_and_talk(zh: Harness) -> No
     assert a.downs.empty() and b.downs.empty() and c.downs.empty()
 
 
-async def test_untrusted_peers_get_nothing_through(zh: Harness) -> None:
+async def test_untrusted_peers_get_nothing_through(
+    zh: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
     h = zh
     k = Keys("server", "friend", "stranger")
     server = await h.start(curve=k.of("server", "server friend"))
@@ -776,6 +778,8 @@ async def test_untrusted_peers_get_nothing_through(zh: Harness) -> None:
     stranger = await h.start(listen=None, curve=k.of("stranger", "server"))
     stranger.t.send(server.address, b"let me in")
     assert await stranger.next_down() == server.address
+    stranger_key = k.public("stranger").decode()
+    assert f"{server.address} refused our key {stranger_key}" in caplog.text
     # a peer without keys
     plain = await h.start(listen=None)
     plain.t.send(server.address, b"let me in too")
@@ -802,13 +806,16 @@ async def test_untrusted_peers_get_nothing_through(zh: Harness) -> None:
     assert stranger.frames.empty() and plain.frames.empty()
 
 
-async def test_a_keyed_node_talks_only_to_servers_it_trusts(zh: Harness) -> None:
+async def test_a_keyed_node_talks_only_to_servers_it_trusts(
+    zh: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
     h = zh
     k = Keys("a", "b")
     b = await h.start(curve=k.of("b", "a b"))  # b would let a in...
     a = await h.start(curve=k.of("a", "a"))  # ...but a does not trust b's key
     a.t.send(b.address, b"hello?")
     assert await a.next_down() == b.address
+    assert f"no trusted key works for {b.address}" in caplog.text
     assert b.frames.empty()
     assert isinstance(b.t, ZmqTransport) and b.t._zap is not None
     assert b.t._zap.allowed == 0  # no candidate of a's ever reached b's ZAP
