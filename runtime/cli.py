@@ -1,4 +1,5 @@
-"""The ``shoal`` command: ``shoal node`` runs a cluster member, ``shoal demo`` the main job.
+"""The ``shoal`` command: ``shoal node`` runs a cluster member, ``shoal keygen`` writes a key
+pair for keyed links, ``shoal demo`` runs the main job.
 
 A mistake is one line on stderr and a non-zero exit, never a traceback: ``shoal node: error:
 ...`` with exit code 2 for an option that is wrong as given (an address without a scheme, a
@@ -28,6 +29,8 @@ from actors.decorator import registered_types
 from actors.errors import NodeUnavailable
 from runtime import options
 from runtime.rebalancer import DEFAULT_PERIOD
+from runtime.security import keygen as write_key_pair
+from runtime.security import load_keys
 
 __all__ = ["GC_THRESHOLD", "main", "one_line", "parse_resources", "tune_gc"]
 
@@ -82,6 +85,14 @@ def parse_resources(text: str | None) -> dict[str, float]:
             raise click.BadParameter(f"{part!r}: an amount is a finite number >= 0")
         out[name.strip()] = amount
     return out
+
+
+def _loopback(endpoint: str) -> bool:
+    """Whether ``endpoint`` can be reached from this machine only (loopback, ipc://)."""
+    if endpoint.startswith(("ipc://", "inproc://")):
+        return True
+    host = endpoint.partition("://")[2].rpartition(":")[0].strip("[]")
+    return host == "localhost" or host.startswith("127.") or host == "::1"
 
 
 class _Shoal(click.Group):
@@ -203,6 +214,18 @@ def main(verbose: int) -> None:
     show_default=True,
     help="Young-generation GC threshold of the process (0: Python's default).",
 )
+@click.option(
+    "--key",
+    default=None,
+    metavar="FILE",
+    help="This node's CURVE secret key file (shoal keygen); needs --trust.",
+)
+@click.option(
+    "--trust",
+    default=None,
+    metavar="DIR",
+    help="Directory of the public keys (*.key) of the peers let in; needs --key.",
+)
 def node(
     listen: str,
     seeds: Sequence[str],
@@ -214,8 +237,20 @@ def node(
     rebalance_period: float,
     join_timeout: float,
     gc_threshold: int,
+    key: str | None,
+    trust: str | None,
 ) -> None:
     """Run a node until SIGTERM or SIGINT, then leave gracefully."""
+    try:
+        keyed = load_keys(key, trust, key_option="--key", trust_option="--trust") is not None
+    except (ValueError, TypeError) as exc:
+        raise _Failed(str(exc)) from None
+    if not keyed and not _loopback(listen):
+        click.echo(
+            f"shoal node: warning: {listen} without --key/--trust: anyone who can reach it "
+            "can call actors and change the cluster (README: Authenticated, encrypted links)",
+            err=True,
+        )
     sys.path.insert(0, "")
     for name in modules:
         try:
@@ -234,6 +269,8 @@ def node(
         "data_limit": data_limit,
         "data_spill_dir": data_spill_dir,
         "join_timeout": join_timeout,
+        "key": key,
+        "trust": trust,
     }
     uvloop.run(_serve(listen, list(seeds), storage, resources, options_))
 
@@ -271,6 +308,27 @@ async def _serve(
         if serving:
             raise
         raise _Failed(f"cannot join the cluster: {err}") from None
+
+
+@main.command()
+@click.argument("directory", metavar="DIR", type=click.Path(file_okay=False))
+@click.option(
+    "--name",
+    default="node",
+    show_default=True,
+    help="File name of the pair: NAME.key (public) and NAME.key_secret (secret).",
+)
+def keygen(directory: str, name: str) -> None:
+    """Write a new CURVE key pair into DIR (made if missing) and print the two paths.
+
+    NAME.key_secret (mode 0600) is this node's --key; copy NAME.key into the --trust
+    directory of every node that may talk to it."""
+    try:
+        public, secret = write_key_pair(directory, name)
+    except (OSError, ValueError) as exc:
+        raise _Failed(str(exc)) from None
+    print(f"public key: {public}")
+    print(f"secret key: {secret}")
 
 
 @main.command()

@@ -49,6 +49,7 @@ from runtime.migration import Migrator
 from runtime.placement import Placement
 from runtime.rebalancer import DEFAULT_PERIOD, Rebalancer
 from runtime.resources import detect_async, offered
+from runtime.security import CurveKeys, load_keys
 from runtime.served import Served
 from runtime.transport import DEFAULT_MAX_FRAME_BYTES, Transport
 
@@ -116,6 +117,10 @@ class Node:
         rebalance_period: seconds between the rounds in which a member moves its
             ``placement="data"`` actors toward the data they read and the actors they call
             (``runtime.rebalancer``; rates are smoothed over five periods).
+        key: this node's CURVE secret key file (``shoal keygen``); with ``trust``, every link
+            of the node is CurveZMQ and only peers whose public key is in ``trust`` get
+            through (``runtime.security``). Both or neither.
+        trust: the directory of the public keys (``*.key``) this node trusts.
 
     A member without ``listen`` but with ``seeds`` is a client: it sends to the cluster and
     hosts nothing.
@@ -138,6 +143,8 @@ class Node:
         data_limit: int | None = None,
         data_spill_dir: str | os.PathLike[str] | None = None,
         rebalance_period: float = DEFAULT_PERIOD,
+        key: str | os.PathLike[str] | None = None,
+        trust: str | os.PathLike[str] | None = None,
     ) -> None:
         checked = options.node(
             listen=listen,
@@ -153,6 +160,19 @@ class Node:
             clock=clock,
             rebalance_period=rebalance_period,
         )  # every argument is checked where it is given (runtime.options says how)
+        self._curve: CurveKeys | None = load_keys(key, trust)
+        if self._curve is not None:
+            endpoints = [listen] if listen is not None else list(seeds)
+            if not endpoints:
+                raise ValueError(
+                    f"key={key!r} and trust={trust!r} secure the links between nodes: an "
+                    "embedded node (no listen=, no seeds=) has none"
+                )
+            if transport is not None or any(str(e).startswith("mem://") for e in endpoints):
+                raise ValueError(
+                    "key= and trust= configure the node's own ZeroMQ transport (tcp://, "
+                    "ipc://): not a transport= given, nor mem:// addresses"
+                )
         self.rebalance_period = checked.rebalance_period
         self.listen = checked.listen
         self.seeds = checked.seeds
@@ -299,7 +319,7 @@ class Node:
             return MemoryTransport(_MEMORY_NETWORK, max_frame_bytes=coalesce)
         from runtime.zmq_transport import ZmqTransport
 
-        return ZmqTransport(max_frame_bytes=coalesce)
+        return ZmqTransport(max_frame_bytes=coalesce, curve=self._curve)
 
     async def _start_cluster(self) -> None:
         """Build and wire the cluster's parts, then join."""

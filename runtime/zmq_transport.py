@@ -45,6 +45,21 @@ outage; a successful handshake ends the outage. The DEALER is kept -- zmq reconn
 to fail the callers waiting on that peer. Frames already handed to zmq when the connection
 dropped are lost (at most once delivery).
 
+Keyed links (``curve=``, :class:`runtime.security.CurveKeys`). The ROUTER is a CURVE server
+with the node's key pair and asks :class:`runtime.security.ZapHandler` (on the loop) about every
+client; each DEALER is a CURVE client with the same pair. A CURVE client must know the
+server's public key before it says anything, and an address does not say which trusted key
+its node holds, so the first DEALER to a peer *resolves* it: one candidate DEALER per trusted
+key connects at once, and only the one whose key the server holds completes the handshake
+(the others fail it at the server's first step and are closed). That DEALER becomes the peer's;
+its key is remembered for the address. Meanwhile frames wait in the outbox, as for a peer not
+connected yet. A refused connection is the peer being down (reported, zmq retries); if every
+candidate fails its handshake, or a known key stops working (a node with another key now at
+that address), or the peer refuses *our* key, the peer is reported down and resolved afresh
+``reconnect_ivl_max`` later (zmq itself would never retry a connection the peer refused).
+A resolution costs one handshake per trusted key, once per peer address (and, while nobody
+answers there, one reconnecting socket per trusted key).
+
 Why ``IMMEDIATE`` on DEALERs: without it zmq would accept frames for a peer that is not
 connected into an invisible pipe (and silently lose or replay them across reconnects).
 With it, such frames wait in our outbox where ``backlog()`` shows them and ``drained()``
@@ -67,6 +82,7 @@ from zmq.utils.monitor import parse_monitor_message
 
 from actors.errors import NodeUnavailable
 from runtime import _zmqcalls
+from runtime.security import ZAP_DOMAIN, CurveKeys, ZapHandler
 from runtime.transport import (
     DEFAULT_BACKLOG_HWM,
     DEFAULT_MAX_FRAME_BYTES,
@@ -120,6 +136,11 @@ _DOWN_EVENTS: Final = (
     | zmq.EVENT_HANDSHAKE_FAILED_AUTH
 )
 _UP_EVENTS: Final = zmq.EVENT_HANDSHAKE_SUCCEEDED
+_HANDSHAKE_FAILED: Final = (
+    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+)
 
 _RETRY_INTERVAL: Final = 0.05
 """Safety-net retry period for blocked outboxes (normally the socket FD wakes us first)."""
@@ -139,20 +160,42 @@ def _ms(seconds: float) -> int:
     return max(0, round(seconds * 1000))
 
 
+class _Candidate:
+    """A DEALER (and its monitor) trying one trusted server key while a peer is resolved."""
+
+    __slots__ = ("key", "mon", "sock")
+
+    def __init__(self, key: bytes, sock: Any, mon: Any) -> None:
+        self.key = key
+        self.sock: Any = sock
+        self.mon: Any = mon
+
+
 class _Dealer(Outbox):
-    """The outbox of one peer together with the DEALER (and its monitor) that carries it."""
+    """The outbox of one peer together with the DEALER (and its monitor) that carries it.
 
-    __slots__ = ("fd", "h", "mon", "mon_fd", "peer", "sock")
+    On a keyed transport the DEALER may not be there yet (``h`` None, ``blocked`` True) while
+    ``candidates`` resolve the peer's key, or until ``retry`` starts a resolution again."""
 
-    def __init__(self, peer: str, sock: Any, mon: Any) -> None:
+    __slots__ = ("candidates", "fd", "h", "mon", "mon_fd", "peer", "retry", "serverkey", "sock")
+
+    def __init__(self, peer: str) -> None:
         super().__init__(peer)
         self.peer = peer
-        self.sock: Any = sock
-        self.h: Any = _token(sock)
-        """The socket's token for the hot calls; None once closed."""
-        self.mon: Any = mon
-        self.fd: int = sock.FD
-        self.mon_fd: int = mon.FD
+        self.sock: Any = None
+        self.h: Any = None
+        """The socket's token for the hot calls; None once closed (or not connected yet)."""
+        self.mon: Any = None
+        self.fd = -1
+        self.mon_fd = -1
+        self.serverkey: bytes | None = None
+        """The peer's public key, on a keyed transport once resolved."""
+        self.candidates: list[_Candidate] = []
+        self.retry: asyncio.TimerHandle | None = None
+
+    def attach(self, sock: Any, mon: Any) -> None:
+        self.sock, self.h, self.mon = sock, _token(sock), mon
+        self.fd, self.mon_fd = sock.FD, mon.FD
 
 
 class ZmqTransport(Transport):
@@ -183,12 +226,16 @@ class ZmqTransport(Transport):
         Inbound frames larger than this make zmq drop the connection (-1: no limit).
     ``recv_batch``
         Most frames read from one socket per wake-up before yielding to the loop.
+    ``curve``
+        The node's key pair and trusted keys (:func:`runtime.security.load_keys`): every
+        link is CurveZMQ, and only trusted peers get through (see "Keyed links" above).
     """
 
     __slots__ = (
         "_backlog_hwm",
         "_closed",
         "_ctx",
+        "_curve",
         "_dealers",
         "_deliver",
         "_deliver_attached",
@@ -200,6 +247,7 @@ class ZmqTransport(Transport):
         "_opts",
         "_own_ctx",
         "_peer_down",
+        "_reconnect_max",
         "_recv_batch",
         "_replied",
         "_retry_handle",
@@ -209,6 +257,8 @@ class ZmqTransport(Transport):
         "_router_h",
         "_routes",
         "_sent_direct",
+        "_server_keys",
+        "_zap",
         "address",
         "malformed",
     )
@@ -228,12 +278,13 @@ class ZmqTransport(Transport):
         reconnect_ivl_max: float = 2.0,
         max_message_size: int = -1,
         recv_batch: int = 1024,
+        curve: CurveKeys | None = None,
     ) -> None:
         if max_frame_bytes < 1 or backlog_hwm < 1 or recv_batch < 1:
             raise ValueError("max_frame_bytes, backlog_hwm and recv_batch must be positive")
         self._own_ctx = context is None
         self._ctx: Any = context  # our own one is created by start(), so nothing leaks before
-        common = {
+        common: dict[Any, int | bytes] = {
             zmq.LINGER: 0,
             zmq.SNDHWM: sndhwm,
             zmq.RCVHWM: rcvhwm,
@@ -251,7 +302,20 @@ class ZmqTransport(Transport):
         dealer[zmq.RECONNECT_IVL_MAX] = _ms(reconnect_ivl_max)
         router = dict(common)
         router[zmq.ROUTER_MANDATORY] = 1
-        self._opts: dict[str, dict[Any, int]] = {"dealer": dealer, "router": router}
+        if curve is not None:
+            dealer[zmq.CURVE_PUBLICKEY] = curve.public
+            dealer[zmq.CURVE_SECRETKEY] = curve.secret
+            router[zmq.CURVE_SERVER] = 1
+            router[zmq.CURVE_PUBLICKEY] = curve.public
+            router[zmq.CURVE_SECRETKEY] = curve.secret
+            # ZAP is mandatory: with no handler to ask, a handshake fails instead of passing.
+            router[zmq.ZAP_DOMAIN] = ZAP_DOMAIN
+            router[zmq.ZAP_ENFORCE_DOMAIN] = 1
+        self._opts: dict[str, dict[Any, int | bytes]] = {"dealer": dealer, "router": router}
+        self._curve = curve
+        self._zap: ZapHandler | None = None
+        self._server_keys: dict[str, bytes] = {}
+        self._reconnect_max = reconnect_ivl_max
         self._max_frame = max_frame_bytes
         self._backlog_hwm = backlog_hwm
         self._recv_batch = recv_batch
@@ -300,6 +364,10 @@ class ZmqTransport(Transport):
             self._ctx.set(zmq.MAX_SOCKETS, 16384)
         if listen is None:
             return ""
+        if self._curve is not None:
+            # before the bind: no handshake may come before the handler is there
+            self._zap = ZapHandler(self._ctx, self._curve.trusted)
+            self._zap.start(self._loop)
         sock = self._socket(zmq.ROUTER, "router")
         try:
             sock.bind(listen)
@@ -335,6 +403,8 @@ class ZmqTransport(Transport):
             self._router_h = None
             self._router.close(linger=0)
             self._router = None
+        if self._zap is not None:
+            self._zap.close()
         for box in self._routes.values():
             box.fail(gone)
             box.clear()
@@ -347,6 +417,7 @@ class ZmqTransport(Transport):
             self._ctx.destroy(linger=0)
 
     def forget(self, peer: str) -> None:
+        self._server_keys.pop(peer, None)
         d = self._dealers.pop(peer, None)
         if d is None:
             return
@@ -355,15 +426,24 @@ class ZmqTransport(Transport):
         d.clear()
 
     def _close_dealer(self, d: _Dealer) -> None:
+        if d.retry is not None:
+            d.retry.cancel()
+            d.retry = None
+        self._drop_candidates(d)
+        self._detach(d)
+        d.blocked = False  # so the retry timer and queued flushes leave it alone
+
+    def _detach(self, d: _Dealer) -> None:
+        """Close ``d``'s DEALER and monitor, if it has them."""
+        if d.sock is None:
+            return
         if self._loop is not None:
             self._loop.remove_reader(d.fd)
             self._loop.remove_reader(d.mon_fd)
         d.h = None
-        with contextlib.suppress(zmq.ZMQError):
-            d.sock.disable_monitor()
-        d.mon.close(linger=0)
-        d.sock.close(linger=0)
-        d.blocked = False  # so the retry timer and queued flushes leave it alone
+        _close_pair(d.sock, d.mon)
+        d.sock = d.mon = None
+        d.fd = d.mon_fd = -1
 
     # ------------------------------------------------------------------ sending (hot path)
 
@@ -615,7 +695,7 @@ class ZmqTransport(Transport):
             return
         pending = False
         for d in list(self._dealers.values()):
-            if d.blocked:
+            if d.blocked and d.h is not None:  # (not a keyed peer still being resolved)
                 d.blocked = False
                 self._send_dealer(d)
                 self._recheck_dealer(d, True)
@@ -815,35 +895,49 @@ class ZmqTransport(Transport):
             sock.setsockopt(opt, value)
         return sock
 
-    def _open_dealer(self, peer: str) -> _Dealer | None:
-        """Create the DEALER for ``peer`` (first send to it); ``None`` once closed."""
-        if self._closed:
-            return None
-        loop = self._loop
-        if loop is None:
-            raise RuntimeError("send() before start()")
+    def _connect(self, peer: str, serverkey: bytes | None) -> tuple[Any, Any]:
+        """A DEALER connected to ``peer`` (a CURVE client of ``serverkey`` if given) and its
+        monitor; ``ValueError`` for an address zmq cannot connect to."""
         sock = self._socket(zmq.DEALER, "dealer")
+        if serverkey is not None:
+            sock.setsockopt(zmq.CURVE_SERVERKEY, serverkey)
         # The monitor must exist before connect() or we would miss the first events.
         mon = sock.get_monitor_socket(_DOWN_EVENTS | _UP_EVENTS)
         try:
             sock.connect(peer)
         except zmq.ZMQError as exc:
-            with contextlib.suppress(zmq.ZMQError):
-                sock.disable_monitor()
-            mon.close(linger=0)
-            sock.close(linger=0)
+            _close_pair(sock, mon)
             raise ValueError(f"bad peer address {peer!r}: {exc}") from exc
-        d = _Dealer(peer, sock, mon)
+        return sock, mon
+
+    def _open_dealer(self, peer: str) -> _Dealer | None:
+        """Create the DEALER for ``peer`` (first send to it); ``None`` once closed."""
+        if self._closed:
+            return None
+        if self._loop is None:
+            raise RuntimeError("send() before start()")
+        d = _Dealer(peer)
+        if self._curve is None:
+            self._use(d, *self._connect(peer, None))
+        else:
+            d.blocked = True  # frames wait in the outbox until the peer's key is known
+            self._resolve(d, None)
         self._dealers[peer] = d
+        return d
+
+    def _use(self, d: _Dealer, sock: Any, mon: Any) -> None:
+        """Make ``sock`` (with its monitor ``mon``) the DEALER that carries ``d``."""
+        loop = self._loop
+        assert loop is not None
+        d.attach(sock, mon)
         loop.add_reader(d.fd, self._on_dealer, d)
         loop.add_reader(d.mon_fd, self._on_monitor, d)
         # connect() may already have consumed the edges announcing the first events.
         loop.call_soon(self._on_monitor, d)
-        return d
 
     def _on_monitor(self, d: _Dealer) -> None:
         mon = d.mon
-        if mon.closed:
+        if mon is None or mon.closed:
             return
         while True:
             try:
@@ -856,10 +950,123 @@ class ZmqTransport(Transport):
                 event = parse_monitor_message(msg)["event"]
             except Exception:  # pragma: no cover - libzmq always sends well-formed events
                 continue
+            if event & _HANDSHAKE_FAILED and self._curve is not None:
+                # zmq does not retry a connection whose handshake failed for a protocol
+                # reason, and a key that stopped working may belong to a former node
+                if event & zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+                    self._refused(d)
+                self._mark_down(d)
+                if self._dealers.get(d.peer) is d:
+                    known = d.serverkey if event & zmq.EVENT_HANDSHAKE_FAILED_AUTH else None
+                    self._resolve_later(d, known)
+                return
             if event & _DOWN_EVENTS:
                 self._mark_down(d)
             elif event & _UP_EVENTS:
                 d.down = False
+
+    # -- keyed links: finding the peer's server key (see "Keyed links" above)
+
+    def _refused(self, d: _Dealer) -> None:
+        if not d.down and self._curve is not None:
+            logger.warning(
+                "%s refused our key %s: is it in that node's trust directory?",
+                d.peer,
+                self._curve.public.decode(),
+            )
+
+    def _resolve(self, d: _Dealer, only: bytes | None) -> None:
+        """Start resolving ``d``'s key: try ``only``, else the key remembered for the peer,
+        else every trusted key at once."""
+        assert self._curve is not None and self._loop is not None
+        d.retry = None
+        known = only or self._server_keys.get(d.peer)
+        keys = [known] if known is not None else sorted(self._curve.trusted)
+        try:
+            for key in keys:
+                sock, mon = self._connect(d.peer, key)
+                c = _Candidate(key, sock, mon)
+                d.candidates.append(c)
+                self._loop.add_reader(mon.FD, self._on_candidate, d, c)
+                self._loop.call_soon(self._on_candidate, d, c)
+        except ValueError:
+            self._drop_candidates(d)
+            raise
+
+    def _resolve_later(self, d: _Dealer, only: bytes | None) -> None:
+        """Close ``d``'s candidates and DEALER (frames stay queued) and resolve it again
+        ``reconnect_ivl_max`` later: with ``only``, the key known to be the peer's, else
+        afresh."""
+        self._drop_candidates(d)
+        self._detach(d)
+        d.blocked = True
+        d.serverkey = only
+        if only is None:
+            self._server_keys.pop(d.peer, None)
+        if d.retry is None and not self._closed:
+            d.retry = self._loop.call_later(  # type: ignore[union-attr]
+                self._reconnect_max, self._resolve, d, only
+            )
+
+    def _drop_candidates(self, d: _Dealer, keep: _Candidate | None = None) -> None:
+        for c in d.candidates:
+            if c is not keep:
+                self._close_candidate(c)
+        d.candidates = []
+
+    def _close_candidate(self, c: _Candidate) -> None:
+        if c.sock is None:
+            return
+        if self._loop is not None:
+            self._loop.remove_reader(c.mon.FD)
+        _close_pair(c.sock, c.mon)
+        c.sock = c.mon = None
+
+    def _on_candidate(self, d: _Dealer, c: _Candidate) -> None:
+        while c.mon is not None:
+            try:
+                msg = c.mon.recv_multipart(_NOBLOCK)
+            except _ZMQError:  # EAGAIN (or closed)
+                return
+            try:
+                event = parse_monitor_message(msg)["event"]
+            except Exception:  # pragma: no cover - libzmq always sends well-formed events
+                continue
+            if event & _UP_EVENTS:  # the server holds this key: it carries the peer now
+                assert self._loop is not None
+                self._loop.remove_reader(c.mon.FD)
+                self._drop_candidates(d, keep=c)
+                self._server_keys[d.peer] = d.serverkey = c.key
+                self._use(d, c.sock, c.mon)
+                d.down = False
+                d.blocked = False
+                self._send_dealer(d)
+                self._recheck_dealer(d, True)
+                return
+            if event & zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+                # the server holds this key but refuses ours: try it again later
+                self._server_keys[d.peer] = c.key
+                self._refused(d)
+                self._mark_down(d)
+                if self._dealers.get(d.peer) is d:
+                    self._resolve_later(d, c.key)
+                return
+            if event & _HANDSHAKE_FAILED:  # not this key (or the server went mid-handshake)
+                self._close_candidate(c)
+                d.candidates.remove(c)
+                if not d.candidates:
+                    if not d.down:
+                        logger.warning(
+                            "no trusted key works for %s: is its public key in our trust "
+                            "directory?",
+                            d.peer,
+                        )
+                    self._mark_down(d)
+                    if self._dealers.get(d.peer) is d:
+                        self._resolve_later(d, None)
+                return
+            if event & _DOWN_EVENTS:  # refused or cut: nobody there (zmq keeps trying)
+                self._mark_down(d)
 
     def _mark_down(self, d: _Dealer) -> None:
         if d.down:
@@ -881,6 +1088,14 @@ def _send_attached(h: Any, sock: Any, item: Attached) -> None:
     chunk, attachment = item
     _send(h, chunk, _NOBLOCK_SNDMORE)
     _send_buffer(sock, attachment, _NOBLOCK)
+
+
+def _close_pair(sock: Any, mon: Any) -> None:
+    """Close a DEALER and its monitor."""
+    with contextlib.suppress(zmq.ZMQError):
+        sock.disable_monitor()
+    mon.close(linger=0)
+    sock.close(linger=0)
 
 
 def _endpoint_error(exc: zmq.ZMQError, endpoint: str) -> Exception:

@@ -240,10 +240,12 @@ async def until(
 
 
 @asynccontextmanager
-async def converged_client(procs: list[NodeProcess], members: int) -> AsyncIterator[Node]:
+async def converged_client(
+    procs: list[NodeProcess], members: int, **options: Any
+) -> AsyncIterator[Node]:
     """A pure client of ``procs`` once it and every node see ``members`` members; stopped on
-    exit, also when waiting for convergence fails."""
-    client = Node(seeds=[p.address for p in procs], serve=(), default_timeout=10)
+    exit, also when waiting for convergence fails. ``options`` go to ``Node`` (``key=``...)."""
+    client = Node(seeds=[p.address for p in procs], serve=(), default_timeout=10, **options)
     await client.start()
     try:
         await until(lambda: len(client.members) == members, 15)

@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 import pytest
 
+from actors import Node
 from runtime import demo
 from runtime.cli import GC_THRESHOLD, parse_resources
 from runtime.demo import run_demo
@@ -252,3 +253,73 @@ def test_a_node_that_serves_no_actor_type_warns_in_one_line_and_runs() -> None:
         "shoal node: warning: this node serves no actor type (no --import defined an @actor "
         "class): it joins as a member that hosts nothing\n"
     )
+
+
+def test_keygen_writes_a_pair_and_prints_the_paths(tmp_path: Path) -> None:
+    out = _shoal("keygen", str(tmp_path / "keys"), "--name", "n1")
+    assert out.returncode == 0, out.stderr
+    public, secret = tmp_path / "keys" / "n1.key", tmp_path / "keys" / "n1.key_secret"
+    assert out.stdout.splitlines() == [f"public key: {public}", f"secret key: {secret}"]
+    assert public.exists() and (secret.stat().st_mode & 0o777) == 0o600
+    again = _shoal("keygen", str(tmp_path / "keys"), "--name", "n1")
+    assert again.returncode != 0
+    assert again.stderr.strip().splitlines() == [
+        f"shoal keygen: error: {public} exists already: not overwriting a key"
+    ]
+
+
+def test_node_with_a_bad_key_or_trust_fails_in_one_line(tmp_path: Path) -> None:
+    _shoal("keygen", str(tmp_path))
+    secret, public = str(tmp_path / "node.key_secret"), str(tmp_path / "node.key")
+    listen = ["node", "--listen", "tcp://127.0.0.1:0"]
+    cases = {
+        ("--key", secret): "--key needs --trust as well",
+        ("--trust", str(tmp_path)): "--trust needs --key as well",
+        ("--key", public, "--trust", str(tmp_path)): f"--key {public!r} holds a public key only",
+        ("--key", str(tmp_path / "nope"), "--trust", str(tmp_path)): "no such file",
+        ("--key", secret, "--trust", str(tmp_path / "nope")): "no such directory",
+        ("--key", __file__, "--trust", str(tmp_path)): "is not a CURVE key file",
+    }
+    for args, message in cases.items():
+        out = _shoal(*listen, *args)
+        lines = out.stderr.strip().splitlines()
+        assert out.returncode != 0 and len(lines) == 1, (args, out.stderr)
+        assert lines[0].startswith("shoal node: error: ") and message in lines[0], (args, lines)
+
+
+async def test_a_keyed_node_serves_a_keyed_client(tmp_path: Path) -> None:
+    _shoal("keygen", str(tmp_path / "trust"), "--name", "server")
+    _shoal("keygen", str(tmp_path / "trust"), "--name", "client")
+    trust = tmp_path / "trust"
+    server = await NodeProcess.astart(
+        extra=["--key", str(trust / "server.key_secret"), "--trust", str(trust)]
+    )
+    try:
+        async with Node(
+            seeds=[server.address],
+            serve=(),
+            key=trust / "client.key_secret",
+            trust=trust,
+            default_timeout=10,
+        ) as client:
+            assert await client.ref("Counter", "cli-keyed").incr(3) == 3
+        assert await server.aterminate() == 0
+    finally:
+        server.kill()
+
+
+def test_a_node_open_beyond_loopback_without_keys_warns(tmp_path: Path) -> None:
+    exposed = NodeProcess(listen="tcp://0.0.0.0:0")
+    try:
+        assert "warning: tcp://0.0.0.0:0 without --key/--trust" in exposed.read_output()
+        assert exposed.terminate() == 0
+    finally:
+        exposed.kill()
+    _shoal("keygen", str(tmp_path))
+    keys = ["--key", str(tmp_path / "node.key_secret"), "--trust", str(tmp_path)]
+    for listen, extra in (("tcp://127.0.0.1:0", []), ("tcp://0.0.0.0:0", keys)):
+        quiet = NodeProcess(listen=listen, extra=extra)
+        try:
+            assert "warning" not in quiet.read_output()
+        finally:
+            quiet.kill()

@@ -11,6 +11,7 @@ import logging
 import re
 import time
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -25,6 +26,7 @@ from actors import (
     UnknownActorType,
     UnknownMethod,
 )
+from runtime.security import keygen
 from tests.cluster import NodeProcess, cluster
 from tests.sample_actors import Counter, Deadlocker, Fragile, Interleaver, Journal, Pool, Probe
 
@@ -449,3 +451,22 @@ async def test_node_methods_check_what_they_are_given() -> None:
             await node.locate(("Counter", "given"))  # type: ignore[arg-type]
         with pytest.raises(TypeError, match=r"^expected an actor reference"):
             await node.epoch(None)  # type: ignore[arg-type]
+
+
+def test_key_and_trust_are_checked_when_the_node_is_built(tmp_path: Path) -> None:
+    public, secret = keygen(tmp_path)
+    listen = "tcp://127.0.0.1:0"
+    with pytest.raises(ValueError, match=r"^key needs trust as well"):
+        Node(listen=listen, key=secret)
+    with pytest.raises(ValueError, match=r"^trust needs key as well"):
+        Node(listen=listen, trust=tmp_path)
+    with pytest.raises(TypeError, match=r"^key must be the path of a secret key file"):
+        Node(listen=listen, key=42, trust=tmp_path)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="holds a public key only"):
+        Node(listen=listen, key=public, trust=tmp_path)
+    with pytest.raises(ValueError, match=r"an embedded node .* has none"):
+        Node(key=secret, trust=tmp_path)
+    with pytest.raises(ValueError, match="not a transport= given, nor mem:// addresses"):
+        Node(listen="mem://keyed", key=secret, trust=tmp_path)
+    Node(listen=listen, key=secret, trust=tmp_path)  # and a good pair is taken
+    Node(seeds=[listen], serve=(), key=str(secret), trust=str(tmp_path))
