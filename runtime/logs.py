@@ -67,6 +67,7 @@ LOGGERS: Final = (
     "shoal.migration",
     "shoal.node",
     "shoal.rebalancer",
+    "shoal.security",
     "shoal.transport",
 )
 
