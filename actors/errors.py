@@ -13,6 +13,7 @@ __all__ = [
     "DataLimitExceeded",
     "MessageTooLarge",
     "NodeUnavailable",
+    "Overloaded",
     "ProtocolError",
     "RemoteError",
     "SerializationError",
@@ -79,3 +80,10 @@ class DataLimitExceeded(ActorError):
     """A payload given to ``data.put`` does not fit under the node's ``data_limit`` and the
     node has no ``data_spill_dir`` to move older payloads to; the earlier payload under the
     same key, if any, is kept."""
+
+
+class Overloaded(ActorError):
+    """A bound was reached, so nothing was queued: the activation's mailbox already holds
+    ``mailbox_limit`` messages (an ask is refused at once), or the node hosts
+    ``max_activations`` and none of them is idle to make room (a new activation is refused).
+    The call did not run; retry later (with backoff) or raise the limit."""

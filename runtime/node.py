@@ -297,7 +297,10 @@ class Node:
             return MemoryTransport(_MEMORY_NETWORK, max_frame_bytes=coalesce)
         from runtime.zmq_transport import ZmqTransport
 
-        return ZmqTransport(max_frame_bytes=coalesce)
+        # libzmq drops a connection whose next message part is over the frame limit as soon
+        # as it has read the part's size: an oversized frame is never assembled. (It checks
+        # each part; each part of an attached message is within the limit too.)
+        return ZmqTransport(max_frame_bytes=coalesce, max_message_size=self.max_frame_size)
 
     async def _start_cluster(self) -> None:
         """Build and wire the cluster's parts, then join."""

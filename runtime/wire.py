@@ -10,7 +10,10 @@ An envelope is ONE msgpack array of 4 to 14 elements, in this order::
     idx  field      msgpack type     default  meaning
     0    version    int                       always VERSION (= 3); checked first
     1    kind       int                       1 ASK, 2 TELL, 3 REPLY, 4 ERROR, 5 CONTROL
-    2    corr       int  u64                  correlation id (0 for TELL); REPLY/ERROR echo it
+    2    corr       int  u64                  correlation id; REPLY/ERROR echo it. A TELL has
+                                              0, or an id asking for an acknowledgement: a
+                                              REPLY (nil) once the actor's mailbox has room
+                                              (the pushback of paced tells, runtime.calls)
     3    body       any                       REPLY: the result; ERROR: error body (below);
                                               CONTROL: any; nil for ASK and TELL
     4    type_name  str              ""       actor type
@@ -88,6 +91,7 @@ from actors.errors import (
     ActorTimeout,
     MessageTooLarge,
     NodeUnavailable,
+    Overloaded,
     ProtocolError,
     RemoteError,
     SerializationError,
@@ -103,6 +107,7 @@ __all__ = [
     "ERROR",
     "ERR_ACTOR",
     "ERR_NODE_UNAVAILABLE",
+    "ERR_OVERLOADED",
     "ERR_PROTOCOL",
     "ERR_REDIRECT",
     "ERR_REMOTE",
@@ -1022,6 +1027,7 @@ ERR_TOO_LARGE: Final = 7
 ERR_NODE_UNAVAILABLE: Final = 8
 ERR_PROTOCOL: Final = 9
 ERR_REDIRECT: Final = 10
+ERR_OVERLOADED: Final = 11
 
 
 class Redirect(ActorError):
@@ -1043,6 +1049,7 @@ _ERR_CLASSES: Final[dict[int, type[ActorError]]] = {
     ERR_NODE_UNAVAILABLE: NodeUnavailable,
     ERR_PROTOCOL: ProtocolError,
     ERR_REDIRECT: Redirect,
+    ERR_OVERLOADED: Overloaded,
 }
 _ERR_CODES: Final[dict[type, int]] = {cls: code for code, cls in _ERR_CLASSES.items()}
 
