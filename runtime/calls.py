@@ -11,6 +11,15 @@ carries it there: deadlines (a nested ask inherits its turn's), call chains, red
 (followed up to ``MAX_REDIRECTS``), and backpressure (a congested link makes askers wait and
 tellers share one wait for it to drain).
 
+Mailbox pushback (``runtime.activation``): a local ask to a full mailbox fails with
+``Overloaded`` at once, a local tell to one is queued and returns what waits for room. A tell
+to another node reaches the pushback through *paced tells*: every ``TELL_WINDOW``-th tell from
+this node to one actor asks the receiver to acknowledge it, which the receiver does once the
+actor's mailbox has room; the ``tell`` that sends the next paced tell while the one before is
+still unacknowledged returns a wait for it. A sender that awaits its tells so has at most two
+windows in flight per actor, and waits while the receiver's mailbox is full; one that does not
+await them gets its tells dropped past ``2 * mailbox_limit`` on the receiver.
+
 Messages that can no longer run where they were queued (an ended, superseded or moved
 activation) come back here: :meth:`Calls.redeliver` and :meth:`Calls.reroute`.
 """
@@ -39,13 +48,19 @@ if TYPE_CHECKING:
     from runtime.locator import Locator
     from runtime.served import Served
 
-__all__ = ["MAX_REDIRECTS", "Calls"]
+__all__ = ["MAX_REDIRECTS", "TELL_WINDOW", "Calls"]
 
 log = logging.getLogger("shoal.node")
 
 #: Most redirects one ask follows. Members that disagree about the ring for a moment may send
 #: an ask back and forth; the caller then waits a little before it follows the redirect again.
 MAX_REDIRECTS: Final = 10
+
+#: Every this many tells to one remote actor, one asks to be acknowledged once the actor's
+#: mailbox has room (a paced tell); a sender has at most two windows unacknowledged.
+TELL_WINDOW: Final = 128
+#: Actors whose tells are counted for pacing, per type, before the counts start afresh.
+_PACED_KEYS: Final = 65_536
 
 
 def _retrieve(fut: asyncio.Future[Any]) -> None:
@@ -76,7 +91,9 @@ class Calls:
         "_catalog",
         "_congested",
         "_hwm",
+        "_paced",
         "_served",
+        "_unacked",
         "_wall",
         "address",
         "closed",
@@ -107,6 +124,10 @@ class Calls:
         self.cluster: Cluster | None = None
         self._hwm = 1 << 20
         self._congested: dict[str, asyncio.Future[None]] = {}
+        #: tells sent to each remote actor since its last paced tell, by type name and key
+        self._paced: dict[str, dict[str, int]] = {}
+        #: the acknowledgement of the last paced tell to each actor, while it is awaited
+        self._unacked: dict[tuple[str, str], asyncio.Future[Any]] = {}
 
     @property
     def node(self) -> Any:
@@ -202,6 +223,8 @@ class Calls:
             if outcome == RAISED:
                 raise waiter
         else:
+            if act.full():
+                raise act.overloaded()
             waiter = host_env.loop.create_future()
             act.enqueue(Message(method, args, kwargs, waiter, deadline, chain))
         return await self.wait(waiter, deadline, timeout, type_name, key, method_name)
@@ -342,6 +365,8 @@ class Calls:
             method = atype.methods.get(method_name)
             if type(act) is Activation and method is not None and served.names is None:
                 act.enqueue(Message(method, args, kwargs, None, 0.0, 0))
+                if len(act.queue) > self.host.mailbox_limit:  # type: ignore[arg-type]
+                    return act.room()  # queued all the same: a local tell is never dropped
                 return SENT
         method = None if atype is None else method_of(atype, method_name)
         if locator is not None:
@@ -357,7 +382,10 @@ class Calls:
             raise UnknownActorType(f"no actor type {type_name!r} is served here")
         if self.host.check_serializable:
             check((args, kwargs), "arguments")
-        self._catalog.activation(atype, key).enqueue(Message(method, args, kwargs, None, 0.0, 0))
+        act = self._catalog.activation(atype, key)
+        act.enqueue(Message(method, args, kwargs, None, 0.0, 0))
+        if len(act.queue) > self.host.mailbox_limit:  # type: ignore[arg-type]
+            return act.room()
         return SENT
 
     async def _tell_when_placed(
@@ -393,12 +421,26 @@ class Calls:
             raise _not_running()
         messaging = self.messaging
         assert messaging is not None
-        messaging.tell(host, type_name, key, method_name, args, kwargs, hops)
+        counts = self._paced.get(type_name)
+        if counts is None:
+            counts = self._paced[type_name] = {}
+        sent = counts.get(key, 0) + 1
+        paced: Awaitable[None] | None = None
+        if sent < TELL_WINDOW:
+            counts[key] = sent
+            messaging.tell(host, type_name, key, method_name, args, kwargs, hops)
+        else:
+            if len(counts) > _PACED_KEYS:
+                counts.clear()
+            counts[key] = 0
+            paced = self._paced_tell(host, type_name, key, method_name, args, kwargs, hops)
         turn = TURN.get()
         if turn is not None:
             affinity = turn[0].affinity
             if affinity is not None:
                 affinity.sent(host)
+        if paced is not None:
+            return paced
         if messaging.transport.backlog(host) < self._hwm:
             return SENT
         # Congested: every teller to this peer shares one wait for the backlog to drain.
@@ -408,6 +450,33 @@ class Calls:
             waiter.add_done_callback(_retrieve)
             self._congested[host] = waiter
         return waiter
+
+    def _paced_tell(
+        self,
+        host: str,
+        type_name: str,
+        key: str,
+        method_name: str,
+        args: tuple[Any, ...] | list[Any],
+        kwargs: dict[str, Any],
+        hops: int,
+    ) -> Awaitable[None] | None:
+        """Send a tell that asks to be acknowledged once the actor's mailbox has room; return
+        the wait for the one before it if that is still unacknowledged (None otherwise)."""
+        messaging = self.messaging
+        assert messaging is not None
+        ack = messaging.paced_tell(
+            host, type_name, key, method_name, args, kwargs, hops, self.default_timeout
+        )
+        ack.add_done_callback(_retrieve)
+        ident = (type_name, key)
+        unacked = self._unacked
+        before = unacked.get(ident)
+        unacked[ident] = ack
+        ack.add_done_callback(lambda f: _forget_ack(unacked, ident, f))
+        if before is not None and not before.done():
+            return before
+        return None
 
     # -- messages that must run elsewhere -------------------------------------------------------
 
@@ -463,6 +532,15 @@ class Calls:
                 )
             )
             task.add_done_callback(lambda t: _chain_future(t, reply))
+
+
+def _forget_ack(
+    unacked: dict[tuple[str, str], asyncio.Future[Any]],
+    ident: tuple[str, str],
+    ack: asyncio.Future[Any],
+) -> None:
+    if unacked.get(ident) is ack:
+        del unacked[ident]
 
 
 def _chain_future(task: asyncio.Task[Any], reply: ReplySink) -> None:

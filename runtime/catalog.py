@@ -8,6 +8,16 @@ current tick, so no timer, task or queue exists per idle actor.
 The catalog is the one place activations are created and dropped. On a cluster it tells a
 :class:`Registrar` (the node's directory client) of each, and takes each new activation's
 fencing epoch from it; messages an ended activation leaves behind go to ``redeliver``.
+
+Activations per node are bounded (``max_activations``, ``Node(max_activations=N)``). A new
+activation beyond it first deactivates the least recently used idle one (as idle collection
+would: ``on_deactivate`` runs as its last turn; state is saved as on an idle deactivation),
+and is refused with ``Overloaded`` if none is idle. "Least recently used" is approximate and
+costs the hot path nothing: activations wait in a queue in the order they were created, and
+the eviction takes from its front the first idle one not used since the idle clock last
+ticked, or, among the first ``_SECOND_CHANCES`` idle ones all used since, the first; busy and
+passed-over ones go to the back. A handoff (migration, a leaving member's actors) is never
+refused: it evicts if it can and is taken all the same.
 """
 
 from __future__ import annotations
@@ -17,10 +27,11 @@ import contextlib
 import itertools
 import logging
 import math
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
-from actors.errors import ActorError, NodeUnavailable, RemoteError
+from actors.errors import ActorError, NodeUnavailable, Overloaded, RemoteError
 from runtime.activation import DONE, RAISED, Activation, Host, remote_error
 from runtime.affinity import Affinity
 from runtime.lifecycle import ACTIVE, DEAD, transition
@@ -30,13 +41,22 @@ if TYPE_CHECKING:
     from actors.decorator import ActorType
     from runtime.mailbox import Message
 
-__all__ = ["Catalog", "Registrar"]
+__all__ = ["DEFAULT_MAX_ACTIVATIONS", "Catalog", "Registrar"]
 
 log = logging.getLogger("shoal.catalog")
 
 #: Bounds of the collection quantum (seconds between idle sweeps).
 MIN_QUANTUM = 0.01
 MAX_QUANTUM = 60.0
+
+#: Activations a node hosts before new ones evict idle ones (``Node(max_activations=)``).
+DEFAULT_MAX_ACTIVATIONS = 100_000
+#: Idle activations used since the idle clock's last tick passed over before one is evicted.
+_SECOND_CHANCES = 64
+#: Seconds new activations are refused without looking again after none was found idle.
+_REFUSE_FOR = 0.05
+#: Seconds between two log lines about evictions.
+_EVICT_LOG_INTERVAL = 10.0
 
 
 class Registrar(Protocol):
@@ -55,6 +75,20 @@ class Registrar(Protocol):
         ...
 
 
+def _last_turn(act: Activation) -> asyncio.Future[Any] | None:
+    """Start ``on_deactivate`` as ``act``'s last turn: None if it ended at once (or there is
+    none), else what it settles when it ends. Raises the hook's ``RemoteError``."""
+    hook = act.type.on_deactivate
+    if hook is None:
+        return None
+    outcome, value = act.start_turn(hook, (), None, 0, 0.0, None)
+    if outcome == RAISED:
+        raise value
+    if outcome != DONE:
+        return value  # type: ignore[no-any-return]
+    return None
+
+
 def _lost(msg: Message, atype: ActorType, key: str) -> None:
     if msg.reply is not None and not msg.reply.done():
         msg.reply.set_exception(ActorError(f"{atype.name}/{key} was deactivated"))
@@ -69,12 +103,17 @@ class Catalog:
     __slots__ = (
         "_collector",
         "_epochs",
+        "_evict_logged",
+        "_full_until",
+        "_order",
         "_quantum",
         "_wake",
         "affinity",
         "by_type",
         "count",
+        "evicted",
         "host",
+        "max_activations",
         "observers",
         "redeliver",
         "registrar",
@@ -100,6 +139,14 @@ class Catalog:
         self._collector: asyncio.Task[None] | None = None
         self._wake: asyncio.Event | None = None
         self.count = 0
+        #: the bound on ``count`` (see the module docstring)
+        self.max_activations = DEFAULT_MAX_ACTIVATIONS
+        #: activations deactivated early to make room for new ones
+        self.evicted = 0
+        #: eviction candidates, oldest first (dead ones are skipped, and swept now and then)
+        self._order: deque[Activation] = deque()
+        self._full_until = 0.0
+        self._evict_logged = -_EVICT_LOG_INTERVAL
 
     # -- lookup and creation --------------------------------------------------------------------
 
@@ -124,6 +171,12 @@ class Catalog:
             raise ActorError("the node is not running (use `async with Node()`)")
         act = self.get(atype, key)
         if act is None:
+            if self.count >= self.max_activations and not self.make_room():
+                raise Overloaded(
+                    f"this node hosts {self.count} activations (max_activations "
+                    f"{self.max_activations}) and none is idle: {atype.name}/{key} "
+                    "was not activated"
+                )
             registrar = self.registrar
             if registrar is None:
                 act = self.activate(atype, key)
@@ -150,6 +203,8 @@ class Catalog:
                 "handoff of %s/%s: already active here, kept the running one", atype.name, key
             )
             return known
+        if self.count >= self.max_activations:
+            self.make_room()  # taken all the same: refusing would lose the state
         registrar = self.registrar
         epoch = None if registrar is None else registrar.new_epoch()
         act = self.activate(atype, key, epoch, state=state)
@@ -235,7 +290,9 @@ class Catalog:
                 return act
             if len(act.queue or ()) + act.running < len(best.queue or ()) + best.running:
                 best = act
-        if len(pool) < atype.max_workers:
+        if len(pool) < atype.max_workers and (
+            self.count < self.max_activations or self.make_room()
+        ):
             return self.activate(atype, key)
         return best
 
@@ -248,6 +305,10 @@ class Catalog:
         else:
             table[act.key] = act
         self.count += 1
+        order = self._order
+        order.append(act)
+        if len(order) > 2 * self.count + 1024:
+            self._order = deque(a for a in order if a.status != DEAD)
 
     def remove(self, act: Activation, notify: bool = True) -> None:
         """Drop ``act`` from the table (final: it is DEAD); ``notify=False`` when its
@@ -285,20 +346,83 @@ class Catalog:
         arrived meanwhile are handed to a fresh activation."""
         if not transition(act, "deactivate"):
             return
-        hook = act.type.on_deactivate
         try:
-            if hook is not None:
-                outcome, value = act.start_turn(hook, (), None, 0, 0.0, None)
-                if outcome == RAISED:
-                    raise value
-                if outcome != DONE:
-                    await value
+            last = _last_turn(act)
+            if last is not None:
+                await last
         except RemoteError as err:
             log.error("on_deactivate of %s/%s failed: %s", act.type.name, act.key, err)
         finally:
-            self.remove(act)
-            for msg in act.take_backlog():
-                self.redeliver(msg, act.type, act.key)
+            self._ended(act)
+
+    def _ended(self, act: Activation) -> None:
+        self.remove(act)
+        for msg in act.take_backlog():
+            self.redeliver(msg, act.type, act.key)
+
+    def make_room(self) -> bool:
+        """Deactivate the least recently used idle activation, at once if its
+        ``on_deactivate`` does not suspend (see the module docstring); False if none is
+        idle."""
+        now = self.host.loop.time()
+        if now < self._full_until:
+            return False
+        order = self._order
+        tick = self.host.tick
+        victim: Activation | None = None
+        fallback: Activation | None = None
+        passed = 0
+        for _ in range(len(order)):
+            act = order.popleft()
+            if act.status == DEAD:
+                continue  # removed meanwhile: forgotten here too
+            order.append(act)
+            if act.running or act.queue is not None or act.status != ACTIVE:
+                continue
+            if act.tick != tick:
+                victim = act
+                break
+            if fallback is None:
+                fallback = act
+            passed += 1
+            if passed >= _SECOND_CHANCES:
+                break
+        if victim is None:
+            victim = fallback
+        if victim is None:
+            self._full_until = now + _REFUSE_FOR
+            return False
+        self._evict(victim, now)
+        return True
+
+    def _evict(self, act: Activation, now: float) -> None:
+        transition(act, "deactivate")
+        self.evicted += 1
+        if now - self._evict_logged >= _EVICT_LOG_INTERVAL:
+            self._evict_logged = now
+            log.info(
+                "%d activations (max_activations): deactivating idle ones early, e.g. %s/%s "
+                "(%d so far)",
+                self.count,
+                act.type.name,
+                act.key,
+                self.evicted,
+            )
+        try:
+            last = _last_turn(act)
+        except RemoteError as err:
+            log.error("on_deactivate of %s/%s failed: %s", act.type.name, act.key, err)
+            last = None
+        if last is None:
+            self._ended(act)
+        else:
+            last.add_done_callback(lambda done: self._evicted(act, done))
+
+    def _evicted(self, act: Activation, done: asyncio.Future[Any]) -> None:
+        if not done.cancelled() and done.exception() is not None:
+            err = done.exception()
+            log.error("on_deactivate of %s/%s failed: %s", act.type.name, act.key, err)
+        self._ended(act)
 
     def _want_quantum(self, quantum: float) -> None:
         quantum = min(MAX_QUANTUM, max(MIN_QUANTUM, quantum))

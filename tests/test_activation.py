@@ -7,7 +7,11 @@ import contextvars
 
 import pytest
 
-from actors import ActorTimeout, Node, actor
+from actors import ActorTimeout, Node, Overloaded, actor
+from actors.ref import Sent
+from runtime.activation import Activation
+from tests.cluster import until
+from tests.sample_actors import Gated, gate
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -108,3 +112,65 @@ async def test_a_plain_method_raising_stop_iteration_fails_the_turn() -> None:
             await p.stop_iteration()
         assert info.value.type_name == "StopIteration"
         assert await p.done_count() == 0  # the actor still serves
+
+
+# -- the mailbox bound ----------------------------------------------------------------------------
+
+
+async def test_an_ask_to_a_full_mailbox_fails_at_once_with_overloaded() -> None:
+    async with Node(mailbox_limit=4) as node:
+        g = node.ref(Gated, "full-ask")
+        name = "full-ask"
+        for _ in range(4):
+            g.hold.tell(name)  # queued at once: the first turn has not even started
+        with pytest.raises(Overloaded, match="mailbox_limit 4"):
+            await g.counts()
+        gate(name).set()
+
+        async def ran() -> bool:  # (Overloaded again until the first turns have run)
+            return await g.counts() == [4, 0]  # the refused ask was never queued
+
+        await until(ran, 5)
+
+
+async def test_a_local_tell_to_a_full_mailbox_is_queued_and_its_await_waits_for_room() -> None:
+    async with Node(mailbox_limit=4) as node:
+        g = node.ref(Gated, "full-tell")
+        name = "full-tell"
+        sent = [g.hold.tell(name) for _ in range(4)]
+        assert all(isinstance(s, Sent) for s in sent)  # up to the limit: nothing to wait for
+        waits = [g.note.tell(i) for i in range(3)]  # beyond it: queued all the same, and wait
+        assert not isinstance(waits[0], Sent) and all(w is waits[0] for w in waits)
+        assert isinstance(waits[0], asyncio.Future) and not waits[0].done()
+        gate(name).set()
+        async with asyncio.timeout(5):
+            await waits[0]  # room again: at most half full
+        assert await g.counts() == [4, 3]
+        assert await g.notes() == [0, 1, 2]
+        assert isinstance(g.note.tell(3), Sent)
+
+
+async def test_tells_stop_waiting_when_the_activation_ends() -> None:
+    async with Node(mailbox_limit=2) as node:
+        g = node.ref(Gated, "ends")
+        g.hold.tell("ends")
+        g.hold.tell("ends")
+        wait = g.note.tell(0)
+        assert isinstance(wait, asyncio.Future)
+        act = node._catalog.lookup("Gated", "ends")
+        assert isinstance(act, Activation)
+        act.take_backlog()  # what deactivation and migration do with a backlog
+        assert wait.done()
+        gate("ends").set()
+
+
+@pytest.mark.parametrize("bad", [0, -1])
+def test_mailbox_limit_must_be_at_least_one(bad: int) -> None:
+    with pytest.raises(ValueError, match="mailbox_limit must be at least 1"):
+        Node(mailbox_limit=bad)
+
+
+@pytest.mark.parametrize("bad", ["10", 2.5, True, None])
+def test_mailbox_limit_must_be_a_whole_number(bad: object) -> None:
+    with pytest.raises(TypeError, match="mailbox_limit must be a whole number"):
+        Node(mailbox_limit=bad)  # type: ignore[arg-type]

@@ -8,8 +8,11 @@ from typing import Any
 
 import pytest
 
-from actors import Node, RemoteError, actor
-from tests.sample_actors import Counter, Ephemeral, Journal, Pool
+from actors import Node, Overloaded, RemoteError, actor
+from actors.decorator import actor_type
+from runtime.lifecycle import ACTIVE
+from tests.cluster import until
+from tests.sample_actors import Counter, Ephemeral, Gated, Journal, Pool, gate
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -283,3 +286,89 @@ async def test_epochs_are_distinct_per_activation() -> None:
         b = node._catalog.lookup("Counter", "e2")
         assert not isinstance(a, list) and not isinstance(b, list)
         assert a is not None and b is not None and a.epoch != b.epoch
+
+
+# -- the bound on activations -----------------------------------------------------------------
+
+#: What each Evictable's ``on_deactivate`` saw: ``[key, count]``.
+EVICTED: list[list[Any]] = []
+
+
+@actor(name="Evictable")
+class Evictable:
+    def __init__(self) -> None:
+        self.count = 0
+
+    def incr(self) -> int:
+        self.count += 1
+        return self.count
+
+    def on_deactivate(self) -> None:
+        EVICTED.append([self.key, self.count])
+
+
+@actor(name="SlowGoodbye")
+class SlowGoodbye:
+    async def on_deactivate(self) -> None:
+        await asyncio.sleep(0.01)
+
+    def ok(self) -> bool:
+        return True
+
+
+async def test_beyond_max_activations_the_least_recently_used_idle_ones_go_first() -> None:
+    EVICTED.clear()
+    async with Node(max_activations=3) as node:
+        for i in range(3):
+            assert await node.ref(Evictable, f"ev{i}").incr() == 1
+        node._catalog.host.tick += 1  # the idle clock ticks: what is used now is recent
+        assert await node.ref(Evictable, "ev0").incr() == 2
+        assert await node.ref(Evictable, "ev3").incr() == 1
+        assert node.activation_count == 3
+        assert EVICTED == [["ev1", 1]]  # on_deactivate ran, as on an idle deactivation
+        for i in range(4, 8):
+            await node.ref(Evictable, f"ev{i}").incr()
+            assert node.activation_count == 3
+        assert [k for k, _ in EVICTED] == ["ev1", "ev2", "ev0", "ev3", "ev4"]
+        assert node._catalog.evicted == 5
+        assert await node.ref(Evictable, "ev0").incr() == 1  # activated afresh
+
+
+async def test_an_eviction_that_suspends_still_bounds_what_is_live() -> None:
+    async with Node(max_activations=2) as node:
+        for i in range(10):
+            assert await node.ref(SlowGoodbye, f"sg{i}").ok()
+        live = [a for a in node._catalog if a.status == ACTIVE]
+        assert len(live) <= 2 and node.activation_count <= 10
+
+
+async def test_with_no_idle_activation_a_new_one_is_refused_with_overloaded() -> None:
+    async with Node(max_activations=2) as node:
+        for key in ("busy-a", "busy-b"):
+            node.ref(Gated, key).hold.tell("busy")
+        with pytest.raises(Overloaded, match="max_activations 2"):
+            await node.ref(Counter, "refused").incr()
+        assert node.activation_count == 2
+        gate("busy").set()
+
+        async def admitted() -> bool:  # once the turns ended, one of them makes room
+            return await node.ref(Counter, "refused").incr() == 1
+
+        await until(admitted, 5)
+        assert node.activation_count == 2
+
+
+async def test_a_handoff_is_taken_beyond_max_activations() -> None:
+    async with Node(max_activations=1) as node:
+        node.ref(Gated, "handoff-busy").hold.tell("handoff")
+        atype = actor_type(Counter)
+        assert atype is not None
+        act = node._catalog.receive_handoff(atype, "handed", {"count": 7})
+        assert node.activation_count == 2 and act.instance.count == 7
+        gate("handoff").set()
+
+
+@pytest.mark.parametrize("bad", [0, "100", 1.0])
+def test_max_activations_is_checked(bad: object) -> None:
+    with pytest.raises((TypeError, ValueError), match="max_activations"):
+        Node(max_activations=bad)  # type: ignore[arg-type]

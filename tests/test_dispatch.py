@@ -1,0 +1,85 @@
+"""Inbound dispatch: what the mailbox bound does to asks and tells from the wire."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from actors import Node, Overloaded
+from runtime.activation import Activation
+from runtime.memory_transport import MemoryNetwork, MemoryTransport
+from tests.cluster import until
+from tests.sample_actors import Gated, gate
+
+pytestmark = pytest.mark.timeout(60)
+
+LIMIT = 300
+
+
+@pytest.fixture
+async def pair() -> AsyncIterator[tuple[Node, Node]]:
+    """A member that hosts everything (``mailbox_limit`` LIMIT) and a pure client of it."""
+    net = MemoryNetwork()
+    host = Node(listen="mem://dispatch-host", transport=MemoryTransport(net), mailbox_limit=LIMIT)
+    client = Node(
+        seeds=["mem://dispatch-host"], serve=(), transport=MemoryTransport(net), default_timeout=10
+    )
+    await host.start()
+    try:
+        await client.start()
+        try:
+            await until(lambda: client.members == [host.address], 10)
+            yield host, client
+        finally:
+            await client.stop()
+    finally:
+        await host.stop()
+
+
+def _queued(node: Node, key: str) -> int:
+    act = node._catalog.lookup("Gated", key)
+    assert isinstance(act, Activation)
+    return 0 if act.queue is None else len(act.queue)
+
+
+async def test_a_remote_ask_to_a_full_mailbox_fails_at_once_with_overloaded(
+    pair: tuple[Node, Node],
+) -> None:
+    host, client = pair
+    g = client.ref(Gated, "asked")
+    await g.counts()
+    for _ in range(LIMIT + 1):  # one runs (and holds), LIMIT wait
+        g.hold.tell("asked")
+    await until(lambda: _queued(host, "asked") == LIMIT, 10)
+    with pytest.raises(Overloaded, match=f"mailbox_limit {LIMIT}"):
+        await g.counts()
+    gate("asked").set()
+
+    async def served() -> bool:
+        return await g.counts() == [LIMIT + 1, 0]
+
+    await until(served, 10)
+
+
+async def test_a_remote_teller_that_does_not_await_loses_what_is_past_twice_the_limit(
+    pair: tuple[Node, Node],
+) -> None:
+    host, client = pair
+    g = client.ref(Gated, "flooded")
+    await g.counts()
+    await g.hold.tell("flooded")
+    total = 5 * LIMIT
+    for i in range(total):
+        g.note.tell(i)  # not awaited: no pushback reaches this sender
+    await until(lambda: _queued(host, "flooded") >= 2 * LIMIT, 10)
+    await until(lambda: host.bounds["dropped_tells"] > 0, 10)
+    assert _queued(host, "flooded") == 2 * LIMIT
+    gate("flooded").set()
+
+    async def drained() -> bool:
+        return (await g.counts())[1] == 2 * LIMIT
+
+    await until(drained, 10)
+    seen = await g.notes()
+    assert seen == list(range(len(seen)))  # a prefix: what arrived ran, in order
