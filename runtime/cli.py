@@ -14,9 +14,11 @@ from typing import Any, Final
 import click
 import uvloop
 
+from runtime.activation import DEFAULT_MAILBOX_LIMIT
+from runtime.catalog import DEFAULT_MAX_ACTIVATIONS
 from runtime.rebalancer import DEFAULT_PERIOD
 
-__all__ = ["GC_THRESHOLD", "main", "parse_resources", "tune_gc"]
+__all__ = ["GC_THRESHOLD", "main", "parse_resources", "raise_descriptor_limit", "tune_gc"]
 
 GC_THRESHOLD: Final = 10_000
 """The young-generation collection threshold of a node process (CPython 3.11's is 700)."""
@@ -38,6 +40,34 @@ def tune_gc(threshold: int = GC_THRESHOLD) -> None:
     gc.freeze()
     _, older, oldest = gc.get_threshold()
     gc.set_threshold(threshold, older, oldest)
+
+
+def raise_descriptor_limit() -> tuple[int, int]:
+    """Raise this process's limit of open descriptors (``RLIMIT_NOFILE``) to its hard limit;
+    returns ``(soft, hard)`` as they are then.
+
+    Every connection a node accepts costs a descriptor, and the common soft limit of 1,024
+    let 1,100 silent TCP connections keep a new client waiting for 26 s. Raising the soft
+    limit needs no privilege. A hard limit of "unlimited" is taken as the kernel's
+    ``fs.nr_open`` (where the kernel refuses more, as much as it takes).
+    """
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = hard
+    if want == resource.RLIM_INFINITY:
+        try:
+            with open("/proc/sys/fs/nr_open") as f:
+                want = int(f.read())
+        except (OSError, ValueError):
+            want = 1 << 20
+    while want > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+            break
+        except (ValueError, OSError):
+            want //= 2  # (macOS: at most OPEN_MAX without a hard limit)
+    return resource.getrlimit(resource.RLIMIT_NOFILE)
 
 
 def parse_resources(text: str | None) -> dict[str, float]:
@@ -93,6 +123,20 @@ def main(verbose: int) -> None:
     help='Seconds between moves of placement="data" actors toward what they use.',
 )
 @click.option(
+    "--mailbox-limit",
+    default=DEFAULT_MAILBOX_LIMIT,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Most messages one activation queues (asks beyond it fail with Overloaded).",
+)
+@click.option(
+    "--max-activations",
+    default=DEFAULT_MAX_ACTIVATIONS,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Most activations this node hosts (beyond it idle ones are deactivated early).",
+)
+@click.option(
     "--gc-threshold",
     default=GC_THRESHOLD,
     show_default=True,
@@ -107,6 +151,8 @@ def node(
     data_limit: int | None,
     data_spill_dir: str | None,
     rebalance_period: float,
+    mailbox_limit: int,
+    max_activations: int,
     gc_threshold: int,
 ) -> None:
     """Run a node until SIGTERM or SIGINT, then leave gracefully."""
@@ -115,7 +161,10 @@ def node(
         importlib.import_module(name)
     res = parse_resources(resources)
     tune_gc(gc_threshold)
+    raise_descriptor_limit()
     options = {
+        "mailbox_limit": mailbox_limit,
+        "max_activations": max_activations,
         "rebalance_period": rebalance_period,
         "data_limit": data_limit,
         "data_spill_dir": data_spill_dir,
