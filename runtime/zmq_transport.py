@@ -81,6 +81,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import time
 from typing import Any, Final
 
 import zmq
@@ -110,6 +111,9 @@ __all__ = ["ZmqTransport"]
 #: Bytes read from one socket per wake-up before yielding to the loop, so that a flood from
 #: one peer cannot starve timers (failure detection) and other sockets.
 _READ_BUDGET: Final = 1 << 20
+#: Seconds one wake-up spends delivering frames before it yields (and flushes the answers):
+#: frames full of requests from one caller cannot hold back another's answer for longer.
+_READ_TIME: Final = 0.002
 
 
 # Plain ints: zmq's IntFlag members cost ~0.7 us per `&` or `|` on the hot path.
@@ -132,6 +136,7 @@ _recv: Final = _zmqcalls.recv
 _recv_routed: Final = _zmqcalls.recv_routed
 _send_buffer: Final = _zmqcalls.send_buffer
 _recv_buffer: Final = _zmqcalls.recv_buffer
+_monotonic: Final = time.monotonic
 
 _DOWN_EVENTS: Final = (
     zmq.EVENT_DISCONNECTED
@@ -254,8 +259,8 @@ class ZmqTransport(Transport):
         self,
         *,
         context: Any = None,
-        sndhwm: int = 10_000,
-        rcvhwm: int = 10_000,
+        sndhwm: int = 64,
+        rcvhwm: int = 64,
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
         backlog_hwm: int = DEFAULT_BACKLOG_HWM,
         heartbeat_ivl: float = 1.0,
@@ -298,6 +303,7 @@ class ZmqTransport(Transport):
         dealer[zmq.RECONNECT_IVL_MAX] = _ms(reconnect_ivl_max)
         router = dict(common)
         router[zmq.ROUTER_MANDATORY] = 1
+        router[zmq.BACKLOG] = 1024  # connections waiting to be accepted (libzmq's is 100)
         self._opts: dict[str, dict[Any, int]] = {"dealer": dealer, "router": router}
         self._max_frame = max_frame_bytes
         self._backlog_hwm = backlog_hwm
@@ -819,9 +825,10 @@ class ZmqTransport(Transport):
         deliver = self._deliver
         budget = _READ_BUDGET
         cut = self._cut
+        stop = _monotonic() + _READ_TIME
         try:
             for _ in range(self._recv_batch):
-                if budget <= 0:
+                if budget <= 0 or _monotonic() > stop:
                     self._loop.call_soon(self._on_router)  # type: ignore[union-attr]
                     break
                 try:
@@ -877,9 +884,10 @@ class ZmqTransport(Transport):
         deliver = self._deliver
         peer = d.peer
         budget = _READ_BUDGET
+        stop = _monotonic() + _READ_TIME
         try:
             for _ in range(self._recv_batch):
-                if budget <= 0:
+                if budget <= 0 or _monotonic() > stop:
                     self._loop.call_soon(self._on_dealer, d)  # type: ignore[union-attr]
                     break
                 try:
