@@ -146,7 +146,8 @@ class Host:
         self.mailbox_limit = DEFAULT_MAILBOX_LIMIT
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]  # set by start
         self.running = False
-        self.tick = 0
+        self.tick = 0.0
+        """The coarse idle clock (loop time, set by the catalog): what turns stamp."""
         self.turn_tasks: set[asyncio.Task[Any]] = set()
 
     def settle(self, reply: ReplySink, value: Any) -> None:
@@ -180,6 +181,7 @@ class Activation:
         "instance",
         "key",
         "lock_chain",
+        "passed",
         "pumping",
         "queue",
         "running",
@@ -201,6 +203,8 @@ class Activation:
         self.pumping = False
         self.status = ACTIVE
         self.tick = host.tick
+        #: the idle clock when an eviction last passed it over (``runtime.catalog``)
+        self.passed = self.tick
         #: what it reads and whom it calls (``placement="data"`` on a cluster; else None)
         self.affinity: Affinity | None = None
         #: who waits for room in the mailbox (local tellers, paced tells' acknowledgements)

@@ -2,8 +2,8 @@
 
 Named after Orleans' Catalog. Activations are kept in a two-level dict (type name, then key) so
 that the hot-path lookup allocates nothing. Idleness is tracked with a coarse clock: the catalog
-advances ``Host.tick`` once per collection quantum and every turn stamps its activation with the
-current tick, so no timer, task or queue exists per idle actor.
+sets ``Host.tick`` to the loop's time once per collection quantum and every turn stamps its
+activation with the current tick, so no timer, task or queue exists per idle actor.
 
 The catalog is the one place activations are created and dropped. On a cluster it tells a
 :class:`Registrar` (the node's directory client) of each, and takes each new activation's
@@ -12,12 +12,15 @@ fencing epoch from it; messages an ended activation leaves behind go to ``redeli
 Activations per node are bounded (``max_activations``, ``Node(max_activations=N)``). A new
 activation beyond it first deactivates the least recently used idle one (as idle collection
 would: ``on_deactivate`` runs as its last turn; state is saved as on an idle deactivation),
-and is refused with ``Overloaded`` if none is idle. "Least recently used" is approximate and
-costs the hot path nothing: activations wait in a queue in the order they were created, and
-the eviction takes from its front the first idle one not used since the idle clock last
-ticked, or, among the first ``_SECOND_CHANCES`` idle ones all used since, the first; busy and
-passed-over ones go to the back. A handoff (migration, a leaving member's actors) is never
-refused: it evicts if it can and is taken all the same.
+and is refused with ``Overloaded`` if none is idle. "Least recently used" is approximated as
+the CLOCK algorithm does, at no cost to the hot path: activations wait in a ring in the order
+they were created; an eviction takes the first idle one from its front that was not used since
+it was made or since the eviction last passed it (its turn stamp is not newer than
+``Activation.passed``) and moves every one it passes (busy, or used since: a second chance) to
+the back. Turns stamp the coarse idle clock, which every new activation and every eviction
+also advance, so that stamps tell apart what was used after each of them. A
+handoff (migration, a leaving member's actors) is never refused: it evicts if it can and is
+taken all the same.
 """
 
 from __future__ import annotations
@@ -51,8 +54,6 @@ MAX_QUANTUM = 60.0
 
 #: Activations a node hosts before new ones evict idle ones (``Node(max_activations=)``).
 DEFAULT_MAX_ACTIVATIONS = 100_000
-#: Idle activations used since the idle clock's last tick passed over before one is evicted.
-_SECOND_CHANCES = 64
 #: Seconds new activations are refused without looking again after none was found idle.
 _REFUSE_FOR = 0.05
 #: Seconds between two log lines about evictions.
@@ -309,6 +310,11 @@ class Catalog:
         order.append(act)
         if len(order) > 2 * self.count + 1024:
             self._order = deque(a for a in order if a.status != DEAD)
+        # what is used from now on stamps a newer tick than what was made so far (evictions
+        # go by these stamps)
+        host = self.host
+        host.tick = max(host.loop.time(), host.tick + 1e-6)
+        act.tick = act.passed = host.tick  # (its first turn stamps the same: not "used since")
 
     def remove(self, act: Activation, notify: bool = True) -> None:
         """Drop ``act`` from the table (final: it is DEAD); ``notify=False`` when its
@@ -364,31 +370,29 @@ class Catalog:
         """Deactivate the least recently used idle activation, at once if its
         ``on_deactivate`` does not suspend (see the module docstring); False if none is
         idle."""
-        now = self.host.loop.time()
+        host = self.host
+        now = host.loop.time()
         if now < self._full_until:
             return False
         order = self._order
-        tick = self.host.tick
+        clock = host.tick
         victim: Activation | None = None
-        fallback: Activation | None = None
-        passed = 0
-        for _ in range(len(order)):
+        for _ in range(2 * len(order)):  # (a second time round: every chance was given)
+            if not order:
+                break
             act = order.popleft()
             if act.status == DEAD:
                 continue  # removed meanwhile: forgotten here too
             order.append(act)
             if act.running or act.queue is not None or act.status != ACTIVE:
                 continue
-            if act.tick != tick:
-                victim = act
-                break
-            if fallback is None:
-                fallback = act
-            passed += 1
-            if passed >= _SECOND_CHANCES:
-                break
-        if victim is None:
-            victim = fallback
+            if act.tick > act.passed:
+                act.passed = clock  # used since it was last passed: a second chance
+                continue
+            victim = act
+            break
+        # what is used from now on stamps a newer tick than any ``passed`` set above
+        host.tick = max(now, clock + 1e-6)
         if victim is None:
             self._full_until = now + _REFUSE_FOR
             return False
@@ -443,13 +447,13 @@ class Catalog:
             except TimeoutError:
                 pass
             self._wake.clear()
-            self.host.tick += 1
+            host = self.host
+            host.tick = max(host.loop.time(), host.tick)
             await self.collect_idle()
 
     async def collect_idle(self) -> int:
         """Deactivate every activation idle for its type's ``idle_after``; returns how many."""
         tick = self.host.tick
-        quantum = self._quantum
         idle: list[Activation] = []
         for table in list(self.by_type.values()):
             for entry in table.values():
@@ -458,7 +462,7 @@ class Catalog:
                         act.running == 0
                         and act.queue is None
                         and act.status == ACTIVE
-                        and (tick - act.tick) * quantum >= act.type.idle_after
+                        and tick - act.tick >= act.type.idle_after
                     ):
                         idle.append(act)
         for act in idle:

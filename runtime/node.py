@@ -232,6 +232,7 @@ class Node:
         if self._closed:
             raise ActorError("a stopped node cannot be started again")
         self._host.loop = asyncio.get_running_loop()
+        self._host.tick = self._host.loop.time()  # the idle clock starts now
         self._running = self._host.running = True
         try:
             if self.listen is not None or self.seeds:

@@ -319,19 +319,27 @@ class SlowGoodbye:
 async def test_beyond_max_activations_the_least_recently_used_idle_ones_go_first() -> None:
     EVICTED.clear()
     async with Node(max_activations=3) as node:
-        for i in range(3):
-            assert await node.ref(Evictable, f"ev{i}").incr() == 1
-        node._catalog.host.tick += 1  # the idle clock ticks: what is used now is recent
-        assert await node.ref(Evictable, "ev0").incr() == 2
-        assert await node.ref(Evictable, "ev3").incr() == 1
-        assert node.activation_count == 3
-        assert EVICTED == [["ev1", 1]]  # on_deactivate ran, as on an idle deactivation
-        for i in range(4, 8):
-            await node.ref(Evictable, f"ev{i}").incr()
-            assert node.activation_count == 3
-        assert [k for k, _ in EVICTED] == ["ev1", "ev2", "ev0", "ev3", "ev4"]
-        assert node._catalog.evicted == 5
-        assert await node.ref(Evictable, "ev0").incr() == 1  # activated afresh
+
+        async def incr(key: str) -> int:
+            n = await node.ref(Evictable, key).incr()
+            assert node.activation_count <= 3
+            return n
+
+        for key in "abc":
+            assert await incr(key) == 1
+        assert await incr("d") == 1  # all as old: the first made goes
+        assert EVICTED == [["a", 1]]  # on_deactivate ran, as on an idle deactivation
+        assert await incr("b") == 2  # used since: b is spared, c goes
+        assert await incr("e") == 1
+        assert await incr("b") == 3
+        assert await incr("f") == 1  # d was not used since it was made
+        assert EVICTED == [["a", 1], ["c", 1], ["d", 1]]
+        for i in range(20):  # in a stream of new actors, the one in use stays
+            assert await incr("b") == 4 + i
+            await incr(f"new-{i}")
+        assert "b" not in [k for k, _ in EVICTED]
+        assert node._catalog.evicted == len(EVICTED) == 23
+        assert await incr("a") == 1  # activated afresh
 
 
 async def test_an_eviction_that_suspends_still_bounds_what_is_live() -> None:
