@@ -196,8 +196,10 @@ class ZmqTransport(Transport):
     ``context``
         A zmq context to share; by default the transport owns one and terminates it on close.
     ``sndhwm``/``rcvhwm``
-        zmq high-water marks in *messages* (frames) per connection. A frame holds up to
-        ``max_frame_bytes``, so a connection pins at most about ``sndhwm * max_frame_bytes``.
+        zmq high-water marks in *messages* (frames) per connection (64: beyond what libzmq
+        holds, the outbox shows the backlog, where ``max_backlog`` bounds it). A frame holds
+        up to ``max_frame_bytes`` (or one larger chunk), so a connection pins at most about
+        ``sndhwm * max_frame_bytes`` in libzmq.
     ``max_frame_bytes``
         Coalescing cap; see :data:`~runtime.transport.DEFAULT_MAX_FRAME_BYTES`.
     ``backlog_hwm``
