@@ -18,7 +18,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any, Final
 
-from actors.errors import ActorError, NodeUnavailable, UnknownActorType
+from actors.errors import ActorError, NodeUnavailable, Overloaded, UnknownActorType
 from runtime import wire
 from runtime.activation import DONE, NO_REPLY, RAISED, Activation, log_tell_failure
 from runtime.locator import PLACE
@@ -247,10 +247,16 @@ class Dispatcher:
             act.enqueue(Message(method, args, kwargs, sink, deadline, chain))
 
     def _tell(
-        self, act: Activation, method: Any, args: Any, kwargs: dict[str, Any], ack: Any
+        self,
+        act: Activation,
+        method: Any,
+        args: Any,
+        kwargs: dict[str, Any],
+        ack: RemoteReply | None,
     ) -> None:
         """Run a tell from the wire on ``act`` now or queue it (dropped past twice the mailbox
-        limit); ``ack`` (a paced tell's) is answered once the mailbox has room."""
+        limit); ``ack`` (a paced tell's) is answered once the mailbox has room, or with
+        ``Overloaded`` if the tell was dropped (so nothing is kept for a dropped tell)."""
         if act.can_run_now(0):
             outcome, value = act.start_turn(method, args, kwargs, 0, 0.0, NO_REPLY)
             if outcome == RAISED:
@@ -258,12 +264,16 @@ class Dispatcher:
         else:
             queued = 0 if act.queue is None else len(act.queue)
             limit = self._host.mailbox_limit
-            if queued < 2 * limit:
-                act.enqueue(Message(method, args, kwargs, None, 0.0, 0))
-            else:
+            if queued >= 2 * limit:
                 self._dropped(act, queued)
+                if ack is not None:
+                    ack.set_exception(
+                        Overloaded(f"tells to {act.type.name}/{act.key} dropped: mailbox full")
+                    )
+                return
+            act.enqueue(Message(method, args, kwargs, None, 0.0, 0))
             if ack is not None and queued >= limit:
-                act.when_room(ack)
+                act.when_room(ack)  # (at most one per queued message)
                 return
         if ack is not None:
             ack.set_result(None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
@@ -83,3 +84,26 @@ async def test_a_remote_teller_that_does_not_await_loses_what_is_past_twice_the_
     await until(drained, 10)
     seen = await g.notes()
     assert seen == list(range(len(seen)))  # a prefix: what arrived ran, in order
+
+
+async def test_paced_tells_are_acknowledged_when_there_is_room_and_refused_when_dropped(
+    pair: tuple[Node, Node],
+) -> None:
+    host, client = pair
+    g = client.ref(Gated, "acked")
+    await g.counts()
+    await g.hold.tell("acked")
+    messaging = client._messaging
+    assert messaging is not None
+    acks = [
+        messaging.paced_tell(host.address, "Gated", "acked", "note", [i], {}, 0, 10)
+        for i in range(3 * LIMIT)
+    ]
+    await until(lambda: sum(a.done() for a in acks) >= 2 * LIMIT, 10)
+    assert all(a.done() and a.exception() is None for a in acks[:LIMIT])  # room: at once
+    assert not any(a.done() for a in acks[LIMIT : 2 * LIMIT])  # held until there is room
+    assert all(isinstance(a.exception(), Overloaded) for a in acks[2 * LIMIT :])  # dropped
+    act = host._catalog.lookup("Gated", "acked")
+    assert isinstance(act, Activation) and len(act.waiting or ()) == LIMIT
+    gate("acked").set()
+    await asyncio.wait_for(asyncio.gather(*acks[LIMIT : 2 * LIMIT]), 10)
