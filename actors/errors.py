@@ -83,7 +83,7 @@ class DataLimitExceeded(ActorError):
 
 
 class Overloaded(ActorError):
-    """A bound was reached, so nothing was queued: the activation's mailbox already holds
-    ``mailbox_limit`` messages (an ask is refused at once), or the node hosts
-    ``max_activations`` and none of them is idle to make room (a new activation is refused).
-    The call did not run; retry later (with backoff) or raise the limit."""
+    """A bound was reached, so nothing was queued: the activation's mailbox held
+    ``mailbox_limit`` messages, or the node hosted ``max_activations`` and none of them was
+    idle to make room, until the ask's deadline (shoal asks again meanwhile; a node refuses a
+    raw request at once with it). The call did not run; retry later or raise the limit."""

@@ -9,11 +9,12 @@ Turn rules (one place, so every path keeps them):
   of deadlocking (as Orleans' call-chain reentrancy). Two *different* chains that wait on each
   other (A -> B while B -> A) still deadlock and fail with ``ActorTimeout`` at their deadline.
 - ``reentrant=True`` lets any message start while other turns wait at an ``await``.
-- The mailbox is bounded (``Node(mailbox_limit=N)``, ``Host.mailbox_limit``): an ask that
-  finds ``N`` messages queued is refused with ``Overloaded`` (nothing is queued); a local tell
-  is always queued, and what ``tell`` returns then waits until the mailbox has room again (at
-  most half full); a tell from the wire beyond ``2 * N`` is dropped, and the acknowledgement a
-  paced tell asks for is held while the mailbox is full (``runtime.calls``: that is how the
+- The mailbox is bounded (``Node(mailbox_limit=N)``, ``Host.mailbox_limit``): an ask never
+  joins a mailbox that holds ``N`` messages (a local one waits for room within its deadline,
+  one from the wire is refused with ``Overloaded``: ``runtime.calls``, ``runtime.dispatch``);
+  a local tell is always queued, and what ``tell`` returns then waits until the mailbox has
+  room again (at most half full); a tell from the wire beyond ``2 * N`` is dropped, and the
+  acknowledgement a paced tell asks for is held while the mailbox is full (that is how the
   pushback reaches a remote sender). :meth:`Activation.full`, :meth:`Activation.room` and
   :meth:`Activation.when_room` are the pieces.
 

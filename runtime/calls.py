@@ -11,8 +11,11 @@ carries it there: deadlines (a nested ask inherits its turn's), call chains, red
 (followed up to ``MAX_REDIRECTS``), and backpressure (a congested link makes askers wait and
 tellers share one wait for it to drain).
 
-Mailbox pushback (``runtime.activation``): a local ask to a full mailbox fails with
-``Overloaded`` at once, a local tell to one is queued and returns what waits for room. A tell
+Mailbox pushback (``runtime.activation``): an ask waits for room within its deadline and
+then fails with ``Overloaded`` (nothing ran): a local one on the mailbox itself, a remote one
+is refused by the receiver at once and asked again after a pause (1 ms, doubling up to 50 ms);
+the same for a node at ``max_activations`` with none idle. A local tell to a full mailbox is
+queued and returns what waits for room. A tell
 to another node reaches the pushback through *paced tells*: every ``TELL_WINDOW``-th tell from
 this node to one actor asks the receiver to acknowledge it, which the receiver does once the
 actor's mailbox has room; the ``tell`` that sends the next paced tell while the one before is
@@ -31,7 +34,7 @@ import logging
 from collections.abc import Awaitable, Coroutine
 from typing import TYPE_CHECKING, Any, Final
 
-from actors.errors import ActorError, ActorTimeout, NodeUnavailable, UnknownActorType
+from actors.errors import ActorError, ActorTimeout, NodeUnavailable, Overloaded, UnknownActorType
 from actors.ref import SENT
 from runtime import wire
 from runtime.activation import DONE, RAISED, Activation, Host, check, new_chain
@@ -48,7 +51,7 @@ if TYPE_CHECKING:
     from runtime.locator import Locator
     from runtime.served import Served
 
-__all__ = ["MAX_REDIRECTS", "TELL_WINDOW", "Calls"]
+__all__ = ["MAX_REDIRECTS", "TELL_WINDOW", "TELL_WINDOWS", "Calls"]
 
 log = logging.getLogger("shoal.node")
 
@@ -57,8 +60,12 @@ log = logging.getLogger("shoal.node")
 MAX_REDIRECTS: Final = 10
 
 #: Every this many tells to one remote actor, one asks to be acknowledged once the actor's
-#: mailbox has room (a paced tell); a sender has at most two windows unacknowledged.
+#: mailbox has room (a paced tell); a sender has at most two windows unacknowledged. This is
+#: the window until the receiver's first acknowledgement names its ``mailbox_limit``; then
+#: it is an eighth of that, within ``TELL_WINDOWS`` (a sender that awaits its tells in a
+#: tight loop waits for an acknowledgement once per window: bigger ones cost less).
 TELL_WINDOW: Final = 128
+TELL_WINDOWS: Final = (16, 1024)
 #: Actors whose tells are counted for pacing, per type, before the counts start afresh.
 _PACED_KEYS: Final = 65_536
 
@@ -95,6 +102,7 @@ class Calls:
         "_served",
         "_unacked",
         "_wall",
+        "_windows",
         "address",
         "closed",
         "cluster",
@@ -124,10 +132,12 @@ class Calls:
         self.cluster: Cluster | None = None
         self._hwm = 1 << 20
         self._congested: dict[str, asyncio.Future[None]] = {}
-        #: tells sent to each remote actor since its last paced tell, by type name and key
+        #: tells to each remote actor before its next paced tell, by type name and key
         self._paced: dict[str, dict[str, int]] = {}
         #: the acknowledgement of the last paced tell to each actor, while it is awaited
         self._unacked: dict[tuple[str, str], asyncio.Future[Any]] = {}
+        #: the pacing window toward each node, from the limit its acknowledgements name
+        self._windows: dict[str, int] = {}
 
     @property
     def node(self) -> Any:
@@ -200,9 +210,15 @@ class Calls:
         host_env = self.host
         if host_env.check_serializable:
             check((args, kwargs), "arguments")
-        act = self._catalog.activation(atype, key)
         if timeout is None:
             timeout = self.default_timeout
+        try:
+            act = self._catalog.activation(atype, key)
+        except Overloaded as err:  # at max_activations, none idle: ask again in a moment
+            until = host_env.loop.time() + timeout
+            await self._pause(err, 3, until)
+            left = until - host_env.loop.time()
+            return await self.ask_any(type_name, key, method_name, args, kwargs, left)
         deadline = host_env.loop.time() + timeout
         turn = TURN.get()
         if turn is None:
@@ -223,11 +239,29 @@ class Calls:
             if outcome == RAISED:
                 raise waiter
         else:
-            if act.full():
-                raise act.overloaded()
+            if act.full():  # wait for room, within the deadline, then ask again
+                await self._room(act, deadline)
+                left = deadline - host_env.loop.time()
+                return await self.ask_any(type_name, key, method_name, args, kwargs, left)
             waiter = host_env.loop.create_future()
             act.enqueue(Message(method, args, kwargs, waiter, deadline, chain))
         return await self.wait(waiter, deadline, timeout, type_name, key, method_name)
+
+    async def _room(self, act: Activation, deadline: float) -> None:
+        """Wait until ``act``'s mailbox has room (or ``act`` ended); ``Overloaded`` if it is
+        still full at ``deadline``."""
+        room = act.room()
+        await asyncio.wait({room}, timeout=max(0.0, deadline - self.host.loop.time()))
+        if not room.done():
+            raise act.overloaded()
+
+    async def _pause(self, err: Overloaded, attempt: int, deadline: float) -> None:
+        """Back off before asking again after ``err`` (1 ms, doubling up to 50 ms); raise
+        ``err`` instead if the deadline would pass meanwhile."""
+        pause = min(0.001 * (1 << attempt), 0.05)
+        if self.host.loop.time() + pause >= deadline:
+            raise err
+        await asyncio.sleep(pause)
 
     async def remote_ask(
         self,
@@ -264,7 +298,8 @@ class Calls:
         assert messaging is not None and locator is not None
         wall_deadline = self._wall() + (deadline - now)  # absolute: it survives hops
         visited: list[str] | None = None  # made on the first redirect: none on the hot path
-        for hops in range(MAX_REDIRECTS + 1):
+        hops = refused = 0
+        while hops <= MAX_REDIRECTS:
             if messaging.transport.backlog(host) >= self._hwm:
                 await self._drained(host, deadline)
             corr, fut = messaging.ask(
@@ -283,7 +318,12 @@ class Calls:
             )
             try:
                 return await fut  # an answered ask is forgotten by Messaging
+            except Overloaded as err:  # nothing was queued there: ask again in a moment
+                await self._pause(err, refused, deadline)
+                refused += 1
+                continue
             except wire.Redirect as redirect:
+                hops += 1
                 if visited is None:
                     visited = []
                 visited.append(host)
@@ -424,15 +464,17 @@ class Calls:
         counts = self._paced.get(type_name)
         if counts is None:
             counts = self._paced[type_name] = {}
-        sent = counts.get(key, 0) + 1
+        left = counts.get(key)  # tells before the next paced one
         paced: Awaitable[None] | None = None
-        if sent < TELL_WINDOW:
-            counts[key] = sent
+        if left is None:
+            if len(counts) >= _PACED_KEYS:
+                counts.clear()
+            left = self._windows.get(host, TELL_WINDOW)
+        if left > 1:
+            counts[key] = left - 1
             messaging.tell(host, type_name, key, method_name, args, kwargs, hops)
         else:
-            if len(counts) > _PACED_KEYS:
-                counts.clear()
-            counts[key] = 0
+            counts[key] = self._windows.get(host, TELL_WINDOW)
             paced = self._paced_tell(host, type_name, key, method_name, args, kwargs, hops)
         turn = TURN.get()
         if turn is not None:
@@ -469,6 +511,7 @@ class Calls:
             host, type_name, key, method_name, args, kwargs, hops, self.default_timeout
         )
         ack.add_done_callback(_retrieve)
+        ack.add_done_callback(lambda f: self._learn_window(host, f))
         ident = (type_name, key)
         unacked = self._unacked
         before = unacked.get(ident)
@@ -477,6 +520,15 @@ class Calls:
         if before is not None and not before.done():
             return before
         return None
+
+    def _learn_window(self, host: str, ack: asyncio.Future[Any]) -> None:
+        """An acknowledgement given at once names the receiver's ``mailbox_limit``."""
+        if ack.cancelled() or ack.exception() is not None:
+            return
+        limit = ack.result()
+        if isinstance(limit, int) and not isinstance(limit, bool):
+            low, high = TELL_WINDOWS
+            self._windows[host] = max(low, min(high, limit // 8))
 
     # -- messages that must run elsewhere -------------------------------------------------------
 

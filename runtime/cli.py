@@ -127,7 +127,7 @@ def main(verbose: int) -> None:
     default=DEFAULT_MAILBOX_LIMIT,
     show_default=True,
     type=click.IntRange(min=1),
-    help="Most messages one activation queues (asks beyond it fail with Overloaded).",
+    help="Most messages one activation queues (asks beyond it wait, then fail Overloaded).",
 )
 @click.option(
     "--max-activations",

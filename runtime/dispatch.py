@@ -276,7 +276,7 @@ class Dispatcher:
                 act.when_room(ack)  # (at most one per queued message)
                 return
         if ack is not None:
-            ack.set_result(None)
+            ack.set_result(self._host.mailbox_limit)  # (the sender sizes its window by it)
 
     def _dropped(self, act: Activation, queued: int) -> None:
         self.dropped_tells += 1

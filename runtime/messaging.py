@@ -342,8 +342,9 @@ class Messaging:
         timeout: float,
     ) -> asyncio.Future[Any]:
         """Send a TELL that asks to be acknowledged (a correlation id instead of 0): the
-        future gets None once the receiver has queued it with room to spare in the actor's
-        mailbox (``runtime.calls``: paced tells), ``ActorTimeout`` after ``timeout`` seconds.
+        future gets the answer once the receiver has queued it with room to spare in the
+        actor's mailbox (its ``mailbox_limit`` if there was room at once, else None:
+        ``runtime.calls``, paced tells), ``ActorTimeout`` after ``timeout`` seconds.
         Forgotten once settled."""
         corr = next(self._corr)
         chunk = wire.encode_request(

@@ -121,12 +121,13 @@ class Node:
             ``placement="data"`` actors toward the data they read and the actors they call
             (``runtime.rebalancer``; rates are smoothed over five periods).
         mailbox_limit: the most messages one activation queues (default 10,000): an ask
-            beyond it fails at once with ``Overloaded``, a local tell beyond it is queued and
-            ``await``-ing the tell waits for room, a remote sender's tells wait for room
-            (paced tells) and are dropped past twice the limit. See ``runtime.activation``.
+            beyond it waits for room within its deadline, then fails with ``Overloaded``; a
+            local tell beyond it is queued and ``await``-ing the tell waits for room; a
+            remote sender's tells wait for room (paced tells) and are dropped past twice the
+            limit. See ``runtime.activation`` and ``runtime.calls``.
         max_activations: the most activations this node hosts (default 100,000): beyond it
             the least recently used idle ones are deactivated early, and if none is idle a new
-            activation fails with ``Overloaded``. See ``runtime.catalog``.
+            activation waits like an ask to a full mailbox. See ``runtime.catalog``.
 
     A member without ``listen`` but with ``seeds`` is a client: it sends to the cluster and
     hosts nothing.

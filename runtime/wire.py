@@ -12,8 +12,8 @@ An envelope is ONE msgpack array of 4 to 14 elements, in this order::
     1    kind       int                       1 ASK, 2 TELL, 3 REPLY, 4 ERROR, 5 CONTROL
     2    corr       int  u64                  correlation id; REPLY/ERROR echo it. A TELL has
                                               0, or an id asking for an acknowledgement: a
-                                              REPLY (nil) once the actor's mailbox has room
-                                              (the pushback of paced tells, runtime.calls)
+                                              REPLY once the actor's mailbox has room (the
+                                              pushback of paced tells, runtime.calls)
     3    body       any                       REPLY: the result; ERROR: error body (below);
                                               CONTROL: any; nil for ASK and TELL
     4    type_name  str              ""       actor type

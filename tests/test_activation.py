@@ -10,7 +10,6 @@ import pytest
 from actors import ActorTimeout, Node, Overloaded, actor
 from actors.ref import Sent
 from runtime.activation import Activation
-from tests.cluster import until
 from tests.sample_actors import Gated, gate
 
 pytestmark = pytest.mark.timeout(30)
@@ -117,20 +116,22 @@ async def test_a_plain_method_raising_stop_iteration_fails_the_turn() -> None:
 # -- the mailbox bound ----------------------------------------------------------------------------
 
 
-async def test_an_ask_to_a_full_mailbox_fails_at_once_with_overloaded() -> None:
+async def test_an_ask_to_a_full_mailbox_waits_for_room_within_its_deadline() -> None:
     async with Node(mailbox_limit=4) as node:
         g = node.ref(Gated, "full-ask")
         name = "full-ask"
         for _ in range(4):
             g.hold.tell(name)  # queued at once: the first turn has not even started
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
         with pytest.raises(Overloaded, match="mailbox_limit 4"):
-            await g.counts()
+            await g.counts.ask(timeout=0.1)  # still full at its deadline: never queued
+        assert loop.time() - t0 >= 0.09
+        pending = asyncio.ensure_future(g.counts())
+        done, _ = await asyncio.wait({pending}, timeout=0.05)
+        assert not done  # it waits for room ...
         gate(name).set()
-
-        async def ran() -> bool:  # (Overloaded again until the first turns have run)
-            return await g.counts() == [4, 0]  # the refused ask was never queued
-
-        await until(ran, 5)
+        assert await asyncio.wait_for(pending, 5) == [4, 0]  # ... then is queued and runs
 
 
 async def test_a_local_tell_to_a_full_mailbox_is_queued_and_its_await_waits_for_room() -> None:

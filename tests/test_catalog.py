@@ -11,7 +11,6 @@ import pytest
 from actors import Node, Overloaded, RemoteError, actor
 from actors.decorator import actor_type
 from runtime.lifecycle import ACTIVE
-from tests.cluster import until
 from tests.sample_actors import Counter, Ephemeral, Gated, Journal, Pool, gate
 
 pytestmark = pytest.mark.timeout(30)
@@ -355,14 +354,11 @@ async def test_with_no_idle_activation_a_new_one_is_refused_with_overloaded() ->
         for key in ("busy-a", "busy-b"):
             node.ref(Gated, key).hold.tell("busy")
         with pytest.raises(Overloaded, match="max_activations 2"):
-            await node.ref(Counter, "refused").incr()
+            await node.ref(Counter, "refused").incr.ask(timeout=0.1)  # asked until its deadline
         assert node.activation_count == 2
-        gate("busy").set()
-
-        async def admitted() -> bool:  # once the turns ended, one of them makes room
-            return await node.ref(Counter, "refused").incr() == 1
-
-        await until(admitted, 5)
+        pending = asyncio.ensure_future(node.ref(Counter, "refused").incr())
+        gate("busy").set()  # once the turns ended, one of them makes room
+        assert await asyncio.wait_for(pending, 5) == 1
         assert node.activation_count == 2
 
 

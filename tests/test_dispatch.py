@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -44,7 +45,7 @@ def _queued(node: Node, key: str) -> int:
     return 0 if act.queue is None else len(act.queue)
 
 
-async def test_a_remote_ask_to_a_full_mailbox_fails_at_once_with_overloaded(
+async def test_a_remote_ask_to_a_full_mailbox_is_refused_at_once_and_asked_again(
     pair: tuple[Node, Node],
 ) -> None:
     host, client = pair
@@ -53,14 +54,23 @@ async def test_a_remote_ask_to_a_full_mailbox_fails_at_once_with_overloaded(
     for _ in range(LIMIT + 1):  # one runs (and holds), LIMIT wait
         g.hold.tell("asked")
     await until(lambda: _queued(host, "asked") == LIMIT, 10)
+    # the receiver refuses it at once (nothing queued there) ...
+    messaging, loop = client._messaging, asyncio.get_running_loop()
+    assert messaging is not None
+    now = loop.time()
+    _, refused = messaging.ask(
+        host.address, "Gated", "asked", "counts", [], {}, time.time() + 5, 0, 0, loop, now + 5, 5
+    )
     with pytest.raises(Overloaded, match=f"mailbox_limit {LIMIT}"):
-        await g.counts()
+        await asyncio.wait_for(refused, 5)
+    assert loop.time() - now < 1
+    # ... and the calling node asks again until its deadline
+    with pytest.raises(Overloaded):
+        await g.counts.ask(timeout=0.2)
+    assert _queued(host, "asked") == LIMIT
+    pending = asyncio.ensure_future(g.counts())
     gate("asked").set()
-
-    async def served() -> bool:
-        return await g.counts() == [LIMIT + 1, 0]
-
-    await until(served, 10)
+    assert await asyncio.wait_for(pending, 10) == [LIMIT + 1, 0]
 
 
 async def test_a_remote_teller_that_does_not_await_loses_what_is_past_twice_the_limit(
