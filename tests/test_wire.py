@@ -22,6 +22,7 @@ from actors.errors import (
     ActorTimeout,
     MessageTooLarge,
     NodeUnavailable,
+    Overloaded,
     ProtocolError,
     RemoteError,
     SerializationError,
@@ -691,6 +692,7 @@ def test_mutated_frames_with_registered_types(ops: Any) -> None:
         MessageTooLarge("big"),
         NodeUnavailable("tcp://x"),
         ProtocolError("bad"),
+        Overloaded("mailbox full"),
     ],
 )
 def test_shoal_errors_keep_their_class(exc: ActorError) -> None:
