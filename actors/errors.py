@@ -14,6 +14,7 @@ __all__ = [
     "Deadlock",
     "MessageTooLarge",
     "NodeUnavailable",
+    "Overloaded",
     "ProtocolError",
     "RemoteError",
     "SerializationError",
@@ -89,3 +90,10 @@ class Deadlock(ActorError):
     the other, asks A) cannot both run; one of the calls fails with this at once, and never
     runs, so the other can finish. (A -> B -> A in *one* chain runs: call-chain reentrancy.)
     Raised by a nested ask and not caught, it reaches every caller up the chain as itself."""
+
+
+class Overloaded(ActorError):
+    """A bound was reached, so nothing was queued: the activation's mailbox held
+    ``mailbox_limit`` messages, or the node hosted ``max_activations`` and none of them was
+    idle to make room, until the ask's deadline (shoal asks again meanwhile; a node refuses a
+    raw request at once with it). The call did not run; retry later or raise the limit."""

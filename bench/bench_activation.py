@@ -50,7 +50,7 @@ async def shoal_side(count: int) -> dict[str, Any]:
             await warm.ref(Small, f"w{i}").touch()
     del warm
     settle()
-    async with Node() as node:
+    async with Node(max_activations=count) as node:  # (the default bound is 100,000)
         settle()
         rss0 = rss_bytes()
         t0 = time.perf_counter()

@@ -9,6 +9,14 @@ Turn rules (one place, so every path keeps them):
   of deadlocking (as Orleans' call-chain reentrancy). Two *different* chains that wait on each
   other (A -> B while B -> A) still deadlock and fail with ``ActorTimeout`` at their deadline.
 - ``reentrant=True`` lets any message start while other turns wait at an ``await``.
+- The mailbox is bounded (``Node(mailbox_limit=N)``, ``Host.mailbox_limit``): an ask never
+  joins a mailbox that holds ``N`` messages (a local one waits for room within its deadline,
+  one from the wire is refused with ``Overloaded``: ``runtime.calls``, ``runtime.dispatch``);
+  a local tell is always queued, and what ``tell`` returns then waits until the mailbox has
+  room again (at most half full); a tell from the wire beyond ``2 * N`` is dropped, and the
+  acknowledgement a paced tell asks for is held while the mailbox is full (that is how the
+  pushback reaches a remote sender). :meth:`Activation.full`, :meth:`Activation.room` and
+  :meth:`Activation.when_room` are the pieces.
 
 Execution: a turn starts in the task of whoever delivered it. Its first step runs inline; a
 method that finishes without suspending (the common case) costs no task, no future and no timer.
@@ -30,7 +38,7 @@ from collections.abc import Callable, Coroutine, Generator
 from contextvars import copy_context
 from typing import TYPE_CHECKING, Any, Final
 
-from actors.errors import ActorError, Deadlock, RemoteError, SerializationError
+from actors.errors import ActorError, Deadlock, Overloaded, RemoteError, SerializationError
 from runtime.context import TURN
 from runtime.lifecycle import ACTIVE, DEAD
 from runtime.logs import Throttle, last_frame
@@ -42,6 +50,7 @@ if TYPE_CHECKING:
     from runtime.node import Node
 
 __all__ = [
+    "DEFAULT_MAILBOX_LIMIT",
     "INT_MAX",
     "INT_MIN",
     "SCALARS",
@@ -57,6 +66,9 @@ __all__ = [
 ]
 
 log = logging.getLogger("shoal.actor")
+
+#: Messages an activation's mailbox holds before asks are refused (``Node(mailbox_limit=)``).
+DEFAULT_MAILBOX_LIMIT: Final = 10_000
 
 _CHAIN_PREFIX: Final = random.getrandbits(31) << 32
 #: Passed as ``reply`` for a tell: a suspended turn then logs its failure instead.
@@ -136,12 +148,14 @@ class Host:
     """What activations need of the node that runs them, and nothing more: its loop, the
     coarse idle clock (advanced by the catalog), the set of suspended turns (``stop`` waits
     for them) and the check that a result can cross the wire. ``node`` is the public ``Node``
-    (what ``actors.ref`` inside a turn sends through)."""
+    (what ``actors.ref`` inside a turn sends through), and the mailbox bound of its
+    activations (``mailbox_limit``: see the module docstring)."""
 
     __slots__ = (
         "check_serializable",
         "failures",
         "loop",
+        "mailbox_limit",
         "node",
         "running",
         "tick",
@@ -153,9 +167,11 @@ class Host:
     ) -> None:
         self.node = node
         self.check_serializable = check_serializable
+        self.mailbox_limit = DEFAULT_MAILBOX_LIMIT
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]  # set by start
         self.running = False
-        self.tick = 0
+        self.tick = 0.0
+        """The coarse idle clock (loop time, set by the catalog): what turns stamp."""
         self.turn_tasks: set[asyncio.Task[Any]] = set()
         #: failed and dropped tells, logged once per kind per interval (``wall``: the clock)
         self.failures = Throttle(FAILURE_LOG_INTERVAL, wall)
@@ -288,12 +304,14 @@ class Activation:
         "instance",
         "key",
         "lock_chain",
+        "passed",
         "pumping",
         "queue",
         "running",
         "status",
         "tick",
         "type",
+        "waiting",
     )
 
     def __init__(self, host: Host, atype: ActorType, key: str, epoch: int) -> None:
@@ -308,10 +326,14 @@ class Activation:
         self.pumping = False
         self.status = ACTIVE
         self.tick = host.tick
+        #: the idle clock when an eviction last passed it over (``runtime.catalog``)
+        self.passed = self.tick
         #: what it reads and whom it calls (``placement="data"`` on a cluster; else None)
         self.affinity: Affinity | None = None
         #: the actors its turns' remote asks wait on now, with counts (``runtime.chains``)
         self.awaiting: dict[tuple[str, str], int] | None = None
+        #: who waits for room in the mailbox (local tellers, paced tells' acknowledgements)
+        self.waiting: list[ReplySink] | None = None
 
     @property
     def node(self) -> Node:
@@ -330,6 +352,46 @@ class Activation:
         if self.running == 0:
             return not self.queue
         return self.type.reentrant or (chain != 0 and chain == self.lock_chain)
+
+    def full(self) -> bool:
+        """Whether the mailbox holds ``mailbox_limit`` messages (an ask is refused)."""
+        queue = self.queue
+        return queue is not None and len(queue) >= self.host.mailbox_limit
+
+    def overloaded(self) -> Overloaded:
+        """The error of an ask refused because the mailbox is full."""
+        n = 0 if self.queue is None else len(self.queue)
+        return Overloaded(
+            f"{self.type.name}/{self.key} has {n} messages queued "
+            f"(mailbox_limit {self.host.mailbox_limit}): the ask was not queued"
+        )
+
+    def room(self) -> asyncio.Future[None]:
+        """A future that is resolved once the mailbox has room again (at most half full):
+        what a local ``tell`` to a full mailbox returns. One future is shared by all."""
+        waiting = self.waiting
+        if waiting is None:
+            waiting = self.waiting = []
+        elif waiting:
+            last = waiting[-1]
+            if isinstance(last, asyncio.Future) and not last.done():
+                return last
+        fut: asyncio.Future[None] = self.host.loop.create_future()
+        waiting.append(fut)
+        return fut
+
+    def when_room(self, sink: ReplySink) -> None:
+        """Answer ``sink`` (with None) once the mailbox has room again (at most half full)."""
+        if self.waiting is None:
+            self.waiting = [sink]
+        else:
+            self.waiting.append(sink)
+
+    def _release(self) -> None:
+        waiting, self.waiting = self.waiting, None
+        for sink in waiting or ():
+            if not sink.done():
+                sink.set_result(None)
 
     def enqueue(self, msg: Message) -> None:
         """Queue a message behind the current turn(s); it runs when its turn comes."""
@@ -417,6 +479,8 @@ class Activation:
                 self._schedule()
             else:
                 self.queue = None
+                if self.waiting is not None:
+                    self._release()
 
     def run_message(self, msg: Message) -> bool:
         """Run a queued message's turn, settling ``msg.reply``; True if the turn suspended."""
@@ -458,6 +522,7 @@ class Activation:
         queue = self.queue
         reentrant = self.type.reentrant
         now = self.host.loop.time()
+        half = self.host.mailbox_limit >> 1
         while queue and self.status != DEAD:
             if self.status != ACTIVE:
                 return  # activating: wait for it; deactivating: the backlog moves on
@@ -466,6 +531,8 @@ class Activation:
                 if not (head.chain and head.chain == self.lock_chain):
                     return
             msg = queue.popleft()
+            if self.waiting is not None and len(queue) <= half:
+                self._release()
             reply = msg.reply
             if reply is not None and (reply.done() or (msg.deadline and msg.deadline < now)):
                 continue  # the caller gave up: a message past its deadline never runs
@@ -475,9 +542,12 @@ class Activation:
             self.queue = None
 
     def take_backlog(self) -> list[Message]:
-        """Remove and return every queued message (for re-dispatch after deactivation)."""
+        """Remove and return every queued message (for re-dispatch after deactivation); who
+        waited for room in the mailbox stops waiting."""
         queue = self.queue
         self.queue = None
+        if self.waiting is not None:
+            self._release()
         return list(queue) if queue else []
 
 

@@ -11,6 +11,18 @@ carries it there: deadlines (a nested ask inherits its turn's), call chains, red
 (followed up to ``MAX_REDIRECTS``), and backpressure (a congested link makes askers wait and
 tellers share one wait for it to drain).
 
+Mailbox pushback (``runtime.activation``): an ask waits for room within its deadline and
+then fails with ``Overloaded`` (nothing ran): a local one on the mailbox itself, a remote one
+is refused by the receiver at once and asked again after a pause (1 ms, doubling up to 50 ms);
+the same for a node at ``max_activations`` with none idle. A local tell to a full mailbox is
+queued and returns what waits for room. A tell
+to another node reaches the pushback through *paced tells*: every ``TELL_WINDOW``-th tell from
+this node to one actor asks the receiver to acknowledge it, which the receiver does once the
+actor's mailbox has room; the ``tell`` that sends the next paced tell while the one before is
+still unacknowledged returns a wait for it. A sender that awaits its tells so has at most two
+windows in flight per actor, and waits while the receiver's mailbox is full; one that does not
+await them gets its tells dropped past ``2 * mailbox_limit`` on the receiver.
+
 Messages that can no longer run where they were queued (an ended, superseded or moved
 activation) come back here: :meth:`Calls.redeliver` and :meth:`Calls.reroute`.
 """
@@ -21,7 +33,7 @@ import asyncio
 from collections.abc import Awaitable, Coroutine
 from typing import TYPE_CHECKING, Any, Final
 
-from actors.errors import ActorError, ActorTimeout, NodeUnavailable, UnknownActorType
+from actors.errors import ActorError, ActorTimeout, NodeUnavailable, Overloaded, UnknownActorType
 from actors.ref import SENT
 from runtime import wire
 from runtime.activation import (
@@ -48,11 +60,21 @@ if TYPE_CHECKING:
     from runtime.locator import Locator
     from runtime.served import Served
 
-__all__ = ["MAX_REDIRECTS", "Calls"]
+__all__ = ["MAX_REDIRECTS", "TELL_WINDOW", "TELL_WINDOWS", "Calls"]
 
 #: Most redirects one ask follows. Members that disagree about the ring for a moment may send
 #: an ask back and forth; the caller then waits a little before it follows the redirect again.
 MAX_REDIRECTS: Final = 10
+
+#: Every this many tells to one remote actor, one asks to be acknowledged once the actor's
+#: mailbox has room (a paced tell); a sender has at most two windows unacknowledged. This is
+#: the window until the receiver's first acknowledgement names its ``mailbox_limit``; then
+#: it is an eighth of that, within ``TELL_WINDOWS`` (a sender that awaits its tells in a
+#: tight loop waits for an acknowledgement once per window: bigger ones cost less).
+TELL_WINDOW: Final = 128
+TELL_WINDOWS: Final = (16, 1024)
+#: Actors whose tells are counted for pacing, per type, before the counts start afresh.
+_PACED_KEYS: Final = 65_536
 
 
 def _retrieve(fut: asyncio.Future[Any]) -> None:
@@ -83,8 +105,11 @@ class Calls:
         "_catalog",
         "_congested",
         "_hwm",
+        "_paced",
         "_served",
+        "_unacked",
         "_wall",
+        "_windows",
         "address",
         "closed",
         "cluster",
@@ -114,6 +139,12 @@ class Calls:
         self.cluster: Cluster | None = None
         self._hwm = 1 << 20
         self._congested: dict[str, asyncio.Future[None]] = {}
+        #: tells to each remote actor before its next paced tell, by type name and key
+        self._paced: dict[str, dict[str, int]] = {}
+        #: the acknowledgement of the last paced tell to each actor, while it is awaited
+        self._unacked: dict[tuple[str, str], asyncio.Future[Any]] = {}
+        #: the pacing window toward each node, from the limit its acknowledgements name
+        self._windows: dict[str, int] = {}
 
     @property
     def node(self) -> Any:
@@ -202,9 +233,15 @@ class Calls:
             else:
                 if kwargs:
                     check((args, kwargs), "arguments")
-        act = self._catalog.activation(atype, key)
         if timeout is None:
             timeout = self.default_timeout
+        try:
+            act = self._catalog.activation(atype, key)
+        except Overloaded as err:  # at max_activations, none idle: ask again in a moment
+            until = host_env.loop.time() + timeout
+            await self._pause(err, 3, until)
+            left = until - host_env.loop.time()
+            return await self.ask_any(type_name, key, method_name, args, kwargs, left)
         deadline = host_env.loop.time() + timeout
         turn = TURN.get()
         if turn is None:
@@ -235,9 +272,29 @@ class Calls:
                 cycle = deadlock(act, turn, chain, self._served.known)
                 if cycle is not None:
                     raise cycle
+            if act.full():  # wait for room, within the deadline, then ask again
+                await self._room(act, deadline)
+                left = deadline - host_env.loop.time()
+                return await self.ask_any(type_name, key, method_name, args, kwargs, left)
             waiter = host_env.loop.create_future()
             act.enqueue(Message(method, args, kwargs, waiter, deadline, chain, turn))
         return await self.wait(waiter, deadline, timeout, type_name, key, method_name)
+
+    async def _room(self, act: Activation, deadline: float) -> None:
+        """Wait until ``act``'s mailbox has room (or ``act`` ended); ``Overloaded`` if it is
+        still full at ``deadline``."""
+        room = act.room()
+        await asyncio.wait({room}, timeout=max(0.0, deadline - self.host.loop.time()))
+        if not room.done():
+            raise act.overloaded()
+
+    async def _pause(self, err: Overloaded, attempt: int, deadline: float) -> None:
+        """Back off before asking again after ``err`` (1 ms, doubling up to 50 ms); raise
+        ``err`` instead if the deadline would pass meanwhile."""
+        pause = min(0.001 * (1 << attempt), 0.05)
+        if self.host.loop.time() + pause >= deadline:
+            raise err
+        await asyncio.sleep(pause)
 
     async def remote_ask(
         self,
@@ -284,7 +341,8 @@ class Calls:
         if asking is not None:
             waiting(asking, type_name, key, 1)
         try:
-            for hops in range(MAX_REDIRECTS + 1):
+            hops = refused = 0
+            while hops <= MAX_REDIRECTS:
                 if messaging.transport.backlog(host) >= self._hwm:
                     await self._drained(host, deadline)
                 corr, fut = messaging.ask(
@@ -305,7 +363,12 @@ class Calls:
                 )
                 try:
                     return await fut  # an answered ask is forgotten by Messaging
+                except Overloaded as err:  # nothing was queued there: ask again in a moment
+                    await self._pause(err, refused, deadline)
+                    refused += 1
+                    continue
                 except wire.Redirect as redirect:
+                    hops += 1
                     if visited is None:
                         visited = []
                     visited.append(host)
@@ -405,6 +468,8 @@ class Calls:
             method = atype.methods.get(method_name)
             if type(act) is Activation and method is not None and served.names is None:
                 act.enqueue(Message(method, args, kwargs, None, 0.0, 0))
+                if len(act.queue) > self.host.mailbox_limit:  # type: ignore[arg-type]
+                    return act.room()  # queued all the same: a local tell is never dropped
                 return SENT
         return self._tell_slow(atype, type_name, key, method_name, args, kwargs)
 
@@ -434,7 +499,10 @@ class Calls:
             raise UnknownActorType(f"no actor type {type_name!r} is served here")
         if self.host.check_serializable:
             check_args(args, kwargs)
-        self._catalog.activation(atype, key).enqueue(Message(method, args, kwargs, None, 0.0, 0))
+        act = self._catalog.activation(atype, key)
+        act.enqueue(Message(method, args, kwargs, None, 0.0, 0))
+        if len(act.queue) > self.host.mailbox_limit:  # type: ignore[arg-type]
+            return act.room()
         return SENT
 
     async def _tell_when_placed(
@@ -471,13 +539,28 @@ class Calls:
         messaging = self.messaging
         assert messaging is not None
         turn = TURN.get()
-        if turn is None:
-            messaging.tell(host, type_name, key, method_name, args, kwargs, hops)
+        sender = "" if turn is None else self.address  # an actor tells: its callee counts it
+        counts = self._paced.get(type_name)
+        if counts is None:
+            counts = self._paced[type_name] = {}
+        left = counts.get(key)  # tells before the next paced one
+        paced: Awaitable[None] | None = None
+        if left is None:
+            if len(counts) >= _PACED_KEYS:
+                counts.clear()
+            left = self._windows.get(host, TELL_WINDOW)
+        if left > 1:
+            counts[key] = left - 1
+            messaging.tell(host, type_name, key, method_name, args, kwargs, hops, sender)
         else:
-            messaging.tell(host, type_name, key, method_name, args, kwargs, hops, self.address)
+            counts[key] = self._windows.get(host, TELL_WINDOW)
+            paced = self._paced_tell(host, type_name, key, method_name, args, kwargs, hops, sender)
+        if turn is not None:
             affinity = turn[0].affinity
             if affinity is not None:
                 affinity.sent(host)
+        if paced is not None:
+            return paced
         if messaging.transport.backlog(host) < self._hwm:
             return SENT
         # Congested: every teller to this peer shares one wait for the backlog to drain.
@@ -487,6 +570,44 @@ class Calls:
             waiter.add_done_callback(_retrieve)
             self._congested[host] = waiter
         return waiter
+
+    def _paced_tell(
+        self,
+        host: str,
+        type_name: str,
+        key: str,
+        method_name: str,
+        args: tuple[Any, ...] | list[Any],
+        kwargs: dict[str, Any],
+        hops: int,
+        sender: str = "",
+    ) -> Awaitable[None] | None:
+        """Send a tell that asks to be acknowledged once the actor's mailbox has room; return
+        the wait for the one before it if that is still unacknowledged (None otherwise)."""
+        messaging = self.messaging
+        assert messaging is not None
+        ack = messaging.paced_tell(
+            host, type_name, key, method_name, args, kwargs, hops, self.default_timeout, sender
+        )
+        ack.add_done_callback(_retrieve)
+        ack.add_done_callback(lambda f: self._learn_window(host, f))
+        ident = (type_name, key)
+        unacked = self._unacked
+        before = unacked.get(ident)
+        unacked[ident] = ack
+        ack.add_done_callback(lambda f: _forget_ack(unacked, ident, f))
+        if before is not None and not before.done():
+            return before
+        return None
+
+    def _learn_window(self, host: str, ack: asyncio.Future[Any]) -> None:
+        """An acknowledgement given at once names the receiver's ``mailbox_limit``."""
+        if ack.cancelled() or ack.exception() is not None:
+            return
+        limit = ack.result()
+        if isinstance(limit, int) and not isinstance(limit, bool):
+            low, high = TELL_WINDOWS
+            self._windows[host] = max(low, min(high, limit // 8))
 
     # -- messages that must run elsewhere -------------------------------------------------------
 
@@ -543,6 +664,15 @@ class Calls:
                 )
             )
             task.add_done_callback(lambda t: _chain_future(t, reply))
+
+
+def _forget_ack(
+    unacked: dict[tuple[str, str], asyncio.Future[Any]],
+    ident: tuple[str, str],
+    ack: asyncio.Future[Any],
+) -> None:
+    if unacked.get(ident) is ack:
+        del unacked[ident]
 
 
 def _chain_future(task: asyncio.Task[Any], reply: ReplySink) -> None:

@@ -2,12 +2,25 @@
 
 Named after Orleans' Catalog. Activations are kept in a two-level dict (type name, then key) so
 that the hot-path lookup allocates nothing. Idleness is tracked with a coarse clock: the catalog
-advances ``Host.tick`` once per collection quantum and every turn stamps its activation with the
-current tick, so no timer, task or queue exists per idle actor.
+sets ``Host.tick`` to the loop's time once per collection quantum and every turn stamps its
+activation with the current tick, so no timer, task or queue exists per idle actor.
 
 The catalog is the one place activations are created and dropped. On a cluster it tells a
 :class:`Registrar` (the node's directory client) of each, and takes each new activation's
 fencing epoch from it; messages an ended activation leaves behind go to ``redeliver``.
+
+Activations per node are bounded (``max_activations``, ``Node(max_activations=N)``). A new
+activation beyond it first deactivates the least recently used idle one (as idle collection
+would: ``on_deactivate`` runs as its last turn; state is saved as on an idle deactivation),
+and is refused with ``Overloaded`` if none is idle. "Least recently used" is approximated as
+the CLOCK algorithm does, at no cost to the hot path: activations wait in a ring in the order
+they were created; an eviction takes the first idle one from its front that was not used since
+it was made or since the eviction last passed it (its turn stamp is not newer than
+``Activation.passed``) and moves every one it passes (busy, or used since: a second chance) to
+the back. Turns stamp the coarse idle clock, which every new activation and every eviction
+also advance, so that stamps tell apart what was used after each of them. A
+handoff (migration, a leaving member's actors) is never refused: it evicts if it can and is
+taken all the same.
 """
 
 from __future__ import annotations
@@ -17,10 +30,11 @@ import contextlib
 import itertools
 import logging
 import math
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
-from actors.errors import ActorError, NodeUnavailable, RemoteError
+from actors.errors import ActorError, NodeUnavailable, Overloaded, RemoteError
 from runtime.activation import DONE, RAISED, Activation, Host, remote_error
 from runtime.affinity import Affinity
 from runtime.lifecycle import ACTIVE, DEAD, transition
@@ -30,13 +44,20 @@ if TYPE_CHECKING:
     from actors.decorator import ActorType
     from runtime.mailbox import Message
 
-__all__ = ["Catalog", "Registrar"]
+__all__ = ["DEFAULT_MAX_ACTIVATIONS", "Catalog", "Registrar"]
 
 log = logging.getLogger("shoal.catalog")
 
 #: Bounds of the collection quantum (seconds between idle sweeps).
 MIN_QUANTUM = 0.01
 MAX_QUANTUM = 60.0
+
+#: Activations a node hosts before new ones evict idle ones (``Node(max_activations=)``).
+DEFAULT_MAX_ACTIVATIONS = 100_000
+#: Seconds new activations are refused without looking again after none was found idle.
+_REFUSE_FOR = 0.05
+#: Seconds between two log lines about evictions.
+_EVICT_LOG_INTERVAL = 10.0
 
 
 class Registrar(Protocol):
@@ -55,6 +76,20 @@ class Registrar(Protocol):
         ...
 
 
+def _last_turn(act: Activation) -> asyncio.Future[Any] | None:
+    """Start ``on_deactivate`` as ``act``'s last turn: None if it ended at once (or there is
+    none), else what it settles when it ends. Raises the hook's ``RemoteError``."""
+    hook = act.type.on_deactivate
+    if hook is None:
+        return None
+    outcome, value = act.start_turn(hook, (), None, 0, 0.0, None)
+    if outcome == RAISED:
+        raise value
+    if outcome != DONE:
+        return value  # type: ignore[no-any-return]
+    return None
+
+
 def _lost(msg: Message, atype: ActorType, key: str) -> None:
     if msg.reply is not None and not msg.reply.done():
         msg.reply.set_exception(ActorError(f"{atype.name}/{key} was deactivated"))
@@ -69,12 +104,17 @@ class Catalog:
     __slots__ = (
         "_collector",
         "_epochs",
+        "_evict_logged",
+        "_full_until",
+        "_order",
         "_quantum",
         "_wake",
         "affinity",
         "by_type",
         "count",
+        "evicted",
         "host",
+        "max_activations",
         "observers",
         "redeliver",
         "registrar",
@@ -100,6 +140,14 @@ class Catalog:
         self._collector: asyncio.Task[None] | None = None
         self._wake: asyncio.Event | None = None
         self.count = 0
+        #: the bound on ``count`` (see the module docstring)
+        self.max_activations = DEFAULT_MAX_ACTIVATIONS
+        #: activations deactivated early to make room for new ones
+        self.evicted = 0
+        #: eviction candidates, oldest first (dead ones are skipped, and swept now and then)
+        self._order: deque[Activation] = deque()
+        self._full_until = 0.0
+        self._evict_logged = -_EVICT_LOG_INTERVAL
 
     # -- lookup and creation --------------------------------------------------------------------
 
@@ -124,6 +172,12 @@ class Catalog:
             raise ActorError("the node is not running (use `async with Node()`)")
         act = self.get(atype, key)
         if act is None:
+            if self.count >= self.max_activations and not self.make_room():
+                raise Overloaded(
+                    f"this node hosts {self.count} activations (max_activations "
+                    f"{self.max_activations}) and none is idle: {atype.name}/{key} "
+                    "was not activated"
+                )
             registrar = self.registrar
             if registrar is None:
                 act = self.activate(atype, key)
@@ -150,6 +204,8 @@ class Catalog:
                 "handoff of %s/%s: already active here, kept the running one", atype.name, key
             )
             return known
+        if self.count >= self.max_activations:
+            self.make_room()  # taken all the same: refusing would lose the state
         registrar = self.registrar
         epoch = None if registrar is None else registrar.new_epoch()
         act = self.activate(atype, key, epoch, state=state)
@@ -235,7 +291,9 @@ class Catalog:
                 return act
             if len(act.queue or ()) + act.running < len(best.queue or ()) + best.running:
                 best = act
-        if len(pool) < atype.max_workers:
+        if len(pool) < atype.max_workers and (
+            self.count < self.max_activations or self.make_room()
+        ):
             return self.activate(atype, key)
         return best
 
@@ -248,6 +306,15 @@ class Catalog:
         else:
             table[act.key] = act
         self.count += 1
+        order = self._order
+        order.append(act)
+        if len(order) > 2 * self.count + 1024:
+            self._order = deque(a for a in order if a.status != DEAD)
+        # what is used from now on stamps a newer tick than what was made so far (evictions
+        # go by these stamps)
+        host = self.host
+        host.tick = max(host.loop.time(), host.tick + 1e-6)
+        act.tick = act.passed = host.tick  # (its first turn stamps the same: not "used since")
 
     def remove(self, act: Activation, notify: bool = True) -> None:
         """Drop ``act`` from the table (final: it is DEAD); ``notify=False`` when its
@@ -285,20 +352,81 @@ class Catalog:
         arrived meanwhile are handed to a fresh activation."""
         if not transition(act, "deactivate"):
             return
-        hook = act.type.on_deactivate
         try:
-            if hook is not None:
-                outcome, value = act.start_turn(hook, (), None, 0, 0.0, None)
-                if outcome == RAISED:
-                    raise value
-                if outcome != DONE:
-                    await value
+            last = _last_turn(act)
+            if last is not None:
+                await last
         except RemoteError as err:
             log.error("on_deactivate of %s/%s failed: %s", act.type.name, act.key, err)
         finally:
-            self.remove(act)
-            for msg in act.take_backlog():
-                self.redeliver(msg, act.type, act.key)
+            self._ended(act)
+
+    def _ended(self, act: Activation) -> None:
+        self.remove(act)
+        for msg in act.take_backlog():
+            self.redeliver(msg, act.type, act.key)
+
+    def make_room(self) -> bool:
+        """Deactivate the least recently used idle activation, at once if its
+        ``on_deactivate`` does not suspend (see the module docstring); False if none is
+        idle."""
+        host = self.host
+        now = host.loop.time()
+        if now < self._full_until:
+            return False
+        order = self._order
+        clock = host.tick
+        victim: Activation | None = None
+        for _ in range(2 * len(order)):  # (a second time round: every chance was given)
+            if not order:
+                break
+            act = order.popleft()
+            if act.status == DEAD:
+                continue  # removed meanwhile: forgotten here too
+            order.append(act)
+            if act.running or act.queue is not None or act.status != ACTIVE:
+                continue
+            if act.tick > act.passed:
+                act.passed = clock  # used since it was last passed: a second chance
+                continue
+            victim = act
+            break
+        # what is used from now on stamps a newer tick than any ``passed`` set above
+        host.tick = max(now, clock + 1e-6)
+        if victim is None:
+            self._full_until = now + _REFUSE_FOR
+            return False
+        self._evict(victim, now)
+        return True
+
+    def _evict(self, act: Activation, now: float) -> None:
+        transition(act, "deactivate")
+        self.evicted += 1
+        if now - self._evict_logged >= _EVICT_LOG_INTERVAL:
+            self._evict_logged = now
+            log.info(
+                "%d activations (max_activations): deactivating idle ones early, e.g. %s/%s "
+                "(%d so far)",
+                self.count,
+                act.type.name,
+                act.key,
+                self.evicted,
+            )
+        try:
+            last = _last_turn(act)
+        except RemoteError as err:
+            log.error("on_deactivate of %s/%s failed: %s", act.type.name, act.key, err)
+            last = None
+        if last is None:
+            self._ended(act)
+        else:
+            last.add_done_callback(lambda done: self._evicted(act, done))
+
+    def _evicted(self, act: Activation, done: asyncio.Future[Any]) -> None:
+        if not done.cancelled() and done.exception() is not None:
+            err = done.exception()
+            log.error("on_deactivate of %s/%s failed: %s", act.type.name, act.key, err)
+        self._ended(act)
 
     def _want_quantum(self, quantum: float) -> None:
         quantum = min(MAX_QUANTUM, max(MIN_QUANTUM, quantum))
@@ -319,13 +447,13 @@ class Catalog:
             except TimeoutError:
                 pass
             self._wake.clear()
-            self.host.tick += 1
+            host = self.host
+            host.tick = max(host.loop.time(), host.tick)
             await self.collect_idle()
 
     async def collect_idle(self) -> int:
         """Deactivate every activation idle for its type's ``idle_after``; returns how many."""
         tick = self.host.tick
-        quantum = self._quantum
         idle: list[Activation] = []
         for table in list(self.by_type.values()):
             for entry in table.values():
@@ -334,7 +462,7 @@ class Catalog:
                         act.running == 0
                         and act.queue is None
                         and act.status == ACTIVE
-                        and (tick - act.tick) * quantum >= act.type.idle_after
+                        and tick - act.tick >= act.type.idle_after
                     ):
                         idle.append(act)
         for act in idle:

@@ -28,11 +28,20 @@ import uvloop
 from actors.decorator import registered_types
 from actors.errors import NodeUnavailable
 from runtime import options
+from runtime.activation import DEFAULT_MAILBOX_LIMIT
+from runtime.catalog import DEFAULT_MAX_ACTIVATIONS
 from runtime.rebalancer import DEFAULT_PERIOD
 from runtime.security import keygen as write_key_pair
 from runtime.security import load_keys
 
-__all__ = ["GC_THRESHOLD", "main", "one_line", "parse_resources", "tune_gc"]
+__all__ = [
+    "GC_THRESHOLD",
+    "main",
+    "one_line",
+    "parse_resources",
+    "raise_descriptor_limit",
+    "tune_gc",
+]
 
 GC_THRESHOLD: Final = 10_000
 """The young-generation collection threshold of a node process (CPython 3.11's is 700)."""
@@ -65,6 +74,34 @@ def one_line(text: str) -> str:
     if joined.isprintable():
         return joined
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in joined)
+
+
+def raise_descriptor_limit() -> tuple[int, int]:
+    """Raise this process's limit of open descriptors (``RLIMIT_NOFILE``) to its hard limit;
+    returns ``(soft, hard)`` as they are then.
+
+    Every connection a node accepts costs a descriptor, and the common soft limit of 1,024
+    let 1,100 silent TCP connections keep a new client waiting for 26 s. Raising the soft
+    limit needs no privilege. A hard limit of "unlimited" is taken as the kernel's
+    ``fs.nr_open`` (where the kernel refuses more, as much as it takes).
+    """
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = hard
+    if want == resource.RLIM_INFINITY:
+        try:
+            with open("/proc/sys/fs/nr_open") as f:
+                want = int(f.read())
+        except (OSError, ValueError):
+            want = 1 << 20
+    while want > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+            break
+        except (ValueError, OSError):
+            want //= 2  # (macOS: at most OPEN_MAX without a hard limit)
+    return resource.getrlimit(resource.RLIMIT_NOFILE)
 
 
 def parse_resources(text: str | None) -> dict[str, float]:
@@ -209,6 +246,20 @@ def main(verbose: int) -> None:
     help="Seconds to keep trying the seeds before giving up.",
 )
 @click.option(
+    "--mailbox-limit",
+    default=DEFAULT_MAILBOX_LIMIT,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Most messages one activation queues (asks beyond it wait, then fail Overloaded).",
+)
+@click.option(
+    "--max-activations",
+    default=DEFAULT_MAX_ACTIVATIONS,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Most activations this node hosts (beyond it idle ones are deactivated early).",
+)
+@click.option(
     "--gc-threshold",
     default=GC_THRESHOLD,
     show_default=True,
@@ -236,6 +287,8 @@ def node(
     data_spill_dir: str | None,
     rebalance_period: float,
     join_timeout: float,
+    mailbox_limit: int,
+    max_activations: int,
     gc_threshold: int,
     key: str | None,
     trust: str | None,
@@ -264,7 +317,10 @@ def node(
             err=True,
         )
     tune_gc(gc_threshold)
+    raise_descriptor_limit()
     options_ = {
+        "mailbox_limit": mailbox_limit,
+        "max_activations": max_activations,
         "rebalance_period": rebalance_period,
         "data_limit": data_limit,
         "data_spill_dir": data_spill_dir,

@@ -343,6 +343,46 @@ class Messaging:
         )
         self.transport.send(peer, chunk)
 
+    def paced_tell(
+        self,
+        peer: str,
+        type_name: str,
+        key: str,
+        method: str,
+        args: tuple[Any, ...] | list[Any],
+        kwargs: dict[str, Any],
+        hops: int,
+        timeout: float,
+        sender: str = "",
+    ) -> asyncio.Future[Any]:
+        """Send a TELL that asks to be acknowledged (a correlation id instead of 0): the
+        future gets the answer once the receiver has queued it with room to spare in the
+        actor's mailbox (its ``mailbox_limit`` if there was room at once, else None:
+        ``runtime.calls``, paced tells), ``ActorTimeout`` after ``timeout`` seconds.
+        Forgotten once settled."""
+        corr = next(self._corr)
+        chunk = wire.encode_request(
+            wire.TELL,
+            corr,
+            sender,
+            type_name,
+            key,
+            method,
+            args,
+            kwargs,
+            0.0,
+            hops,
+            0,
+            max_size=self.max_frame,
+        )
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+        p = self._pending[corr] = _Pending(fut, peer, type_name, key, method, timeout)
+        p.handle = loop.call_later(timeout, p.expire)
+        fut.add_done_callback(lambda _: self.forget(corr))
+        self.transport.send(peer, chunk)
+        return fut
+
     def forget(self, corr: int) -> None:
         """Stop waiting for the reply to ``corr`` (answered, timed out or cancelled)."""
         p = self._pending.pop(corr, None)

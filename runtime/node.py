@@ -34,9 +34,9 @@ from actors.errors import ActorError, NodeUnavailable
 from actors.ref import ActorRef, type_name_of
 from router.swim import SwimConfig
 from runtime import options, wire
-from runtime.activation import Activation, Host
+from runtime.activation import DEFAULT_MAILBOX_LIMIT, Activation, Host
 from runtime.calls import Calls
-from runtime.catalog import Catalog
+from runtime.catalog import DEFAULT_MAX_ACTIVATIONS, Catalog
 from runtime.clock import Clock
 from runtime.cluster import Cluster
 from runtime.context import NODE, node_started, node_stopped
@@ -66,6 +66,15 @@ def _data_ref_from_wire(data: Any) -> DataRef:
     if not (isinstance(data, list) and len(data) == 2 and all(isinstance(x, str) for x in data)):
         raise ValueError("a data reference is [key, node]")
     return DataRef(data[0], data[1])
+
+
+def _positive_count(name: str, value: object) -> int:
+    """``value`` if it is an int of at least 1, else a TypeError or ValueError naming it."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be a whole number of at least 1, not {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be at least 1, not {value!r}")
+    return value
 
 
 # Ext codes 0..15 are shoal's own; users' registered types take 16..127.
@@ -117,6 +126,14 @@ class Node:
         rebalance_period: seconds between the rounds in which a member moves its
             ``placement="data"`` actors toward the data they read and the actors they call
             (``runtime.rebalancer``; rates are smoothed over five periods).
+        mailbox_limit: the most messages one activation queues (default 10,000): an ask
+            beyond it waits for room within its deadline, then fails with ``Overloaded``; a
+            local tell beyond it is queued and ``await``-ing the tell waits for room; a
+            remote sender's tells wait for room (paced tells) and are dropped past twice the
+            limit. See ``runtime.activation`` and ``runtime.calls``.
+        max_activations: the most activations this node hosts (default 100,000): beyond it
+            the least recently used idle ones are deactivated early, and if none is idle a new
+            activation waits like an ask to a full mailbox. See ``runtime.catalog``.
         key: this node's CURVE secret key file (``shoal keygen``); with ``trust``, every link
             of the node is CurveZMQ and only peers whose public key is in ``trust`` get
             through (``runtime.security``). Both or neither.
@@ -145,6 +162,8 @@ class Node:
         rebalance_period: float = DEFAULT_PERIOD,
         key: str | os.PathLike[str] | None = None,
         trust: str | os.PathLike[str] | None = None,
+        mailbox_limit: int = DEFAULT_MAILBOX_LIMIT,
+        max_activations: int = DEFAULT_MAX_ACTIVATIONS,
     ) -> None:
         checked = options.node(
             listen=listen,
@@ -205,11 +224,14 @@ class Node:
             self._host, self._catalog, self._served, self.default_timeout, self._clock.wall
         )
         self._catalog.redeliver = self.calls.redeliver
+        self._host.mailbox_limit = _positive_count("mailbox_limit", mailbox_limit)
+        self._catalog.max_activations = _positive_count("max_activations", max_activations)
         self._messaging: Messaging | None = None
         self._cluster: Cluster | None = None
         self._locator: Locator | None = None
         self._migrator: Migrator | None = None
         self._rebalancer: Rebalancer | None = None
+        self._dispatcher: Dispatcher | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -232,6 +254,7 @@ class Node:
         if self.storage is not None:
             options.storage_url(self.storage)  # ValueError naming it (see shared API)
         self._host.loop = asyncio.get_running_loop()
+        self._host.tick = self._host.loop.time()  # the idle clock starts now
         self._running = self._host.running = True
         try:
             if self.listen is not None or self.seeds:
@@ -319,7 +342,12 @@ class Node:
             return MemoryTransport(_MEMORY_NETWORK, max_frame_bytes=coalesce)
         from runtime.zmq_transport import ZmqTransport
 
-        return ZmqTransport(max_frame_bytes=coalesce, curve=self._curve)
+        # libzmq drops a connection whose next message part is over the frame limit as soon
+        # as it has read the part's size: an oversized frame is never assembled. (It checks
+        # each part; each part of an attached message is within the limit too.)
+        return ZmqTransport(
+            max_frame_bytes=coalesce, max_message_size=self.max_frame_size, curve=self._curve
+        )
 
     async def _start_cluster(self) -> None:
         """Build and wire the cluster's parts, then join."""
@@ -371,6 +399,7 @@ class Node:
             )
         )
         cluster.release = dispatch[0].on_request
+        self._dispatcher = dispatch[0]
         control.append(
             Control(cluster, catalog, served, placement, locator, migrator, calls, self.data)
         )
@@ -404,6 +433,23 @@ class Node:
         if self._locator is None:
             return self._address if self._catalog.lookup(ref.type_name, ref.key) else None
         return await self._locator.locate(ref.type_name, ref.key)
+
+    @property
+    def bounds(self) -> dict[str, int]:
+        """What this node's memory bounds refused or dropped so far (see the README's "Memory
+        bounds"): ``activations`` hosted now and ``evicted`` (deactivated early beyond
+        ``max_activations``), ``dropped_tells`` (past twice ``mailbox_limit``), and from the
+        ZeroMQ transport ``cut_offs`` (callers that did not read their replies),
+        ``dropped_bytes`` and ``ignored_frames`` (from callers while cut off)."""
+        transport = None if self._messaging is None else self._messaging.transport
+        return {
+            "activations": self._catalog.count,
+            "evicted": self._catalog.evicted,
+            "dropped_tells": 0 if self._dispatcher is None else self._dispatcher.dropped_tells,
+            "cut_offs": getattr(transport, "cut_offs", 0),
+            "dropped_bytes": getattr(transport, "dropped_bytes", 0),
+            "ignored_frames": getattr(transport, "ignored", 0),
+        }
 
     @property
     def members(self) -> list[str]:

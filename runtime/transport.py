@@ -25,8 +25,12 @@ Contract shared by every implementation (see :class:`Transport`):
   leaves after what was queued before it and before what is queued after it, and arrives
   through ``deliver_attached(chunk, attachment, route)`` (the attachment as a ``memoryview``),
   which ``start`` takes; a transport started without it drops such messages as malformed.
-* The transport does not bound its own memory. Outboxes grow without limit unless the caller
-  awaits :meth:`Transport.drained` (which is how backpressure reaches the producers).
+* Producers that await :meth:`Transport.drained` wait while a connection's backlog is over
+  its high-water mark (which is how backpressure reaches them). The ZeroMQ transport also
+  bounds each connection's outbox in bytes (``max_backlog``): a caller whose replies pile up
+  there because it does not read them is cut off (what is queued for it is dropped, and so
+  are its requests for a while), and chunks for a peer that takes nothing beyond it are
+  dropped. (The in-memory transport, for tests and simulation, does not bound its memory.)
 
 This module also holds the small pieces the implementations share: :class:`Outbox` (the
 per-connection queue with its backlog accounting and ``drained`` waiters) and
@@ -47,6 +51,7 @@ from actors.errors import NodeUnavailable
 
 __all__ = [
     "DEFAULT_BACKLOG_HWM",
+    "DEFAULT_MAX_BACKLOG",
     "DEFAULT_MAX_FRAME_BYTES",
     "Attached",
     "Attachment",
@@ -95,6 +100,11 @@ memory: the worst case a peer's socket queues is about ``sndhwm * max_frame_byte
 
 DEFAULT_BACKLOG_HWM = 1 << 20
 """``drained(peer)`` returns at once while ``backlog(peer)`` is below this many bytes."""
+
+DEFAULT_MAX_BACKLOG = 32 << 20
+"""The most bytes one connection's outbox holds while its socket refuses more (the ZeroMQ
+transport's ``max_backlog``): one chunk more may always be queued, so a single reply bigger
+than this still waits for a caller that reads slowly."""
 
 
 class Transport(ABC):

@@ -10,7 +10,10 @@ An envelope is ONE msgpack array of 4 to 15 elements, in this order::
     idx  field      msgpack type     default  meaning
     0    version    int                       always VERSION (= 4); checked first
     1    kind       int                       1 ASK, 2 TELL, 3 REPLY, 4 ERROR, 5 CONTROL
-    2    corr       int  u64                  correlation id (0 for TELL); REPLY/ERROR echo it
+    2    corr       int  u64                  correlation id; REPLY/ERROR echo it. A TELL has
+                                              0, or an id asking for an acknowledgement: a
+                                              REPLY once the actor's mailbox has room (the
+                                              pushback of paced tells, runtime.calls)
     3    body       any                       REPLY: the result; ERROR: error body (below);
                                               CONTROL: any; nil for ASK and TELL
     4    type_name  str              ""       actor type
@@ -96,6 +99,7 @@ from actors.errors import (
     Deadlock,
     MessageTooLarge,
     NodeUnavailable,
+    Overloaded,
     ProtocolError,
     RemoteError,
     SerializationError,
@@ -112,6 +116,7 @@ __all__ = [
     "ERR_ACTOR",
     "ERR_DEADLOCK",
     "ERR_NODE_UNAVAILABLE",
+    "ERR_OVERLOADED",
     "ERR_PROTOCOL",
     "ERR_REDIRECT",
     "ERR_REMOTE",
@@ -1089,6 +1094,7 @@ ERR_NODE_UNAVAILABLE: Final = 8
 ERR_PROTOCOL: Final = 9
 ERR_REDIRECT: Final = 10
 ERR_DEADLOCK: Final = 11
+ERR_OVERLOADED: Final = 12
 
 
 class Redirect(ActorError):
@@ -1111,6 +1117,7 @@ _ERR_CLASSES: Final[dict[int, type[ActorError]]] = {
     ERR_PROTOCOL: ProtocolError,
     ERR_REDIRECT: Redirect,
     ERR_DEADLOCK: Deadlock,
+    ERR_OVERLOADED: Overloaded,
 }
 _ERR_CODES: Final[dict[type, int]] = {cls: code for code, cls in _ERR_CLASSES.items()}
 

@@ -25,7 +25,8 @@ schedule one ``call_soon`` flush for the whole transport per loop iteration; the
 each outbox's chunks into one frame and tries ``send(NOBLOCK)`` right away. ``EAGAIN`` means
 the connection is at its high-water mark (or, thanks to ``IMMEDIATE``, not connected yet):
 the frames stay queued, ``backlog()`` grows, and the outbox is retried when the socket turns
-writable. Nothing bounds the outboxes except callers awaiting ``drained()``. For latency the
+writable. Callers awaiting ``drained()`` wait while it is over ``backlog_hwm``; what does not
+wait is bounded by ``max_backlog`` (below, "Bounds"). For latency the
 first message of a burst skips the queue: the first ``send`` since the last flush or read
 batch (to a peer with nothing queued) and the first ``reply`` since then (to a caller with
 nothing queued) go to the socket at once, followed by a look at ``EVENTS``; the ones after
@@ -68,6 +69,26 @@ can push back.
 Why ``ROUTER_MANDATORY`` on the ROUTER: without it a ROUTER silently DROPS replies when a
 caller's pipe is full or the caller is gone. With it we get ``EAGAIN`` (keep the reply queued
 and retry: backpressure) or ``EHOSTUNREACH`` (the caller is gone: drop, nothing to retry).
+
+Bounds (what a peer or a caller can make a node hold):
+
+* Inbound, libzmq drops a connection whose next message part is over ``max_message_size``
+  (``ZMQ_MAXMSGSIZE``), as soon as it has read the part's size, before it allocates it: a
+  1 GB frame costs nothing. (libzmq checks each part; an attached message's two parts are each
+  within the node's frame limit.)
+* Outbound, an outbox that the socket refuses (the caller's or peer's pipe is full: it does
+  not read) holds at most ``max_backlog`` bytes plus one chunk. A *caller* over it is cut off:
+  everything queued for it is dropped, and for ``cut_off`` seconds its requests are dropped
+  unread and replies to it that the socket refuses are dropped instead of queued; then it is
+  served again (and cut off again if it still does not read). A *peer* over it (our DEALER:
+  requests, tells, forwards) gets nothing more queued until it takes some: new chunks are
+  dropped (at most once delivery; producers that await ``drained()`` never get there). What
+  libzmq holds beyond the outbox is bounded by ``sndhwm`` messages per connection, each at
+  most ``max_frame_bytes`` (coalesced) or one chunk.
+* Half-open connections: one that does not finish its ZMTP handshake within
+  ``handshake_ivl`` is closed by libzmq (its default is 30 s); an established one that stops
+  answering heartbeats within ``heartbeat_timeout`` too; TCP keepalive covers the rest.
+  (``shoal node`` also raises its descriptor limit to the hard limit: ``runtime.cli``.)
 """
 
 from __future__ import annotations
@@ -75,6 +96,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import time
 from typing import Any, Final
 
 import zmq
@@ -85,6 +107,7 @@ from runtime import _zmqcalls
 from runtime.security import ZAP_DOMAIN, CurveKeys, ZapHandler
 from runtime.transport import (
     DEFAULT_BACKLOG_HWM,
+    DEFAULT_MAX_BACKLOG,
     DEFAULT_MAX_FRAME_BYTES,
     Attached,
     Attachment,
@@ -104,6 +127,9 @@ __all__ = ["ZmqTransport"]
 #: Bytes read from one socket per wake-up before yielding to the loop, so that a flood from
 #: one peer cannot starve timers (failure detection) and other sockets.
 _READ_BUDGET: Final = 1 << 20
+#: Seconds one wake-up spends delivering frames before it yields (and flushes the answers):
+#: frames full of requests from one caller cannot hold back another's answer for longer.
+_READ_TIME: Final = 0.002
 
 
 # Plain ints: zmq's IntFlag members cost ~0.7 us per `&` or `|` on the hot path.
@@ -126,6 +152,7 @@ _recv: Final = _zmqcalls.recv
 _recv_routed: Final = _zmqcalls.recv_routed
 _send_buffer: Final = _zmqcalls.send_buffer
 _recv_buffer: Final = _zmqcalls.recv_buffer
+_monotonic: Final = time.monotonic
 
 _DOWN_EVENTS: Final = (
     zmq.EVENT_DISCONNECTED
@@ -146,6 +173,9 @@ _RETRY_INTERVAL: Final = 0.05
 """Safety-net retry period for blocked outboxes (normally the socket FD wakes us first)."""
 
 _MALFORMED_LOG_INTERVAL: Final = 10.0
+_BOUNDS_LOG_INTERVAL: Final = 10.0
+#: Cut-off callers remembered before the expired entries are swept.
+_CUT_SWEEP: Final = 1024
 
 
 def _ignore_frame(frame: bytes, route: Route) -> None:
@@ -209,8 +239,10 @@ class ZmqTransport(Transport):
     ``context``
         A zmq context to share; by default the transport owns one and terminates it on close.
     ``sndhwm``/``rcvhwm``
-        zmq high-water marks in *messages* (frames) per connection. A frame holds up to
-        ``max_frame_bytes``, so a connection pins at most about ``sndhwm * max_frame_bytes``.
+        zmq high-water marks in *messages* (frames) per connection (64: beyond what libzmq
+        holds, the outbox shows the backlog, where ``max_backlog`` bounds it). A frame holds
+        up to ``max_frame_bytes`` (or one larger chunk), so a connection pins at most about
+        ``sndhwm * max_frame_bytes`` in libzmq.
     ``max_frame_bytes``
         Coalescing cap; see :data:`~runtime.transport.DEFAULT_MAX_FRAME_BYTES`.
     ``backlog_hwm``
@@ -229,6 +261,11 @@ class ZmqTransport(Transport):
     ``curve``
         The node's key pair and trusted keys (:func:`runtime.security.load_keys`): every
         link is CurveZMQ, and only trusted peers get through (see "Keyed links" above).
+    ``max_backlog``/``cut_off``
+        The most bytes an outbox holds while its socket refuses more, and how long a caller
+        that went over it is cut off (see "Bounds" in the module docstring).
+    ``handshake_ivl``
+        A connection that has not finished its handshake this long after it opened is closed.
     """
 
     __slots__ = (
@@ -236,13 +273,17 @@ class ZmqTransport(Transport):
         "_closed",
         "_ctx",
         "_curve",
+        "_cut",
+        "_cut_for",
         "_dealers",
         "_deliver",
         "_deliver_attached",
         "_dirty",
         "_flush_scheduled",
+        "_last_bounds_log",
         "_last_malformed_log",
         "_loop",
+        "_max_backlog",
         "_max_frame",
         "_opts",
         "_own_ctx",
@@ -260,6 +301,9 @@ class ZmqTransport(Transport):
         "_server_keys",
         "_zap",
         "address",
+        "cut_offs",
+        "dropped_bytes",
+        "ignored",
         "malformed",
     )
 
@@ -267,8 +311,8 @@ class ZmqTransport(Transport):
         self,
         *,
         context: Any = None,
-        sndhwm: int = 10_000,
-        rcvhwm: int = 10_000,
+        sndhwm: int = 64,
+        rcvhwm: int = 64,
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
         backlog_hwm: int = DEFAULT_BACKLOG_HWM,
         heartbeat_ivl: float = 1.0,
@@ -279,9 +323,14 @@ class ZmqTransport(Transport):
         max_message_size: int = -1,
         recv_batch: int = 1024,
         curve: CurveKeys | None = None,
+        max_backlog: int = DEFAULT_MAX_BACKLOG,
+        cut_off: float = 1.0,
+        handshake_ivl: float = 5.0,
     ) -> None:
-        if max_frame_bytes < 1 or backlog_hwm < 1 or recv_batch < 1:
-            raise ValueError("max_frame_bytes, backlog_hwm and recv_batch must be positive")
+        if max_frame_bytes < 1 or backlog_hwm < 1 or recv_batch < 1 or max_backlog < 1:
+            raise ValueError(
+                "max_frame_bytes, backlog_hwm, recv_batch and max_backlog must be positive"
+            )
         self._own_ctx = context is None
         self._ctx: Any = context  # our own one is created by start(), so nothing leaks before
         common: dict[Any, int | bytes] = {
@@ -289,6 +338,11 @@ class ZmqTransport(Transport):
             zmq.SNDHWM: sndhwm,
             zmq.RCVHWM: rcvhwm,
             zmq.MAXMSGSIZE: max_message_size,
+            zmq.HANDSHAKE_IVL: _ms(handshake_ivl),
+            zmq.TCP_KEEPALIVE: 1,
+            zmq.TCP_KEEPALIVE_IDLE: 10,
+            zmq.TCP_KEEPALIVE_INTVL: 5,
+            zmq.TCP_KEEPALIVE_CNT: 3,
         }
         if heartbeat_ivl > 0:
             common[zmq.HEARTBEAT_IVL] = _ms(heartbeat_ivl)
@@ -302,6 +356,7 @@ class ZmqTransport(Transport):
         dealer[zmq.RECONNECT_IVL_MAX] = _ms(reconnect_ivl_max)
         router = dict(common)
         router[zmq.ROUTER_MANDATORY] = 1
+        router[zmq.BACKLOG] = 1024  # connections waiting to be accepted (libzmq's is 100)
         if curve is not None:
             dealer[zmq.CURVE_PUBLICKEY] = curve.public
             dealer[zmq.CURVE_SECRETKEY] = curve.secret
@@ -319,6 +374,17 @@ class ZmqTransport(Transport):
         self._max_frame = max_frame_bytes
         self._backlog_hwm = backlog_hwm
         self._recv_batch = recv_batch
+        self._max_backlog = max_backlog
+        self._cut_for = cut_off
+        self._cut: dict[bytes, float] = {}
+        """Callers cut off (they did not read their replies), until when (loop clock)."""
+        self._last_bounds_log = -_BOUNDS_LOG_INTERVAL
+        self.cut_offs = 0
+        """How often a caller was cut off for not reading its replies."""
+        self.dropped_bytes = 0
+        """Bytes dropped by the bounds: queued for cut-off callers, or beyond ``max_backlog``."""
+        self.ignored = 0
+        """Frames from cut-off callers dropped unread."""
         self.address = ""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._deliver: Deliver = _ignore_frame
@@ -478,6 +544,9 @@ class ZmqTransport(Transport):
                 except _ZMQError:
                     pass
                 return
+        if box.blocked and box.nbytes >= self._max_backlog:
+            self._overflow(box.peer, box.nbytes, len(chunk))
+            return
         box.chunks.append(chunk)
         box.nbytes += len(chunk)
         if not box.queued and not box.blocked:
@@ -514,7 +583,13 @@ class ZmqTransport(Transport):
                         # and no flush to come (which would look): re-check the edge now.
                         self._recheck_router(False)
                     return
+            if self._cut and route in self._cut:
+                self.dropped_bytes += len(chunk)  # cut off: nothing is queued for it
+                return
             box = self._routes[route] = Outbox(route)
+        elif box.blocked and box.nbytes >= self._max_backlog:
+            self._cut_off(box, len(chunk))
+            return
         box.chunks.append(chunk)
         box.nbytes += len(chunk)
         if not box.queued and not box.blocked:
@@ -529,17 +604,27 @@ class ZmqTransport(Transport):
         # batch that asked for them, or in the next loop iteration), which costs them nothing.
         box: Outbox | None
         if isinstance(route, str):
-            box = self._dealers.get(route)
-            if box is None:
-                box = self._open_dealer(route)
-                if box is None:
+            d = self._dealers.get(route)
+            if d is None:
+                d = self._open_dealer(route)
+                if d is None:
                     return
+            elif d.blocked and d.nbytes >= self._max_backlog:
+                self._overflow(route, d.nbytes, len(chunk) + nbytes_of(attachment))
+                return
+            box = d
         else:
             box = self._routes.get(route)
             if box is None:
                 if self._router_h is None:
                     return  # closed: nowhere to send it
+                if self._cut and route in self._cut:
+                    self.dropped_bytes += len(chunk) + nbytes_of(attachment)
+                    return
                 box = self._routes[route] = Outbox(route)
+            elif box.blocked and box.nbytes >= self._max_backlog:
+                self._cut_off(box, len(chunk) + nbytes_of(attachment))
+                return
         box.add_attached(chunk, attachment, self._max_frame)
         if not box.queued and not box.blocked:
             box.queued = True
@@ -666,6 +751,68 @@ class ZmqTransport(Transport):
             box.wake(self._backlog_hwm)
         return sent
 
+    def _cut_off(self, box: Outbox, extra: int) -> None:
+        """A caller whose replies piled up to ``max_backlog`` because it does not read them:
+        drop them (and ``extra`` bytes more), and ignore it for ``cut_off`` seconds."""
+        ident = box.key
+        assert isinstance(ident, bytes)
+        dropped = box.nbytes + extra
+        self.cut_offs += 1
+        self.dropped_bytes += dropped
+        box.clear()
+        box.blocked = False
+        box.fail(NodeUnavailable("the caller does not read its replies: cut off"))
+        self._router_blocked.pop(ident, None)
+        if self._routes.get(ident) is box:
+            del self._routes[ident]
+        now = self._loop.time()  # type: ignore[union-attr]
+        cut = self._cut
+        if len(cut) >= _CUT_SWEEP:
+            for gone in [i for i, until in cut.items() if until <= now]:
+                del cut[gone]
+        cut[ident] = now + self._cut_for
+        if now - self._last_bounds_log >= _BOUNDS_LOG_INTERVAL:
+            self._last_bounds_log = now
+            logger.warning(
+                "a caller does not read its replies: cut off for %g s, %d bytes dropped "
+                "(%d cut-offs, %d bytes dropped so far)",
+                self._cut_for,
+                dropped,
+                self.cut_offs,
+                self.dropped_bytes,
+            )
+
+    def _overflow(self, peer: str, queued: int, nbytes: int) -> None:
+        """A chunk for ``peer`` dropped: ``queued`` bytes already wait for a socket that
+        takes nothing."""
+        self.dropped_bytes += nbytes
+        now = self._loop.time()  # type: ignore[union-attr]
+        if now - self._last_bounds_log >= _BOUNDS_LOG_INTERVAL:
+            self._last_bounds_log = now
+            logger.warning(
+                "%s takes nothing of the %d bytes queued for it: dropping what is sent to it "
+                "(%d bytes dropped so far)",
+                peer,
+                queued,
+                self.dropped_bytes,
+            )
+
+    def _still_cut(self, ident: bytes) -> bool:
+        """Whether ``ident`` is cut off now (forgotten once its cut-off ended)."""
+        if self._loop.time() < self._cut[ident]:  # type: ignore[union-attr]
+            return True
+        del self._cut[ident]
+        return False
+
+    def _skip(self, h: Any) -> int:
+        """Read and drop the rest of a message's parts; returns their bytes."""
+        size = 0
+        more = 1
+        while more:  # a message arrives whole: its other parts are already here
+            part, more = _recv(h)
+            size += len(part)
+        return size
+
     @staticmethod
     def _reply_failed(exc: zmq.ZMQError, nbytes: int) -> None:
         if exc.errno == errno.EHOSTUNREACH:
@@ -759,13 +906,19 @@ class ZmqTransport(Transport):
         self._replied = False
         deliver = self._deliver
         budget = _READ_BUDGET
+        cut = self._cut
+        stop = _monotonic() + _READ_TIME
         try:
             for _ in range(self._recv_batch):
-                if budget <= 0:
+                if budget <= 0 or _monotonic() > stop:
                     self._loop.call_soon(self._on_router)  # type: ignore[union-attr]
                     break
                 try:
                     ident, frame, more = _recv_routed(self._router_h)
+                    if cut and ident in cut and self._still_cut(ident):
+                        self.ignored += 1
+                        budget -= len(frame) + (self._skip(self._router_h) if more else 0)
+                        continue
                     if more:
                         # A message arrives whole, so the rest of its parts are already here.
                         budget -= self._read_attached(self._router, self._router_h, frame, ident)
@@ -813,9 +966,10 @@ class ZmqTransport(Transport):
         deliver = self._deliver
         peer = d.peer
         budget = _READ_BUDGET
+        stop = _monotonic() + _READ_TIME
         try:
             for _ in range(self._recv_batch):
-                if budget <= 0:
+                if budget <= 0 or _monotonic() > stop:
                     self._loop.call_soon(self._on_dealer, d)  # type: ignore[union-attr]
                     break
                 try:

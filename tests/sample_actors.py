@@ -62,6 +62,12 @@ class Counter:
         self.inflight -= 1
         return self.max_inflight
 
+    async def slow_incr(self, seconds: float) -> int:
+        """Count one, after ``seconds`` (a turn that holds back what queues behind it)."""
+        await asyncio.sleep(seconds)
+        self.count += 1
+        return self.count
+
     async def sleep(self, seconds: float) -> str:
         await asyncio.sleep(seconds)
         return "slept"
@@ -109,6 +115,41 @@ class Counter:
 
     def _secret(self) -> str:
         return "never"
+
+
+#: Events that ``Gated.hold`` turns wait on, by name: set one to let its turns end.
+GATES: dict[str, asyncio.Event] = {}
+
+
+def gate(name: str) -> asyncio.Event:
+    """The event ``Gated.hold(name)`` waits on (made on first use)."""
+    event = GATES.get(name)
+    if event is None:
+        event = GATES[name] = asyncio.Event()
+    return event
+
+
+@actor
+class Gated:
+    """An actor whose ``hold`` turns wait for a gate: what is sent meanwhile queues up."""
+
+    def __init__(self) -> None:
+        self.held = 0
+        self.seen: list[Any] = []
+
+    async def hold(self, name: str) -> int:
+        await gate(name).wait()
+        self.held += 1
+        return self.held
+
+    def note(self, item: Any) -> None:
+        self.seen.append(item)
+
+    def notes(self) -> list[Any]:
+        return self.seen
+
+    def counts(self) -> list[int]:
+        return [self.held, len(self.seen)]
 
 
 @actor(reentrant=True)
@@ -228,6 +269,10 @@ class NodeInfo:
     def activations(self, type_name: str) -> int:
         table = current_node()._catalog.by_type.get(type_name, {})
         return len(table)
+
+    def bounds(self) -> dict[str, int]:
+        """What the node's memory bounds refused or dropped so far (``Node.bounds``)."""
+        return current_node().bounds
 
     def view(self) -> list[str]:
         """The hosting members this node knows."""

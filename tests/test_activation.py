@@ -8,9 +8,11 @@ import logging
 
 import pytest
 
-from actors import ActorTimeout, Node, actor
-from runtime.activation import check, plain
+from actors import ActorTimeout, Node, Overloaded, actor
+from actors.ref import Sent
+from runtime.activation import Activation, check, plain
 from runtime.clock import Clock
+from tests.sample_actors import Gated, gate
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -214,3 +216,67 @@ def test_plain_values_are_known_to_cross_the_wire_without_encoding(
     assert plain(value) is is_plain
     if is_plain:
         check(value, "value")  # it does cross: plain never lets through what would fail
+
+
+# -- the mailbox bound ----------------------------------------------------------------------------
+
+
+async def test_an_ask_to_a_full_mailbox_waits_for_room_within_its_deadline() -> None:
+    async with Node(mailbox_limit=4) as node:
+        g = node.ref(Gated, "full-ask")
+        name = "full-ask"
+        for _ in range(4):
+            g.hold.tell(name)  # queued at once: the first turn has not even started
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        with pytest.raises(Overloaded, match="mailbox_limit 4"):
+            await g.counts.ask(timeout=0.1)  # still full at its deadline: never queued
+        assert loop.time() - t0 >= 0.09
+        pending = asyncio.ensure_future(g.counts())
+        done, _ = await asyncio.wait({pending}, timeout=0.05)
+        assert not done  # it waits for room ...
+        gate(name).set()
+        assert await asyncio.wait_for(pending, 5) == [4, 0]  # ... then is queued and runs
+
+
+async def test_a_local_tell_to_a_full_mailbox_is_queued_and_its_await_waits_for_room() -> None:
+    async with Node(mailbox_limit=4) as node:
+        g = node.ref(Gated, "full-tell")
+        name = "full-tell"
+        sent = [g.hold.tell(name) for _ in range(4)]
+        assert all(isinstance(s, Sent) for s in sent)  # up to the limit: nothing to wait for
+        waits = [g.note.tell(i) for i in range(3)]  # beyond it: queued all the same, and wait
+        assert not isinstance(waits[0], Sent) and all(w is waits[0] for w in waits)
+        assert isinstance(waits[0], asyncio.Future) and not waits[0].done()
+        gate(name).set()
+        async with asyncio.timeout(5):
+            await waits[0]  # room again: at most half full
+        assert await g.counts() == [4, 3]
+        assert await g.notes() == [0, 1, 2]
+        assert isinstance(g.note.tell(3), Sent)
+
+
+async def test_tells_stop_waiting_when_the_activation_ends() -> None:
+    async with Node(mailbox_limit=2) as node:
+        g = node.ref(Gated, "ends")
+        g.hold.tell("ends")
+        g.hold.tell("ends")
+        wait = g.note.tell(0)
+        assert isinstance(wait, asyncio.Future)
+        act = node._catalog.lookup("Gated", "ends")
+        assert isinstance(act, Activation)
+        act.take_backlog()  # what deactivation and migration do with a backlog
+        assert wait.done()
+        gate("ends").set()
+
+
+@pytest.mark.parametrize("bad", [0, -1])
+def test_mailbox_limit_must_be_at_least_one(bad: int) -> None:
+    with pytest.raises(ValueError, match="mailbox_limit must be at least 1"):
+        Node(mailbox_limit=bad)
+
+
+@pytest.mark.parametrize("bad", ["10", 2.5, True, None])
+def test_mailbox_limit_must_be_a_whole_number(bad: object) -> None:
+    with pytest.raises(TypeError, match="mailbox_limit must be a whole number"):
+        Node(mailbox_limit=bad)  # type: ignore[arg-type]

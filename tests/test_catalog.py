@@ -8,8 +8,10 @@ from typing import Any
 
 import pytest
 
-from actors import Node, RemoteError, actor
-from tests.sample_actors import Counter, Ephemeral, Journal, Pool
+from actors import Node, Overloaded, RemoteError, actor
+from actors.decorator import actor_type
+from runtime.lifecycle import ACTIVE
+from tests.sample_actors import Counter, Ephemeral, Gated, Journal, Pool, gate
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -283,3 +285,94 @@ async def test_epochs_are_distinct_per_activation() -> None:
         b = node._catalog.lookup("Counter", "e2")
         assert not isinstance(a, list) and not isinstance(b, list)
         assert a is not None and b is not None and a.epoch != b.epoch
+
+
+# -- the bound on activations -----------------------------------------------------------------
+
+#: What each Evictable's ``on_deactivate`` saw: ``[key, count]``.
+EVICTED: list[list[Any]] = []
+
+
+@actor(name="Evictable")
+class Evictable:
+    def __init__(self) -> None:
+        self.count = 0
+
+    def incr(self) -> int:
+        self.count += 1
+        return self.count
+
+    def on_deactivate(self) -> None:
+        EVICTED.append([self.key, self.count])
+
+
+@actor(name="SlowGoodbye")
+class SlowGoodbye:
+    async def on_deactivate(self) -> None:
+        await asyncio.sleep(0.01)
+
+    def ok(self) -> bool:
+        return True
+
+
+async def test_beyond_max_activations_the_least_recently_used_idle_ones_go_first() -> None:
+    EVICTED.clear()
+    async with Node(max_activations=3) as node:
+
+        async def incr(key: str) -> int:
+            n = await node.ref(Evictable, key).incr()
+            assert node.activation_count <= 3
+            return n
+
+        for key in "abc":
+            assert await incr(key) == 1
+        assert await incr("d") == 1  # all as old: the first made goes
+        assert EVICTED == [["a", 1]]  # on_deactivate ran, as on an idle deactivation
+        assert await incr("b") == 2  # used since: b is spared, c goes
+        assert await incr("e") == 1
+        assert await incr("b") == 3
+        assert await incr("f") == 1  # d was not used since it was made
+        assert EVICTED == [["a", 1], ["c", 1], ["d", 1]]
+        for i in range(20):  # in a stream of new actors, the one in use stays
+            assert await incr("b") == 4 + i
+            await incr(f"new-{i}")
+        assert "b" not in [k for k, _ in EVICTED]
+        assert node._catalog.evicted == len(EVICTED) == 23
+        assert await incr("a") == 1  # activated afresh
+
+
+async def test_an_eviction_that_suspends_still_bounds_what_is_live() -> None:
+    async with Node(max_activations=2) as node:
+        for i in range(10):
+            assert await node.ref(SlowGoodbye, f"sg{i}").ok()
+        live = [a for a in node._catalog if a.status == ACTIVE]
+        assert len(live) <= 2 and node.activation_count <= 10
+
+
+async def test_with_no_idle_activation_a_new_one_is_refused_with_overloaded() -> None:
+    async with Node(max_activations=2) as node:
+        for key in ("busy-a", "busy-b"):
+            node.ref(Gated, key).hold.tell("busy")
+        with pytest.raises(Overloaded, match="max_activations 2"):
+            await node.ref(Counter, "refused").incr.ask(timeout=0.1)  # asked until its deadline
+        assert node.activation_count == 2
+        pending = asyncio.ensure_future(node.ref(Counter, "refused").incr())
+        gate("busy").set()  # once the turns ended, one of them makes room
+        assert await asyncio.wait_for(pending, 5) == 1
+        assert node.activation_count == 2
+
+
+async def test_a_handoff_is_taken_beyond_max_activations() -> None:
+    async with Node(max_activations=1) as node:
+        node.ref(Gated, "handoff-busy").hold.tell("handoff")
+        atype = actor_type(Counter)
+        assert atype is not None
+        act = node._catalog.receive_handoff(atype, "handed", {"count": 7})
+        assert node.activation_count == 2 and act.instance.count == 7
+        gate("handoff").set()
+
+
+@pytest.mark.parametrize("bad", [0, "100", 1.0])
+def test_max_activations_is_checked(bad: object) -> None:
+    with pytest.raises((TypeError, ValueError), match="max_activations"):
+        Node(max_activations=bad)  # type: ignore[arg-type]

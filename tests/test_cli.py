@@ -14,7 +14,7 @@ import pytest
 
 from actors import Node
 from runtime import demo
-from runtime.cli import GC_THRESHOLD, parse_resources
+from runtime.cli import GC_THRESHOLD, parse_resources, raise_descriptor_limit
 from runtime.demo import run_demo
 from tests.cluster import ROOT, NodeProcess, converged_client, until
 
@@ -323,3 +323,51 @@ def test_a_node_open_beyond_loopback_without_keys_warns(tmp_path: Path) -> None:
             assert "warning" not in quiet.read_output()
         finally:
             quiet.kill()
+
+
+def test_raise_descriptor_limit_lifts_the_soft_limit_to_the_hard_one() -> None:
+    # In a process of its own, started with a low soft limit (as a shell's 1,024 would be).
+    code = (
+        "import resource; from runtime.cli import raise_descriptor_limit; "
+        "print(*resource.getrlimit(resource.RLIMIT_NOFILE), *raise_descriptor_limit())"
+    )
+
+    def low_soft_limit() -> None:
+        import resource
+
+        _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        preexec_fn=low_soft_limit,
+    )
+    soft0, hard0, soft, hard = map(int, out.stdout.split())
+    assert soft0 == 256 and hard == hard0
+    assert soft == hard or soft >= 1 << 16  # (an unlimited hard limit: as much as it takes)
+    assert raise_descriptor_limit()[0] >= 256
+
+
+def test_node_takes_a_mailbox_limit_and_max_activations() -> None:
+    node = NodeProcess(extra=["--mailbox-limit", "5", "--max-activations", "10"])
+    try:
+        assert node.terminate() == 0
+    finally:
+        node.kill()
+
+
+@pytest.mark.parametrize("option", ["--mailbox-limit", "--max-activations"])
+def test_node_refuses_a_limit_below_one(option: str) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "runtime", "node", "--listen", "tcp://127.0.0.1:0", option, "0"],
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode != 0 and option in out.stderr

@@ -10,6 +10,8 @@ are closed with linger 0.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import os
 import shutil
 import signal
@@ -681,6 +683,105 @@ async def test_attached_messages_from_raw_sockets(zh: Harness) -> None:
     assert await a.recv() == (b"good", route)
     assert isinstance(a.t, ZmqTransport) and a.t.malformed == 2
     assert a.frames.empty()
+
+
+async def test_an_oversized_message_drops_the_connection_unread(zh: Harness) -> None:
+    """ZMQ_MAXMSGSIZE: libzmq drops the connection at the part's size, before assembling it;
+    the caller reconnects and is served (what it queued behind the big one is lost)."""
+    h = zh
+    a = await h.start(max_message_size=64 * 1024)
+    dealer = h.raw(zmq.DEALER)
+    dealer.connect(a.address)
+    await dealer.send(b"x" * (1 << 20))
+    got: tuple[bytes, Route] | None = None
+    async with asyncio.timeout(WAIT):
+        for i in itertools.count():
+            await dealer.send(b"small %d" % i)
+            with contextlib.suppress(TimeoutError):
+                got = await a.recv(timeout=0.2)
+                break
+    assert got is not None and got[0].startswith(b"small ")
+    while not a.frames.empty():  # the big one never arrived
+        assert len(a.frames.get_nowait()[0]) < 1024
+
+
+async def _unread_replies(h: Harness, a: Peer) -> tuple[Any, Route]:
+    """A raw caller that sent one frame and then reads nothing, and the route to it."""
+    caller = h.raw(zmq.DEALER)
+    caller.setsockopt(zmq.RCVHWM, 1)
+    caller.setsockopt(zmq.RCVBUF, 4096)
+    caller.connect(a.address)
+    await caller.send(b"go")
+    frame, route = await a.recv()
+    assert frame == b"go"
+    return caller, route
+
+
+async def test_a_caller_that_does_not_read_its_replies_is_cut_off(zh: Harness) -> None:
+    h = zh
+    limit = 256 * 1024
+    a = await h.start(sndhwm=1, rcvhwm=1, max_backlog=limit, max_frame_bytes=HWM, cut_off=0.5)
+    assert isinstance(a.t, ZmqTransport)
+    caller, route = await _unread_replies(h, a)
+    other = h.raw(zmq.DEALER)
+    other.connect(a.address)
+    chunk = b"r" * (16 * 1024)
+    most = 0
+    async with asyncio.timeout(WAIT * 2):
+        while not a.t.cut_offs:
+            for _ in range(16):
+                a.t.reply(route, chunk)
+                most = max(most, a.t.backlog(route))
+            await asyncio.sleep(0)  # the flush runs
+    assert most <= limit + len(chunk)  # bounded in bytes, never more
+    assert a.t.backlog(route) == 0 and a.t.dropped_bytes >= limit
+    # while cut off: its requests are dropped unread, replies to it are not queued
+    await caller.send(b"ignored")
+    a.t.reply(route, chunk)
+    assert a.t.backlog(route) == 0
+    # ... and another caller is served as before
+    await other.send(b"other")
+    frame, route2 = await a.recv()
+    assert frame == b"other"
+    a.t.reply(route2, b"answer")
+    async with asyncio.timeout(WAIT):
+        assert await other.recv() == b"answer"
+    async with asyncio.timeout(WAIT):
+        while not a.t.ignored:
+            await asyncio.sleep(0.01)
+    assert a.frames.empty()
+    # once it reads again and the cut-off has passed, it is served again
+    async with asyncio.timeout(WAIT * 2):
+        while await caller.poll(0):
+            await caller.recv()
+        for i in itertools.count():
+            await caller.send(b"back %d" % i)
+            with contextlib.suppress(TimeoutError):
+                frame, route3 = await a.recv(timeout=0.1)
+                break
+    assert frame.startswith(b"back ") and route3 == route
+
+
+async def test_a_peer_that_takes_nothing_gets_nothing_more_queued(zh: Harness) -> None:
+    h = zh
+    stalled = await h.stalled()
+    limit = 256 * 1024
+    a = await h.start(listen=None, sndhwm=1, rcvhwm=1, max_backlog=limit, max_frame_bytes=HWM)
+    assert isinstance(a.t, ZmqTransport)
+    peer = stalled.address
+    chunk = b"s" * (16 * 1024)
+    most = 0
+    async with asyncio.timeout(WAIT * 2):
+        while not a.t.dropped_bytes:
+            for _ in range(16):
+                a.t.send(peer, chunk)
+                most = max(most, a.t.backlog(peer))
+            await asyncio.sleep(0)
+    assert limit <= most <= limit + len(chunk)
+    for _ in range(100):
+        a.t.send(peer, chunk)
+        a.t.reply_attached(peer, b"head", chunk)
+    assert a.t.backlog(peer) <= limit + len(chunk)
 
 
 def _open_fds() -> int:

@@ -23,6 +23,7 @@ from actors.errors import (
     Deadlock,
     MessageTooLarge,
     NodeUnavailable,
+    Overloaded,
     ProtocolError,
     RemoteError,
     SerializationError,
@@ -709,6 +710,7 @@ def test_mutated_frames_with_registered_types(ops: Any) -> None:
         MessageTooLarge("big"),
         NodeUnavailable("tcp://x"),
         ProtocolError("bad"),
+        Overloaded("mailbox full"),
     ],
 )
 def test_shoal_errors_keep_their_class(exc: ActorError) -> None:
