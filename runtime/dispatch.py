@@ -137,11 +137,11 @@ class Dispatcher:
         self._on_request_slow(wire.envelope_of(fields), route, deadline)
 
     def _on_request_slow(self, env: wire.Envelope, route: Route, deadline: float) -> None:
-        """:meth:`on_request` for an actor not active here, or a type or method unknown."""
+        """:meth:`on_request` for an actor not active here, or a type or method unknown. A
+        paced tell (one that asks to be acknowledged) is acked by the activation here once
+        its mailbox has room, else at once (forwarded, dropped)."""
         sink = RemoteReply(self._messaging, route, env.corr) if env.kind == wire.ASK else None
-        if sink is None and env.corr:  # a paced tell: acknowledged once delivered
-            self._on_tell_slow(env, RemoteReply(self._messaging, route, env.corr), deadline)
-            return
+        ack = RemoteReply(self._messaging, route, env.corr) if sink is None and env.corr else None
         try:
             atype = self._served.get(env.type_name)
             if atype is None:
@@ -151,48 +151,27 @@ class Dispatcher:
             if act is not None:
                 if act.affinity is not None and env.sender:
                     act.affinity.sent(env.sender)
-                self._deliver(
-                    act, method, env.args, env.kwargs, env.trace, deadline, sink, env.waits or None
-                )
+                if sink is None:
+                    self._tell(act, method, env.args, env.kwargs, ack)
+                else:
+                    waits = env.waits or None
+                    self._deliver(
+                        act, method, env.args, env.kwargs, env.trace, deadline, sink, waits
+                    )
                 return
             host = self._locator.inbound(atype, env.key, env.hops > 0)
         except ActorError as err:
             self._fail(env, sink, err)
+            if ack is not None:
+                ack.set_result(None)
             return
         if host == PLACE:
             self._host.loop.create_task(
-                self._place_then_deliver(env, sink, atype, method, deadline)
+                self._place_then_deliver(env, sink, atype, method, deadline, ack)
             )
         else:
             assert host is not None
-            self._deliver_at(host, env, sink, atype, method, deadline)
-
-    def _on_tell_slow(self, env: wire.Envelope, ack: RemoteReply, deadline: float) -> None:
-        """A paced tell (one that asks to be acknowledged) for an actor not active here: acked
-        by the activation here once its mailbox has room, else at once (forwarded, dropped)."""
-        try:
-            atype = self._served.get(env.type_name)
-            if atype is None:
-                raise UnknownActorType(f"{self.address} serves no actor type {env.type_name!r}")
-            method = method_of(atype, env.method)
-            act = self._catalog.get(atype, env.key)
-            if act is not None:
-                if act.affinity is not None and env.sender:
-                    act.affinity.sent(env.sender)
-                self._tell(act, method, env.args, env.kwargs, ack)
-                return
-            host = self._locator.inbound(atype, env.key, env.hops > 0)
-        except ActorError as err:
-            self._fail(env, None, err)
-            ack.set_result(None)
-            return
-        if host == PLACE:
-            self._host.loop.create_task(
-                self._place_then_deliver(env, None, atype, method, deadline, ack)
-            )
-        else:
-            assert host is not None
-            self._deliver_at(host, env, None, atype, method, deadline, ack)
+            self._deliver_at(host, env, sink, atype, method, deadline, ack)
 
     def _deliver_at(
         self,

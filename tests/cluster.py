@@ -317,3 +317,35 @@ class ProbeLoad:
     async def stop(self, timeout: float) -> None:
         self._stop.set()
         await asyncio.wait_for(asyncio.gather(*self._workers), timeout)
+
+
+@asynccontextmanager
+async def host_and_client(name: str, mailbox_limit: int) -> AsyncIterator[tuple[Node, Node]]:
+    """A member (``mem://NAME``) that hosts everything, with ``mailbox_limit``, and a pure
+    client of it, over one in-process network; both stopped on exit."""
+    from runtime.memory_transport import MemoryNetwork, MemoryTransport
+
+    net = MemoryNetwork()
+    host = Node(listen=f"mem://{name}", transport=MemoryTransport(net), mailbox_limit=mailbox_limit)
+    client = Node(
+        seeds=[f"mem://{name}"], serve=(), transport=MemoryTransport(net), default_timeout=10
+    )
+    await host.start()
+    try:
+        await client.start()
+        try:
+            await until(lambda: client.members == [host.address], 10)
+            yield host, client
+        finally:
+            await client.stop()
+    finally:
+        await host.stop()
+
+
+def queued(node: Node, type_name: str, key: str) -> int:
+    """Messages queued at ``node``'s activation of ``type_name``/``key``."""
+    from runtime.activation import Activation
+
+    act = node._catalog.lookup(type_name, key)
+    assert isinstance(act, Activation)
+    return 0 if act.queue is None else len(act.queue)

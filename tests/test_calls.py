@@ -8,10 +8,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from actors import Node
-from runtime.activation import Activation
 from runtime.calls import TELL_WINDOW
-from runtime.memory_transport import MemoryNetwork, MemoryTransport
-from tests.cluster import until
+from tests.cluster import host_and_client, queued, until
 from tests.sample_actors import Gated, gate
 
 pytestmark = pytest.mark.timeout(60)
@@ -22,27 +20,12 @@ LIMIT = 300
 @pytest.fixture
 async def pair() -> AsyncIterator[tuple[Node, Node]]:
     """A member that hosts everything (``mailbox_limit`` LIMIT) and a pure client of it."""
-    net = MemoryNetwork()
-    host = Node(listen="mem://calls-host", transport=MemoryTransport(net), mailbox_limit=LIMIT)
-    client = Node(
-        seeds=["mem://calls-host"], serve=(), transport=MemoryTransport(net), default_timeout=10
-    )
-    await host.start()
-    try:
-        await client.start()
-        try:
-            await until(lambda: client.members == [host.address], 10)
-            yield host, client
-        finally:
-            await client.stop()
-    finally:
-        await host.stop()
+    async with host_and_client("calls-host", LIMIT) as nodes:
+        yield nodes
 
 
 def _queued(node: Node, key: str) -> int:
-    act = node._catalog.lookup("Gated", key)
-    assert isinstance(act, Activation)
-    return 0 if act.queue is None else len(act.queue)
+    return queued(node, "Gated", key)
 
 
 async def test_a_remote_teller_that_awaits_waits_while_the_mailbox_is_full(

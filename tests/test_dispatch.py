@@ -14,7 +14,7 @@ from actors import Node, Overloaded
 from runtime.activation import Activation
 from runtime.clock import Clock
 from runtime.memory_transport import MemoryNetwork, MemoryTransport
-from tests.cluster import until
+from tests.cluster import host_and_client, queued, until
 from tests.sample_actors import Counter, Gated, gate
 
 pytestmark = pytest.mark.timeout(60)
@@ -71,27 +71,12 @@ LIMIT = 300
 @pytest.fixture
 async def pair() -> AsyncIterator[tuple[Node, Node]]:
     """A member that hosts everything (``mailbox_limit`` LIMIT) and a pure client of it."""
-    net = MemoryNetwork()
-    host = Node(listen="mem://dispatch-host", transport=MemoryTransport(net), mailbox_limit=LIMIT)
-    client = Node(
-        seeds=["mem://dispatch-host"], serve=(), transport=MemoryTransport(net), default_timeout=10
-    )
-    await host.start()
-    try:
-        await client.start()
-        try:
-            await until(lambda: client.members == [host.address], 10)
-            yield host, client
-        finally:
-            await client.stop()
-    finally:
-        await host.stop()
+    async with host_and_client("dispatch-host", LIMIT) as nodes:
+        yield nodes
 
 
 def _queued(node: Node, key: str) -> int:
-    act = node._catalog.lookup("Gated", key)
-    assert isinstance(act, Activation)
-    return 0 if act.queue is None else len(act.queue)
+    return queued(node, "Gated", key)
 
 
 async def test_a_remote_ask_to_a_full_mailbox_is_refused_at_once_and_asked_again(
